@@ -1,0 +1,1 @@
+"""BCKD: distillation of dense object detectors on mmdet 3.x."""
