@@ -1,0 +1,46 @@
+"""Load mmengine checkpoints on torch >= 2.6 without turning off ``weights_only``.
+
+Since torch 2.6, ``torch.load`` unpickles only tensors and allow-listed types. mmengine 0.10.7
+checkpoints also hold its message hub (``HistoryBuffer``) and numpy scalars and arrays, so a plain
+load fails. Rather than ``weights_only=False`` for the whole process, :func:`mmengine_safe_globals`
+allow-lists exactly those types for the duration of a ``with`` block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+
+__all__ = ["load_state_dict", "mmengine_safe_globals"]
+
+
+def _numpy_globals() -> list:
+    dtypes = [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int32, np.int64,
+                                          np.uint8, np.bool_)]
+    return [
+        np.ndarray,
+        np.dtype,
+        np._core.multiarray._reconstruct,
+        np._core.multiarray.scalar,
+        *dtypes,
+    ]
+
+
+@contextmanager
+def mmengine_safe_globals() -> Iterator[None]:
+    """Allow-list the non-tensor types mmengine puts in its checkpoints, inside the block."""
+    with torch.serialization.safe_globals([HistoryBuffer, *_numpy_globals()]):
+        yield
+
+
+def load_state_dict(path: str, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The model weights of an mmengine checkpoint (or of a bare state dict file)."""
+    with mmengine_safe_globals():
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint)
+    # Checkpoints saved from a DDP-wrapped model carry a "module." prefix.
+    return {k.removeprefix("module."): v for k, v in state.items()}

@@ -1,0 +1,5 @@
+"""Datasets: the synthetic COCO-format detection data every model here trains on."""
+
+from bckd.data.synth import SynthConfig, category_names, class_probabilities, generate, validate
+
+__all__ = ["SynthConfig", "category_names", "class_probabilities", "generate", "validate"]

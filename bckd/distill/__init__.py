@@ -1,0 +1,14 @@
+"""Teacher-student distillation for any mmdet 3.x dense head."""
+
+from bckd.distill.compat import check_distillable
+from bckd.distill.dense_outputs import BOX_DECODERS, DenseOutputs, flatten_dense_outputs
+from bckd.distill.detector import BCKDDetector, build_teacher
+
+__all__ = [
+    "BCKDDetector",
+    "BOX_DECODERS",
+    "DenseOutputs",
+    "build_teacher",
+    "check_distillable",
+    "flatten_dense_outputs",
+]

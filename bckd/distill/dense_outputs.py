@@ -1,0 +1,139 @@
+"""Per-prior classification logits and decoded boxes from any mmdet dense head.
+
+Dense heads return one map per FPN level and encode boxes in their own way (GFL's integral
+distribution, anchor deltas, FCOS and RTMDet point distances). The distillation losses need the
+same thing from every head: for each prior ``i`` of each image, the ``C`` class logits and the box
+in image pixels. :func:`flatten_dense_outputs` is that single mechanism; the only per-head piece is
+how a regression vector becomes a box, which lives in :data:`BOX_DECODERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from mmdet.models.dense_heads import FCOSHead, GFLHead
+from mmdet.structures.bbox import distance2bbox
+from torch import Tensor, nn
+
+__all__ = [
+    "BOX_DECODERS",
+    "DenseOutputs",
+    "flatten_dense_outputs",
+    "flatten_level_maps",
+    "register_box_decoder",
+]
+
+# Decoder contract: (head, priors (P_l, K), regression (B, P_l, R), stride) -> boxes (B, P_l, 4)
+# in pixels, x1 y1 x2 y2. ``priors`` are what ``head.prior_generator.grid_priors`` returns for
+# one level: anchors (P_l, 4) for anchor generators, points (P_l, 2) for point generators.
+BoxDecoder = Callable[[nn.Module, Tensor, Tensor, int], Tensor]
+BOX_DECODERS: dict[type, BoxDecoder] = {}
+
+
+def register_box_decoder(head_type: type) -> Callable[[BoxDecoder], BoxDecoder]:
+    """Register how ``head_type`` (and its subclasses) turns regression outputs into boxes."""
+
+    def wrap(fn: BoxDecoder) -> BoxDecoder:
+        BOX_DECODERS[head_type] = fn
+        return fn
+
+    return wrap
+
+
+def _find_decoder(head: nn.Module) -> BoxDecoder:
+    # Most specific registered class first, so GFL (a subclass of AnchorHead) wins over the default.
+    for cls in type(head).__mro__:
+        if cls in BOX_DECODERS:
+            return BOX_DECODERS[cls]
+    return decode_with_bbox_coder
+
+
+def decode_with_bbox_coder(head: nn.Module, priors: Tensor, regression: Tensor, stride: int) -> Tensor:
+    """Default: the head's own ``bbox_coder`` (anchor deltas for RetinaNet/ATSS, point distances
+    for RTMDet, whose regression is already in pixels)."""
+    batch = regression.shape[0]
+    expanded = priors.unsqueeze(0).expand(batch, *priors.shape)  # (B, P_l, K)
+    return head.bbox_coder.decode(expanded, regression)
+
+
+@register_box_decoder(GFLHead)
+def decode_gfl(head: nn.Module, priors: Tensor, regression: Tensor, stride: int) -> Tensor:
+    """GFL regresses a discrete distribution over ``reg_max + 1`` bins per side, in strides."""
+    batch, num_priors, _ = regression.shape
+    distances = head.integral(regression.reshape(batch * num_priors, -1)) * stride  # (B*P_l, 4)
+    centers = head.anchor_center(priors)  # (P_l, 2)
+    centers = centers.unsqueeze(0).expand(batch, num_priors, 2).reshape(-1, 2)
+    return distance2bbox(centers, distances).reshape(batch, num_priors, 4)
+
+
+@register_box_decoder(FCOSHead)
+def decode_fcos(head: nn.Module, priors: Tensor, regression: Tensor, stride: int) -> Tensor:
+    """FCOS with ``norm_on_bbox`` predicts distances in strides while training and in pixels in
+    eval mode (it multiplies by the stride in ``forward_single``); the teacher runs in eval mode
+    and the student in train mode, so the scale depends on the head's mode."""
+    if head.norm_on_bbox and head.training:
+        regression = regression * stride
+    return decode_with_bbox_coder(head, priors, regression, stride)
+
+
+@dataclass
+class DenseOutputs:
+    """Head outputs flattened over levels; ``P`` is the number of priors of one image.
+
+    logits: (B, P, C) classification logits.
+    boxes: (B, P, 4) decoded boxes, x1 y1 x2 y2 in input-image pixels.
+    valid: (B, P) bool, priors inside each image's padded shape (False on batch padding).
+    level_sizes: number of priors of each level, in order; they sum to ``P``.
+    """
+
+    logits: Tensor
+    boxes: Tensor
+    valid: Tensor
+    level_sizes: list[int]
+
+
+def flatten_level_maps(maps: Sequence[Tensor], channels: int) -> Tensor:
+    """(B, A*K, H, W) per level -> (B, sum_l H*W*A, K), in the order of ``grid_priors``."""
+    flat = [m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, channels) for m in maps]
+    return torch.cat(flat, dim=1)
+
+
+def flatten_dense_outputs(
+    head: nn.Module,
+    cls_scores: Sequence[Tensor],
+    bbox_preds: Sequence[Tensor],
+    batch_img_metas: Sequence[dict],
+) -> DenseOutputs:
+    """Flatten one dense head's per-level outputs into per-prior logits and pixel boxes.
+
+    Args:
+        head: the mmdet dense head that produced the maps (its priors and box coding are used).
+        cls_scores: per level (B, A*C, H_l, W_l) logits.
+        bbox_preds: per level (B, A*R, H_l, W_l) regression in the head's own encoding.
+        batch_img_metas: per image, with ``pad_shape`` (the image's padded size).
+    """
+    featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
+    device, dtype = cls_scores[0].device, cls_scores[0].dtype
+    priors = head.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
+    strides = [s[0] if isinstance(s, tuple) else s for s in head.prior_generator.strides]
+    decode = _find_decoder(head)
+    batch = cls_scores[0].shape[0]
+    num_base = head.prior_generator.num_base_priors[0]
+
+    boxes = []
+    for level_priors, pred, stride in zip(priors, bbox_preds, strides, strict=True):
+        regression = pred.permute(0, 2, 3, 1).reshape(batch, level_priors.shape[0], -1)
+        boxes.append(decode(head, level_priors, regression, stride))
+
+    valid = [
+        torch.cat(head.prior_generator.valid_flags(featmap_sizes, meta["pad_shape"], device))
+        for meta in batch_img_metas
+    ]
+    return DenseOutputs(
+        logits=flatten_level_maps(cls_scores, head.cls_out_channels),
+        boxes=torch.cat(boxes, dim=1),
+        valid=torch.stack(valid),
+        level_sizes=[h * w * num_base for h, w in featmap_sizes],
+    )

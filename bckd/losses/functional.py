@@ -1,0 +1,158 @@
+"""The two BCKD distillation losses as pure functions over flattened priors.
+
+Yang et al., "Bridging Cross-task Protocol Inconsistency for Distillation in Dense Object
+Detection", ICCV 2023. Every prior ``i`` of every FPN level and image is one row; callers flatten
+the levels once (``(B, C, H, W)`` per level -> ``(N, C)``) and pass all priors in one call.
+
+* BCDL (binary classification distillation): a binary cross-entropy per class against the
+  teacher's sigmoid scores, modulated by ``|p_t - p_s| ** beta`` as in Quality Focal Loss.
+* ILDL (IoU-based localization distillation): ``1 - GIoU(student box, teacher box)`` per prior,
+  weighted by the largest per-class score gap ``max_c |p_t - p_s|``.
+
+Both reduce as mmdet losses do: ``sum_i weight_i * loss_i / avg_factor``. This module imports
+torch only, so the method can be read, tested and reused without mmdet or mmcv.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "binary_classification_distillation_loss",
+    "iou_localization_distillation_loss",
+]
+
+IOU_MODES = ("iou", "giou")
+
+
+def binary_classification_distillation_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    weight: Tensor | None = None,
+    beta: float = 1.0,
+    avg_factor: float | Tensor | None = None,
+) -> Tensor:
+    """BCDL: ``sum_i w_i sum_c BCE(z_s[i, c], p_t[i, c]) * |p_t[i, c] - p_s[i, c]| ** beta``.
+
+    Args:
+        student_logits: ``Tensor[N, C]`` classification logits of the student, before sigmoid.
+        teacher_logits: ``Tensor[N, C]`` teacher logits; detached here, the teacher gets no grad.
+        weight: optional ``Tensor[N]`` per-prior weight (e.g. the head's label weights; zero
+            excludes a prior). Not detached.
+        beta: exponent of the modulating factor, ``> 0``. The factor is not detached from the
+            student, as in Quality Focal Loss; its gradient at ``p_s == p_t`` is taken as 0.
+        avg_factor: normaliser of the weighted sum (e.g. the number of positive priors; callers
+            clamp it, ``max(1, num_pos)``). ``None`` divides by ``N``, the number of rows.
+
+    Returns:
+        Scalar tensor. ``N == 0`` gives ``0.0 * student_logits.sum()``, which keeps the graph.
+    """
+    _check_logits(student_logits, teacher_logits, weight)
+    if not beta > 0:
+        raise ValueError(f"{beta=} must be > 0")
+    if student_logits.shape[0] == 0:
+        return 0.0 * student_logits.sum()
+
+    target = teacher_logits.detach().sigmoid()  # (N, C), p_t
+    gap = (student_logits.sigmoid() - target).abs()  # (N, C), |p_s - p_t|
+    if beta == 1.0:
+        modulator = gap
+    elif beta > 1.0:
+        modulator = gap.pow(beta)
+    else:
+        # d/dx x**beta is infinite at x == 0 for beta < 1 and autograd would give 0 * inf = nan
+        # where student and teacher agree; route those entries around pow, so their gradient is 0.
+        nonzero = gap > 0
+        modulator = torch.where(nonzero, torch.where(nonzero, gap, 1.0).pow(beta), 0.0)
+    bce = F.binary_cross_entropy_with_logits(student_logits, target, reduction="none")  # (N, C)
+    per_prior = (bce * modulator).sum(dim=1)  # (N,)
+    return _weighted_mean(per_prior, weight, avg_factor)
+
+
+def iou_localization_distillation_loss(
+    student_boxes: Tensor,
+    teacher_boxes: Tensor,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    weight: Tensor | None = None,
+    avg_factor: float | Tensor | None = None,
+    iou_mode: str = "giou",
+    eps: float = 1e-6,
+) -> Tensor:
+    """ILDL: ``sum_i w_i * max_c |p_t[i, c] - p_s[i, c]| * (1 - GIoU(b_s[i], b_t[i]))``.
+
+    Args:
+        student_boxes: ``Tensor[N, 4]`` decoded student boxes, ``x1, y1, x2, y2`` with
+            ``x2 >= x1`` and ``y2 >= y1``. Any unit (pixels, or the head's stride units): the
+            loss is invariant to a common scale of both boxes of a prior.
+        teacher_boxes: ``Tensor[N, 4]`` teacher boxes of the same priors, same format and unit;
+            detached here.
+        student_logits: ``Tensor[N, C]`` student classification logits; only used, detached, for
+            the per-prior factor ``u_i = max_c |p_t - p_s|``.
+        teacher_logits: ``Tensor[N, C]`` teacher classification logits; detached here.
+        weight: optional ``Tensor[N]`` per-prior weight; zero excludes a prior. Not detached.
+        avg_factor: normaliser of the weighted sum; ``None`` divides by ``N``.
+        iou_mode: ``"giou"`` (the paper) or ``"iou"`` (then ``1 - IoU``).
+        eps: lower bound of union and enclosing areas, in squared box units (as mmdet).
+
+    Returns:
+        Scalar tensor. ``N == 0`` gives ``0.0 * student_boxes.sum()``, which keeps the graph.
+    """
+    _check_logits(student_logits, teacher_logits, weight)
+    if student_boxes.ndim != 2 or student_boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be (N, 4): {student_boxes.shape=}")
+    if teacher_boxes.shape != student_boxes.shape or student_boxes.shape[0] != len(student_logits):
+        raise ValueError(f"{student_boxes.shape=} {teacher_boxes.shape=} {student_logits.shape=}")
+    if iou_mode not in IOU_MODES:
+        raise ValueError(f"{iou_mode=} must be one of {IOU_MODES}")
+    if student_boxes.shape[0] == 0:
+        return 0.0 * student_boxes.sum()
+
+    with torch.no_grad():
+        gap = student_logits.sigmoid() - teacher_logits.sigmoid()  # (N, C)
+        uncertainty = gap.abs_().amax(dim=1)  # (N,), u_i
+    iou = _aligned_box_iou(student_boxes, teacher_boxes.detach(), mode=iou_mode, eps=eps)  # (N,)
+    return _weighted_mean(uncertainty * (1.0 - iou), weight, avg_factor)
+
+
+def _aligned_box_iou(
+    boxes1: Tensor, boxes2: Tensor, mode: str = "giou", eps: float = 1e-6
+) -> Tensor:
+    """IoU or GIoU of row-aligned boxes ``Tensor[N, 4]`` (``x1, y1, x2, y2``) -> ``Tensor[N]``.
+
+    Same definition and ``eps`` clamping as mmdet's ``bbox_overlaps(..., is_aligned=True)``;
+    kept here so that this module does not import mmdet (tests check the two agree).
+    """
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])  # (N,)
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    inter_wh = torch.min(boxes1[:, 2:], boxes2[:, 2:]) - torch.max(boxes1[:, :2], boxes2[:, :2])
+    inter = inter_wh.clamp(min=0).prod(dim=1)  # (N,)
+    union = (area1 + area2 - inter).clamp(min=eps)
+    iou = inter / union
+    if mode == "iou":
+        return iou
+    hull_wh = torch.max(boxes1[:, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, :2], boxes2[:, :2])
+    hull = hull_wh.clamp(min=0).prod(dim=1).clamp(min=eps)  # (N,), smallest enclosing box
+    return iou - (hull - union) / hull
+
+
+def _weighted_mean(
+    per_prior: Tensor, weight: Tensor | None, avg_factor: float | Tensor | None
+) -> Tensor:
+    """``sum_i weight_i * per_prior_i / avg_factor``; ``avg_factor=None`` means ``N``."""
+    if weight is not None:
+        per_prior = per_prior * weight
+    if avg_factor is None:
+        avg_factor = per_prior.shape[0]
+    elif not isinstance(avg_factor, Tensor) and not avg_factor > 0:
+        raise ValueError(f"{avg_factor=} must be > 0")
+    return per_prior.sum() / avg_factor
+
+
+def _check_logits(student: Tensor, teacher: Tensor, weight: Tensor | None) -> None:
+    if student.ndim != 2 or teacher.shape != student.shape:
+        raise ValueError(f"logits must both be (N, C): {student.shape=} {teacher.shape=}")
+    if weight is not None and weight.shape != student.shape[:1]:
+        raise ValueError(f"weight must be (N,): {weight.shape=} {student.shape=}")

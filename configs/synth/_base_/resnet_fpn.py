@@ -1,0 +1,26 @@
+# Shared by the ResNet families (GFL, ATSS, RetinaNet, FCOS): the teacher's backbone and neck.
+# No pretrained weights exist here, so every model starts from scratch (init_cfg=None).
+data_preprocessor = dict(
+    type='DetDataPreprocessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=True,
+    pad_size_divisor=32)
+backbone = dict(
+    type='ResNet',
+    depth=18,
+    num_stages=4,
+    out_indices=(0, 1, 2, 3),
+    frozen_stages=-1,
+    norm_cfg=dict(type='BN', requires_grad=True),
+    norm_eval=False,
+    style='pytorch',
+    init_cfg=None)
+neck = dict(
+    type='FPN',
+    in_channels=[64, 128, 256, 512],
+    out_channels=128,
+    start_level=1,
+    add_extra_convs='on_output',
+    num_outs=5)
+strides = [8, 16, 32, 64, 128]

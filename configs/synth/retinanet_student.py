@@ -1,0 +1,6 @@
+# retinanet student: ResNet-18 at a quarter width (16 base channels), 64-channel FPN and head.
+_base_ = ['./retinanet_teacher.py']
+model = dict(
+    backbone=dict(base_channels=16),
+    neck=dict(in_channels=[16, 32, 64, 128], out_channels=64),
+    bbox_head=dict(in_channels=64, feat_channels=64))
