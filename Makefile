@@ -8,8 +8,9 @@ setup:
 demo: setup
 	@scripts/demo.sh
 
+# pytest exits 5 when it collected no test: a broken suite, reported as such.
 test: setup
-	$(PY) -m pytest -q
+	@$(PY) -m pytest -q || { rc=$$?; [ $$rc -eq 5 ] && echo "make test: pytest collected no tests" >&2; exit $$rc; }
 
 lint: setup
 	.venv/bin/ruff check .
