@@ -1,0 +1,154 @@
+"""One MLflow run per job: created by the driver, written by rank 0, ended by the driver.
+
+The driver creates (or, for a rerun with the same name, reopens) the run, logs params, tags and
+the resolved config, prints ``bckd: mlflow_run_id=<id>`` and writes ``run.json``; rank 0 of the
+workers logs per-step and per-epoch metrics and evaluation artifacts into that run by id; the
+driver ends it FINISHED, FAILED or KILLED and logs the final and best checkpoints.
+
+A worker that restarts from a checkpoint replays the iterations after it. :class:`RunWriter`
+never logs a step at or below the last step already in the run for that key, so the history
+has each step once (the values of the replayed window are those logged first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+__all__ = [
+    "RunWriter",
+    "default_tracking_uri",
+    "open_run",
+    "read_run_json",
+    "write_run_json",
+]
+
+MAX_PARAM_CHARS = 500  # MLflow accepts 6000; longer values (pipelines) are cut for readability
+
+
+def default_tracking_uri(work_root: str | os.PathLike, configured: str | None = None) -> str:
+    """``MLFLOW_TRACKING_URI``, else the config's value, else ``sqlite:///<work_root>/mlflow.db``.
+
+    MLflow 3.17 refuses its plain file store, so the local default is a SQLite file.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    if uri:
+        return uri
+    root = Path(work_root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """For a local SQLite store, artifacts in ``mlartifacts/`` beside the database file (MLflow's
+    own default is ``./mlruns`` relative to whatever directory the process runs in)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlartifacts").as_uri()
+
+
+def open_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    run_id: str | None = None,
+) -> str:
+    """Create a run in ``experiment`` (created if needed), or reopen ``run_id`` as RUNNING."""
+    client = MlflowClient(tracking_uri)
+    if run_id is not None:
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - a run.json from another tracking store: start anew
+            run = None
+        if run is not None and run.info.lifecycle_stage == "active":
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "bckd.resumed", "true")
+            return run_id
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:
+        location = _artifact_location(tracking_uri)
+        try:
+            experiment_id = client.create_experiment(experiment, artifact_location=location)
+        except Exception:  # noqa: BLE001 - created concurrently by another job
+            experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    return run.info.run_id
+
+
+class RunWriter:
+    """Logs into an existing run by id, each (key, step) at most once across restarts."""
+
+    def __init__(self, tracking_uri: str, run_id: str, resumed: bool = False) -> None:
+        self.client = MlflowClient(tracking_uri)
+        self.run_id = run_id
+        self.resumed = resumed
+        self._last_step: dict[str, int] = {}
+
+    def _high_water(self, key: str) -> int:
+        if key not in self._last_step:
+            steps = ([m.step for m in self.client.get_metric_history(self.run_id, key)]
+                     if self.resumed else [])
+            self._last_step[key] = max(steps, default=-1)
+        return self._last_step[key]
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> int:
+        """Log the metrics at ``step``; return how many were new (not already logged)."""
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()
+                 if step > self._high_water(key)]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+            for metric in batch:
+                self._last_step[metric.key] = step
+        return len(batch)
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        existing = self.client.get_run(self.run_id).data.params
+        batch = [Param(k[:250], str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()
+                 if k[:250] not in existing]
+        self.client.log_batch(self.run_id, params=batch)
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, paths: Iterable[str | os.PathLike], artifact_path: str) -> None:
+        for path in paths:
+            self.log_artifact(path, artifact_path)
+
+    def terminate(self, status: str) -> None:
+        """End the run with ``status``: FINISHED, FAILED or KILLED."""
+        RunStatus.from_string(status)  # raises on a typo
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def write_run_json(work_dir: str | os.PathLike, **fields: object) -> Path:
+    """Write (merge into) ``work_dir/run.json``: ``mlflow_run_id``, ``experiment``, ``status``...
+
+    Written to a temporary file and renamed, so a reader never sees half a file.
+    """
+    path = Path(work_dir) / "run.json"
+    data = read_run_json(work_dir) or {}
+    data.update(fields)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_run_json(work_dir: str | os.PathLike) -> dict | None:
+    path = Path(work_dir) / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else None

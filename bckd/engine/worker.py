@@ -1,0 +1,146 @@
+"""The per-worker training function that Ray Train runs on every rank.
+
+It reads its job at the top, builds an mmengine ``Runner`` on the process group Ray Train has
+already created (``launcher='pytorch'`` reuses it), resumes from the checkpoint Ray hands back
+after a restart or a rerun, trains, and returns from rank 0 what each rank saw.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["WorkerJob", "build_runner", "train_worker"]
+
+
+@dataclass
+class WorkerJob:
+    """What the driver sends each worker (pickled into ``train_loop_config``)."""
+
+    cfg: object  # mmengine Config, paths already absolute
+    tracking_uri: str
+    mlflow_run_id: str
+    mlflow_resumed: bool = False
+    cwd: str | None = None  # the driver's working directory, used when it exists on this node
+    use_gpu: bool = False
+    progress_interval: int = 10
+    figure3_images: int = 2
+    checkpoint: dict = field(default_factory=dict)  # score_key, score_rule, interval
+    stop_flag: object = None  # a StopFlag actor handle: graceful stop on the driver's signal
+
+
+def _set_dist_env() -> None:
+    """mmengine reads these; Ray Train sets up the process group but not all of them."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    os.environ.setdefault("RANK", str(ctx.get_world_rank()))
+    os.environ.setdefault("WORLD_SIZE", str(ctx.get_world_size()))
+    os.environ.setdefault("LOCAL_RANK", str(ctx.get_local_rank()))
+    os.environ.setdefault("LOCAL_WORLD_SIZE", str(ctx.get_local_world_size()))
+
+
+def _prepare_cfg(job: WorkerJob, resume_from: str | None):
+    cfg = copy.deepcopy(job.cfg)
+    cfg.launcher = "pytorch"
+    # mmengine's default DDP wrapper passes device_ids=[LOCAL_RANK], which DDP rejects for CPU
+    # modules; on GPU, Ray Train has already selected this worker's device.
+    if job.use_gpu:
+        import ray.train.torch
+
+        device_ids = [ray.train.torch.get_device().index]
+    else:
+        device_ids = None
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=device_ids,
+                                 broadcast_buffers=False,
+                                 find_unused_parameters=cfg.get("find_unused_parameters", False))
+    # Checkpoints go through Ray (RayCheckpointHook), not mmengine's CheckpointHook.
+    cfg.default_hooks = dict(cfg.get("default_hooks", {}), checkpoint=None)
+    evaluator = cfg.get("val_evaluator")
+    if isinstance(evaluator, dict) and evaluator.get("type") == "CocoMetric":
+        evaluator["outfile_prefix"] = str(Path(cfg.work_dir) / "eval" / "coco")
+    if resume_from is not None:
+        cfg.resume = True
+        cfg.load_from = resume_from
+    else:
+        cfg.resume = False
+    return cfg
+
+
+def build_runner(job: WorkerJob, resume_from: str | None = None):
+    """An mmengine Runner for this rank with the MLflow, Ray, progress and audit hooks."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    from mmengine.utils import import_modules_from_strings
+
+    from bckd.engine.hooks import (
+        MLflowLoggerHook,
+        ProgressHook,
+        RayCheckpointHook,
+        ShardAuditHook,
+    )
+    from bckd.engine.stop import StopHook
+
+    cfg = _prepare_cfg(job, resume_from)
+    if cfg.get("custom_imports"):
+        import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.get("default_scope", "mmdet"))
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(MLflowLoggerHook(
+        job.tracking_uri, job.mlflow_run_id, resumed=job.mlflow_resumed or resume_from is not None,
+        flush_interval=job.progress_interval,
+        eval_prefix=cfg.get("val_evaluator", {}).get("outfile_prefix"),
+        figure3_images=job.figure3_images))
+    checkpointer = RayCheckpointHook(**job.checkpoint)
+    runner.register_hook(checkpointer)
+    if job.stop_flag is not None:
+        runner.register_hook(StopHook(job.stop_flag, job.progress_interval,
+                                      report=checkpointer.report_mid_epoch))
+    runner.register_hook(ProgressHook(job.progress_interval))
+    audit = ShardAuditHook()
+    runner.register_hook(audit)
+    return runner, audit
+
+
+def train_worker(config: dict) -> dict:
+    """Ray Train entry point: ``config = {"job": WorkerJob}``. Returns (on rank 0) per-rank
+    ``{rank, node_id, host, pid, params_sha256, seen: {epoch: [img_id, ...]}}``."""
+    import ray.train
+    import torch.distributed as dist
+
+    from bckd.checkpoint import mmengine_safe_globals
+    from bckd.engine.hooks import CHECKPOINT_FILE, node_identity, params_sha256
+    from bckd.engine.stop import StopRequested
+
+    job: WorkerJob = config["job"]
+    if job.cwd and os.path.isdir(job.cwd):
+        os.chdir(job.cwd)
+    _set_dist_env()
+
+    with ExitStack() as stack:
+        resume_from = None
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            directory = stack.enter_context(checkpoint.as_directory())
+            resume_from = str(Path(directory) / CHECKPOINT_FILE)
+        runner, audit = build_runner(job, resume_from)
+        # mmengine 0.10.7 resumes with torch.load(weights_only=True), which on torch >= 2.6
+        # needs its HistoryBuffer and numpy types allow-listed.
+        stopped = False
+        with mmengine_safe_globals():
+            try:
+                runner.train()
+            except StopRequested:
+                stopped = True
+
+    mine = {"rank": runner.rank, **node_identity(), "params_sha256": params_sha256(runner.model),
+            "resumed_from": resume_from, "seen": audit.seen}
+    everyone: list = [None] * runner.world_size
+    if dist.is_initialized() and runner.world_size > 1:
+        dist.all_gather_object(everyone, mine)
+    else:
+        everyone = [mine]
+    return {"ranks": everyone, "stopped": stopped}

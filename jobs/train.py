@@ -1,0 +1,82 @@
+"""Train a detector, or distill a student, as a Ray Train job tracked in MLflow.
+
+    bckd data synth --out data/synth --num-train 2000 --num-val 500
+    bckd train configs/synth/gfl_teacher.py                     # -> work_dirs/gfl_teacher/final.pth
+    bckd train configs/synth/bckd_gfl.py --num-workers 2        # distills from that teacher
+    python -m jobs.train configs/synth/bckd_gfl.py --name bckd_gfl --experiment synth
+
+Running the same --name again resumes from its last checkpoint. The job prints
+``bckd: mlflow_run_id=<id>`` and writes ``<work_dir>/run.json``; see docs/JOBS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["add_parser", "main", "run"]
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    from mmengine.config import DictAction
+
+    parser.add_argument("config", help="mmengine/mmdet config file")
+    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (1)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (nccl)")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                        metavar="KEY=VALUE",
+                        help="override existing config keys (a leading '+' adds a new key)")
+    parser.add_argument("--experiment", default="bckd", help="MLflow experiment (bckd)")
+    parser.add_argument("--name", default=None, help="run name (default: the config's stem); "
+                        "the same name again resumes")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    parser.add_argument("--work-dir", default=None, help="default: work_dirs/<name>")
+    parser.add_argument("--storage-path", default=None,
+                        help="checkpoint storage, shared across nodes (path or s3:// URI); "
+                        "default: the work dir")
+    parser.add_argument("--max-failures", type=int, default=0,
+                        help="worker failures to recover from by restarting from the last "
+                        "checkpoint (0)")
+    parser.add_argument("--progress-interval", type=int, default=10,
+                        help="iterations between progress lines and MLflow writes (10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bckd.engine.launch import JobSpec, run_job
+
+    spec = JobSpec(
+        config=args.config, num_workers=args.num_workers, use_gpu=args.use_gpu,
+        cpus_per_worker=args.cpus_per_worker, cfg_options=dict(args.cfg_options or {}),
+        experiment=args.experiment, name=args.name, address=args.address,
+        work_dir=args.work_dir, storage_path=args.storage_path, max_failures=args.max_failures,
+        progress_interval=args.progress_interval)
+    result = run_job(spec)
+    print(f"bckd: run {result.name} {result.status} in {result.wall_s:.0f} s; "
+          f"mlflow_run_id={result.mlflow_run_id}; final={result.final_checkpoint}", flush=True)
+    if result.status == "FAILED":
+        print(f"bckd: error: training failed: {result.error}", file=sys.stderr)
+        return 1
+    return 0 if result.status == "FINISHED" else 130
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``bckd train`` on the CLI's subparsers."""
+    parser = sub.add_parser(
+        "train", help="train or distill a detector on Ray Train, tracked in MLflow",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _arguments(parser)
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bckd.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
