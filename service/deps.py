@@ -1,0 +1,64 @@
+"""FastAPI dependencies and their ``Annotated`` aliases (``SessionDep``, ``CurrentUser``, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service.auth import Principal, TokenTable
+from service.db import session_scope
+from service.ray_jobs import RayJobs, get_ray_jobs
+from service.settings import Settings, get_settings
+
+__all__ = ["CurrentUser", "RayDep", "SessionDep", "SettingsDep"]
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    yield from session_scope(settings.db_url)
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_ray(settings: SettingsDep) -> RayJobs:
+    return get_ray_jobs(settings.ray_address)
+
+
+RayDep = Annotated[RayJobs, Depends(get_ray)]
+
+
+@lru_cache(maxsize=4)
+def _tokens(file: Path | None, mtime: float, env: str) -> TokenTable:
+    return TokenTable.load(file, env)
+
+
+def tokens_for(settings: Settings) -> TokenTable:
+    file = settings.tokens_file
+    mtime = file.stat().st_mtime if file is not None and file.exists() else 0.0
+    return _tokens(file, mtime, settings.tokens)  # a rewritten file is re-read
+
+
+_bearer = HTTPBearer(auto_error=False, description="an API token from the tokens file")
+
+
+def current_user(settings: SettingsDep, cred: Annotated[HTTPAuthorizationCredentials | None,
+                                                        Depends(_bearer)]) -> Principal:
+    if cred is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    principal = tokens_for(settings).lookup(cred.credentials)
+    if principal is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -1,0 +1,81 @@
+"""The FastAPI app: ``uvicorn service.main:app`` (settings from ``BCKD_*`` env variables)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from service.db import migrate
+from service.reconciler import Reconciler
+from service.routes import api_router
+from service.settings import get_settings
+
+__all__ = ["app", "create_app"]
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes with 413, whether announced or streamed."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        resp = JSONResponse({"detail": [{"loc": ["body"], "type": "too_large",
+                                         "msg": f"body: larger than {self.limit} bytes"}]},
+                            status_code=413)
+        await resp(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.db_url)
+    reconciler = Reconciler(settings) if settings.run_reconciler else None
+    if reconciler is not None:
+        reconciler.start()
+    yield
+    if reconciler is not None:
+        reconciler.stop()
+
+
+def create_app() -> FastAPI:
+    # An MLflow server that is down must fail a request in seconds, not after minutes of retry.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    app = FastAPI(title="bckd", version="1", lifespan=lifespan,
+                  description="BCKD distillation jobs on Ray, tracked in MLflow.")
+    app.include_router(api_router)
+    app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
+    return app
+
+
+app = create_app()

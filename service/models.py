@@ -1,0 +1,80 @@
+"""The job table: one row per submitted job, written before the job reaches Ray."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = ["TERMINAL", "Base", "Job", "JobKind", "JobStatus", "new_job_id", "utcnow"]
+
+
+class JobKind(enum.StrEnum):
+    train = "train"
+    distill = "distill"
+    sweep = "sweep"
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "PENDING"  # row written; submitted to Ray or about to be
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"  # cancelled by a user
+    LOST = "LOST"  # Ray no longer knows the job (cluster restarted)
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.LOST})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return f"bckd-{uuid.uuid4().hex[:16]}"  # also the Ray submission_id
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out; SQLite would hand them back without their zone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.astimezone(UTC) if value is not None and value.tzinfo else value
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idem"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    experiment: Mapped[str] = mapped_column(String(128))
+    config: Mapped[str] = mapped_column(String(512))  # configs/ name, or path of an upload
+    request: Mapped[dict] = mapped_column(JSON)  # the validated JobCreate, as submitted
+    entrypoint: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.PENDING)
+    message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # submissions tried
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cancel_requested: Mapped[bool] = mapped_column(default=False)

@@ -1,0 +1,24 @@
+"""The configs a job may name: the trusted ``.py`` files under ``configs/``."""
+
+from fastapi import APIRouter
+
+from service.deps import CurrentUser, SettingsDep
+from service.schemas import ConfigPublic, ConfigsPublic
+from service.settings import PROJECT_ROOT
+from service.validation import DISTILLER, list_configs
+
+router = APIRouter(prefix="/configs", tags=["configs"])
+
+
+@router.get("", response_model=ConfigsPublic)
+def read_configs(_: CurrentUser, settings: SettingsDep) -> ConfigsPublic:
+    data = []
+    for name, path in list_configs(settings.configs_dir):
+        try:
+            shown = str(path.relative_to(PROJECT_ROOT))
+        except ValueError:
+            shown = str(path)
+        data.append(ConfigPublic(name=name, path=shown,
+                                 distill=f"type='{DISTILLER}'" in path.read_text()
+                                 or f'type="{DISTILLER}"' in path.read_text()))
+    return ConfigsPublic(data=data, count=len(data))

@@ -1,0 +1,163 @@
+"""Jobs: submit (idempotent), list, get, cancel, logs (tail and stream)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import func, select
+
+from service.db import session_scope
+from service.deps import CurrentUser, RayDep, SessionDep, SettingsDep
+from service.models import TERMINAL, Job, JobKind, JobStatus
+from service.orchestrator import cancel_job, create_job, read_archive, submit_row
+from service.schemas import JobCreate, JobLinks, JobPublic, JobsPublic, LogsPublic
+from service.settings import Settings
+from service.tracking import get_tracking
+from service.validation import validate_job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128,
+                                       description="a retried submission returns the same job")]
+NOT_FOUND = {404: {"description": "no such job, or not yours"}}
+
+
+def _public(job: Job, settings: Settings, metrics: dict[str, float] | None = None
+            ) -> JobPublic:
+    dash = (settings.ray_dashboard_url or settings.ray_address).rstrip("/")
+    mlflow = None
+    if job.mlflow_run_id:
+        base = (settings.mlflow_public_url or settings.mlflow_uri).rstrip("/")
+        mlflow = f"{base}/#/runs/{job.mlflow_run_id}"  # MLflow UI redirects to the experiment
+    out = JobPublic.model_validate(job)
+    out.links = JobLinks(ray_dashboard=f"{dash}/#/jobs/{job.id}", mlflow_run=mlflow)
+    out.metrics = metrics
+    return out
+
+
+def _own_job(session, user, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or not (user.admin or job.owner == user.name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id!r} not found")
+    return job
+
+
+@router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": JobPublic, "description": "the job of an earlier "
+                              "request with this Idempotency-Key"},
+                        409: {"description": "Idempotency-Key reused for another request"}})
+def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
+           settings: SettingsDep, response: Response, idem_key: IdemKey = None) -> JobPublic:
+    try:
+        totals = ray.totals()
+    except Exception as err:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"Ray cluster unreachable: {err}") from err
+    validated = validate_job(req, settings, totals)
+    tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
+    job, new = create_job(session, user, req, validated, idem_key, settings, tracking)
+    if new:
+        submit_row(session, job, ray, settings)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return _public(job, settings)
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(user: CurrentUser, session: SessionDep, settings: SettingsDep,
+              status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+              kind: JobKind | None = None,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobsPublic:
+    where = []
+    if not user.admin:
+        where.append(Job.owner == user.name)
+    if status_ is not None:
+        where.append(Job.status == status_.value)
+    if kind is not None:
+        where.append(Job.kind == kind.value)
+    count = session.scalar(select(func.count()).select_from(Job).where(*where))
+    rows = session.scalars(select(Job).where(*where).order_by(Job.created_at.desc(), Job.id)
+                           .limit(limit).offset(offset)).all()
+    return JobsPublic(data=[_public(j, settings) for j in rows], count=count or 0, limit=limit,
+                      offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
+def read_job(job_id: str, user: CurrentUser, session: SessionDep,
+             settings: SettingsDep) -> JobPublic:
+    job = _own_job(session, user, job_id)
+    metrics = None
+    if job.mlflow_run_id:
+        try:
+            metrics = get_tracking(settings.mlflow_uri, settings.mlflow_public_url
+                                   ).latest_metrics(job.mlflow_run_id)
+        except Exception:
+            metrics = None  # MLflow down: the job is still readable
+    return _public(job, settings, metrics)
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic,
+             status_code=status.HTTP_202_ACCEPTED, responses=NOT_FOUND)
+def cancel(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
+           settings: SettingsDep) -> JobPublic:
+    job = _own_job(session, user, job_id)
+    if job.status not in TERMINAL:
+        try:
+            cancel_job(session, job, ray)
+        except Exception as err:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                                f"Ray unreachable, cancel recorded: {err}") from err
+    return _public(job, settings)
+
+
+def _logs(job: Job, ray) -> tuple[str, str]:
+    if job.submitted_at is not None:
+        try:
+            return ray.logs(job.id), "ray"
+        except Exception:
+            pass
+    return "", "none"
+
+
+@router.get("/{job_id}/logs", response_model=LogsPublic, responses=NOT_FOUND)
+def read_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
+              settings: SettingsDep,
+              tail: Annotated[int, Query(ge=1, le=100_000)] = 200) -> LogsPublic:
+    job = _own_job(session, user, job_id)
+    text, source = _logs(job, ray)
+    if source == "none" and (archived := read_archive(settings, job.id)) is not None:
+        text, source = archived, "archive"
+    lines = text.splitlines()
+    return LogsPublic(job_id=job.id, source=source, text="\n".join(lines[-tail:]),
+                      truncated=len(lines) > tail)
+
+
+@router.get("/{job_id}/logs/stream", response_class=StreamingResponse, responses={
+    200: {"content": {"text/plain": {}}, "description": "the log, followed until the job ends"},
+    **NOT_FOUND})
+def stream_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
+                settings: SettingsDep) -> StreamingResponse:
+    job = _own_job(session, user, job_id)
+    return StreamingResponse(_follow(job.id, ray, settings), media_type="text/plain")
+
+
+def _follow(job_id: str, ray, settings: Settings, poll_s: float = 1.0) -> Iterator[str]:
+    sent = 0
+    while True:
+        for session in session_scope(settings.db_url):
+            job = session.get(Job, job_id)
+        done = job is None or job.status in TERMINAL
+        text, source = _logs(job, ray) if job is not None else ("", "none")
+        if source == "none":
+            text = read_archive(settings, job_id) or ""
+        if len(text) > sent:
+            yield text[sent:]
+            sent = len(text)
+        if done:
+            return
+        time.sleep(poll_s)

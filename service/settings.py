@@ -1,0 +1,56 @@
+"""Service configuration, read from ``BCKD_*`` environment variables (pydantic-settings).
+
+Read it through :func:`get_settings` (cached), never through an import-time singleton, so tests
+and ``bckd serve`` can set the environment before the first request.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["PROJECT_ROOT", "Settings", "get_settings"]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BCKD_", extra="ignore")
+
+    data_dir: Path = Path(".bckd")  # service state: uploaded configs, durable job logs
+    database_url: str = ""  # empty: sqlite:///<data_dir>/service.db
+    ray_address: str = "http://127.0.0.1:8265"  # the Ray dashboard (Jobs API) URL
+    ray_dashboard_url: str = ""  # public link to the dashboard; empty: ray_address
+    mlflow_uri: str = "http://127.0.0.1:5000"  # tracking server the jobs log to
+    mlflow_public_url: str = ""  # public link to the MLflow UI; empty: mlflow_uri
+    configs_dir: Path = PROJECT_ROOT / "configs"  # trusted configs shipped with the product
+    # Paths a request may name (data sets, checkpoints); the data dir is always allowed.
+    data_roots: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "data",
+                                                            PROJECT_ROOT / "work_dirs"])
+    tokens_file: Path | None = None  # lines "<sha256-hex> <name> <role>"
+    tokens: str = ""  # same lines, ';'-separated, for deployments without a file
+    job_python: str = "python"  # interpreter on the cluster's nodes that runs `-m jobs.train`
+    job_module: str = ""  # replaces jobs.train / jobs.sweep (tests use a stand-in job)
+    max_body_bytes: int = 1_000_000  # larger request bodies are refused with 413
+    pending_timeout_s: float = 600.0  # a job PENDING this long is stopped and FAILED
+    reconcile_interval_s: float = 2.0  # reconciler period; also the log sync period
+    stop_wait_s: int = 30  # grace between SIGINT and SIGKILL on cancel (RAY_JOB_STOP_WAIT_TIME_S)
+    resubmit_after_s: float = 10.0  # an unconfirmed submission older than this is retried
+    lost_grace_s: float = 30.0  # a row unknown to Ray this long after submission is LOST
+    run_reconciler: bool = True  # off for an API replica that only serves reads
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'service.db'}"
+
+    @property
+    def allowed_roots(self) -> list[Path]:
+        return [p.resolve() for p in [*self.data_roots, self.data_dir]]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

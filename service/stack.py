@@ -1,0 +1,189 @@
+"""The embedded stack of ``bckd serve``: Ray head + MLflow server + the API, on loopback.
+
+Each part is a child process owned by :class:`Stack`; ``stop()`` ends them in reverse order
+(API, MLflow, Ray). Ray keeps its token auth on: the stack writes a token file
+(``<data_dir>/ray_auth_token``) and exports ``RAY_AUTH_MODE=token`` and
+``RAY_AUTH_TOKEN_PATH`` to Ray and to the API, whose ``JobSubmissionClient`` then sends it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.auth import write_admin_token
+from service.settings import PROJECT_ROOT
+
+__all__ = ["Stack", "StackConfig", "free_port", "wait_http"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None,
+              ok=(200, 401, 403)) -> None:
+    """Poll ``url`` until it answers one of ``ok`` (401: up, but wants a token)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode} before {url} "
+                               "answered")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status in ok:
+                    return
+        except urllib.error.HTTPError as err:
+            if err.code in ok:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout:g} s")
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path = Path(".bckd")  # DB, tokens, MLflow store, durable logs
+    host: str = "127.0.0.1"  # everything binds here; loopback by default
+    api_port: int = 8000
+    dashboard_port: int = 8265
+    mlflow_port: int = 5000
+    num_cpus: int | None = None  # Ray's CPU count; None: all cores
+    ray_address: str | None = None  # attach to this dashboard URL instead of starting Ray
+    mlflow_uri: str | None = None  # attach to this tracking server instead of starting one
+    database_url: str | None = None  # instead of sqlite:///<data_dir>/service.db
+    extra_env: dict[str, str] = field(default_factory=dict)  # for the API process
+
+
+class Stack:
+    def __init__(self, cfg: StackConfig):
+        self.cfg = cfg
+        self.data_dir = cfg.data_dir.resolve()
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.ray_url = cfg.ray_address or f"http://{cfg.host}:{cfg.dashboard_port}"
+        self.mlflow_url = cfg.mlflow_uri or f"http://{cfg.host}:{cfg.mlflow_port}"
+        self.api_url = f"http://{cfg.host}:{cfg.api_port}"
+        self.tokens_file = self.data_dir / "tokens"
+        self.admin_token_file: Path | None = None
+        self._ray_tmp: str | None = None
+        self.env = dict(os.environ)
+
+    def _spawn(self, label: str, argv: list[str], env: dict[str, str], log: Path,
+               cwd: Path = PROJECT_ROOT) -> subprocess.Popen:
+        fh = open(log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # Ctrl-C reaches us only; we stop it
+        fh.close()
+        self.procs.append((label, proc))
+        return proc
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.data_dir / "service-logs"
+        logs.mkdir(exist_ok=True)
+        self.admin_token_file = write_admin_token(self.data_dir, self.tokens_file)
+        waits = []
+        if self.cfg.ray_address is None:
+            token = self.data_dir / "ray_auth_token"
+            if not token.exists():
+                token.touch(mode=0o600)
+                token.write_text(secrets.token_hex(32))
+            self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+            self.env.pop("RAY_AUTH_TOKEN", None)
+            # A short private temp dir: Ray's unix sockets live there (path length limit), and
+            # a plain `ray.init()` elsewhere on the machine does not find this cluster.
+            self._ray_tmp = tempfile.mkdtemp(prefix="bckd-ray-", dir="/tmp")
+            ray_env = dict(self.env, RAY_JOB_STOP_SIGNAL="SIGINT")
+            ray_env.pop("RAY_ADDRESS", None)
+            argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                    "--node-ip-address", self.cfg.host, "--port", str(free_port()),
+                    "--dashboard-host", self.cfg.host, "--dashboard-port",
+                    str(self.cfg.dashboard_port), "--include-dashboard", "true",
+                    "--temp-dir", self._ray_tmp, "--disable-usage-stats"]
+            # Ray's fixed default ports (agent 52365, ...) clash with any other cluster on the
+            # machine; pick free ones so several stacks (and tests) can run side by side.
+            for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                         "--runtime-env-agent-port", "--metrics-export-port",
+                         "--ray-client-server-port", "--node-manager-port",
+                         "--object-manager-port"):
+                argv += [flag, str(free_port())]
+            if self.cfg.num_cpus is not None:
+                argv += ["--num-cpus", str(self.cfg.num_cpus)]
+            proc = self._spawn("ray", argv, ray_env, logs / "ray.log")
+            waits.append((f"{self.ray_url}/api/version", proc))
+        if self.cfg.mlflow_uri is None:
+            store = self.data_dir / "mlflow"
+            store.mkdir(exist_ok=True)
+            argv = [sys.executable, "-m", "mlflow", "server",
+                    "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                    "--artifacts-destination", str(store / "artifacts"),
+                    "--host", self.cfg.host, "--port", str(self.cfg.mlflow_port),
+                    "--workers", "1"]
+            proc = self._spawn("mlflow", argv, self.env, logs / "mlflow.log")
+            waits.append((f"{self.mlflow_url}/health", proc))
+        try:
+            for url, proc in waits:  # started together, waited for in turn
+                wait_http(url, timeout, proc)
+            self.start_api(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def api_env(self) -> dict[str, str]:
+        env = dict(self.env)
+        env.update(BCKD_DATA_DIR=str(self.data_dir), BCKD_RAY_ADDRESS=self.ray_url,
+                   BCKD_MLFLOW_URI=self.mlflow_url, BCKD_TOKENS_FILE=str(self.tokens_file),
+                   BCKD_JOB_PYTHON=sys.executable)
+        if self.cfg.database_url:
+            env["BCKD_DATABASE_URL"] = self.cfg.database_url
+        env.update(self.cfg.extra_env)
+        return env
+
+    def start_api(self, timeout: float = 60.0) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", self.cfg.host,
+                "--port", str(self.cfg.api_port), "--log-level", "warning"]
+        proc = self._spawn("api", argv, self.api_env(), self.data_dir / "service-logs" /
+                           "api.log")
+        wait_http(f"{self.api_url}/v1/health", timeout, proc)
+        return proc
+
+    def stop_api(self) -> None:
+        for label, proc in [p for p in self.procs if p[0] == "api"]:
+            _terminate(proc)
+            self.procs.remove((label, proc))
+
+    def stop(self) -> None:
+        for _label, proc in reversed(self.procs):
+            _terminate(proc)
+        self.procs.clear()
+        if self._ray_tmp is not None:
+            shutil.rmtree(self._ray_tmp, ignore_errors=True)
+            self._ray_tmp = None
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the process group is its own
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -1,0 +1,2 @@
+_base_ = ['./toy_teacher.py']
+model = dict(bbox_head=dict(in_channels=8))
