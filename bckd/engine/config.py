@@ -34,7 +34,7 @@ _MISSING = object()
 
 def _lookup(cfg: Any, parts: list[str]) -> Any:
     """The value at a dotted path (list items by integer index), or ``_MISSING``."""
-    node = cfg
+    node = cfg._cfg_dict if isinstance(cfg, Config) else cfg
     for part in parts:
         if isinstance(node, Mapping):
             if part not in node:
@@ -63,7 +63,7 @@ def check_override_keys(cfg: Config, options: Mapping[str, Any]) -> dict[str, An
         name = key.removeprefix("+")
         parts = name.split(".")
         if add:
-            parent = _lookup(cfg, parts[:-1]) if len(parts) > 1 else cfg
+            parent = _lookup(cfg, parts[:-1])
             if not isinstance(parent, Mapping):
                 raise ValueError(f"--cfg-options {name}: {'.'.join(parts[:-1])!r} is not a dict "
                                  "in the config")
@@ -100,7 +100,7 @@ def load_config(path: str | os.PathLike, options: Mapping[str, Any] | None = Non
 
 
 def _absolute(path: str | None, base: Path) -> str | None:
-    if path is None or "://" in str(path):
+    if path is None or "://" in str(path) or "::" in str(path):  # URIs, "mmdet::..." configs
         return path
     return str((base / path).resolve()) if not os.path.isabs(path) else str(path)
 
@@ -216,7 +216,12 @@ def describe_run(cfg: Config) -> RunInfo:
                    if k.startswith("loss_") and isinstance(v, Mapping) and "loss_weight" in v}
         return RunInfo("plain", _model_name(model), "", data, weights)
     teacher = model["teacher"]
-    teacher_model = Config.fromfile(teacher).model if isinstance(teacher, str) else teacher
+    if isinstance(teacher, str):
+        from mmengine.hub import get_config
+
+        teacher_model = (get_config(teacher) if "::" in teacher else Config.fromfile(teacher)).model
+    else:
+        teacher_model = teacher
     terms = {k: v for k, v in model.items() if k.startswith("loss_distill") and v}
     method = "+".join(v["type"] for v in terms.values())
     weights = {k: float(v.get("loss_weight", 1.0)) for k, v in terms.items()}

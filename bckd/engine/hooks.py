@@ -153,10 +153,11 @@ class MLflowLoggerHook(Hook):
         self.flush()
 
     def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
-        if self.writer is None or not _training(runner) or not metrics:
+        if self.writer is None or not _training(runner):
             return
         self.flush()
-        self.writer.log_metrics(_numbers(metrics), step=runner.iter)
+        # Empty when the model detected nothing yet (CocoMetric logs an error and returns {}).
+        self.writer.log_metrics(_numbers(metrics or {}), step=runner.iter)
         epoch_dir = f"eval/epoch_{runner.epoch:03d}"
         self._log_eval_json(epoch_dir)
         model = _unwrap(runner.model)
@@ -214,26 +215,31 @@ class RayCheckpointHook(Hook):
         self.score_rule = score_rule
         self.interval = max(1, interval)
 
+    def _scored(self, metrics: dict) -> dict[str, float]:
+        """``metrics`` with the score key present (worst value when the evaluation had none,
+        e.g. no detection at all), so Ray can always rank the checkpoint."""
+        metrics = _numbers(metrics)
+        if self.score_key and self.score_key not in metrics:
+            metrics[self.score_key] = -math.inf if self.score_rule == "greater" else math.inf
+        return metrics
+
     def after_train_epoch(self, runner) -> None:
         if not will_validate(runner) and (runner.epoch + 1) % self.interval == 0:
-            worst = -math.inf if self.score_rule == "greater" else math.inf
-            extra = {self.score_key: worst} if self.score_key else {}
-            self._report(runner, epoch=runner.epoch + 1, metrics=extra)
+            self._report(runner, epoch=runner.epoch + 1, metrics=self._scored({}))
 
     def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
         if not _training(runner):
             return
         if runner.epoch % self.interval == 0 or runner.epoch == runner.train_loop.max_epochs:
-            self._report(runner, epoch=runner.epoch, metrics=_numbers(metrics or {}))
+            self._report(runner, epoch=runner.epoch, metrics=self._scored(metrics or {}))
 
     def report_mid_epoch(self, runner) -> None:
         """Checkpoint inside an epoch (called from ``after_train_iter``, on a stop request).
 
         mmengine's epoch loop resumes such a checkpoint at the start of its epoch, with the
         iteration counter continuing, so no logged step repeats."""
-        worst = -math.inf if self.score_rule == "greater" else math.inf
-        extra = {self.score_key: worst} if self.score_key else {}
-        self._report(runner, epoch=runner.epoch, metrics=extra, iteration=runner.iter + 1)
+        self._report(runner, epoch=runner.epoch, metrics=self._scored({}),
+                     iteration=runner.iter + 1)
 
     def _report(self, runner, epoch: int, metrics: dict[str, float],
                 iteration: int | None = None) -> None:
@@ -269,9 +275,10 @@ class ProgressHook(Hook):
         eta_text = str(datetime.timedelta(seconds=int(eta))) if eta is not None else "?"
         speed = images_per_second(runner, data_batch)
         losses = " ".join(f"{k}={v:.4f}" for k, v in _scalars(outputs).items() if "loss" in k)
-        print(f"bckd: progress epoch={runner.epoch + 1}/{runner.max_epochs} "
-              f"iter={step}/{runner.max_iters} eta={eta_text} "
-              f"images_per_s={speed or 0.0:.1f} {losses}", flush=True)
+        # mmengine's logger, not print: Ray Train's patched print would show the line twice.
+        print_log(f"bckd: progress epoch={runner.epoch + 1}/{runner.max_epochs} "
+                  f"iter={step}/{runner.max_iters} eta={eta_text} "
+                  f"images_per_s={speed or 0.0:.1f} {losses}", logger="current")
 
 
 class ShardAuditHook(Hook):

@@ -202,7 +202,7 @@ def run_job(spec: JobSpec) -> JobResult:
         resumed_mlflow = resuming and run_id == previous.get("mlflow_run_id")
         print(f"bckd: mlflow_run_id={run_id}", flush=True)
         write_run_json(work_dir, mlflow_run_id=run_id, experiment=spec.experiment, name=name,
-                       tracking_uri=tracking_uri, status="RUNNING", work_dir=str(work_dir),
+                       tracking_uri=tracking_uri, status="RUNNING", path=str(work_dir),
                        storage=f"{storage.rstrip('/')}/{ray_name}")
         writer = RunWriter(tracking_uri, run_id)
         writer.log_params(_run_params(cfg, info, spec.num_workers))
