@@ -8,6 +8,7 @@ allow-lists exactly those types for the duration of a ``with`` block.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,7 +34,10 @@ def _numpy_globals() -> list:
 @contextmanager
 def mmengine_safe_globals() -> Iterator[None]:
     """Allow-list the non-tensor types mmengine puts in its checkpoints, inside the block."""
-    with torch.serialization.safe_globals([HistoryBuffer, *_numpy_globals()]):
+    # HistoryBuffer pickles its bound statistics methods as ``getattr(buffer, "min")``, and numpy
+    # arrays in the message hub as ``_codecs.encode`` bytes: both must be allowed for a resume.
+    with torch.serialization.safe_globals([HistoryBuffer, getattr, codecs.encode,
+                                           *_numpy_globals()]):
         yield
 
 
