@@ -12,6 +12,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmengine.config import Config, ConfigDict
 from mmengine.dist import get_world_size
+from mmengine.hub import get_config
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
@@ -31,7 +32,11 @@ def build_teacher(teacher: dict | str, checkpoint: str | None) -> nn.Module:
         FileNotFoundError: the config or checkpoint file does not exist.
         ValueError: the checkpoint's weights do not fit the config (keys or shapes named).
     """
-    cfg = Config.fromfile(teacher).model if isinstance(teacher, str) else copy.deepcopy(teacher)
+    if isinstance(teacher, str):
+        # "mmdet::gfl/..." names a config shipped inside the mmdet package.
+        cfg = (get_config(teacher) if "::" in teacher else Config.fromfile(teacher)).model
+    else:
+        cfg = copy.deepcopy(teacher)
     model = MODELS.build(cfg)
     if checkpoint is None:
         print_log("teacher_ckpt is None: the teacher keeps its random initialization",

@@ -1,7 +1,9 @@
 # The synthetic data set written by `bckd data synth --out data/synth` (8 classes, 256 px).
 dataset_type = 'CocoDataset'
 data_root = 'data/synth/'
-classes = CLASSES_PLACEHOLDER
+# The names `bckd.data.synth.category_names(8)` writes, in category-id order.
+classes = ('disk_solid', 'square_solid', 'triangle_solid', 'ring_solid',
+           'disk_stripes', 'square_stripes', 'triangle_stripes', 'ring_stripes')
 metainfo = dict(classes=classes)
 backend_args = None
 image_size = 256
