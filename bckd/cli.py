@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(sub)
+    __import__("service.cli").cli.add_parser(sub)  # serve, jobs (the REST service, issue 7)
     jobs.train.add_parser(sub)
     return parser
 

@@ -1,0 +1,250 @@
+"""``bckd serve`` (the embedded stack) and ``bckd jobs ...`` (a client of the REST API).
+
+    bckd serve                                  # Ray + MLflow + API on loopback, Ctrl-C stops
+    bckd jobs submit train synth/gfl_teacher --set train_cfg.max_epochs=2 --follow
+    bckd jobs list --status RUNNING
+    bckd jobs compare bckd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.stack import Stack, StackConfig
+
+    stack = Stack(StackConfig(
+        data_dir=args.data_dir, host=args.host, api_port=args.port,
+        dashboard_port=args.dashboard_port, mlflow_port=args.mlflow_port,
+        num_cpus=args.num_cpus, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
+        database_url=args.database_url))
+    print("bckd serve: starting Ray, MLflow and the API ...", flush=True)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        stack.start()
+        print(f"  API:            {stack.api_url}   (docs: {stack.api_url}/docs)")
+        print(f"  Ray dashboard:  {stack.ray_url}")
+        print(f"  MLflow:         {stack.mlflow_url}")
+        print(f"  admin token:    {stack.admin_token_file}")
+        print(f"  logs:           {stack.data_dir / 'service-logs'}")
+        print("Ctrl-C stops all of them.", flush=True)
+        while not stop["now"]:
+            dead = [label for label, p in stack.procs if p.poll() is not None]
+            if dead:
+                print(f"bckd serve: {', '.join(dead)} exited; stopping", file=sys.stderr)
+                return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("bckd serve: stopping ...", flush=True)
+        stack.stop()
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from service.client import Client
+
+    token = args.token or os.environ.get("BCKD_TOKEN")
+    if not token:
+        path = Path(args.token_file)
+        if not path.exists():
+            raise ValueError(f"no token: pass --token, set BCKD_TOKEN or create {path}")
+        token = path.read_text().strip()
+    return Client(args.url, token)
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _follow(client, job_id: str) -> int:
+    for chunk in client.follow(job_id):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    job = client.get(job_id)
+    print(f"\njob {job_id}: {job['status']} {job.get('message') or ''}".rstrip())
+    return 0 if job["status"] == "SUCCEEDED" else 1
+
+
+def _submit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    body: dict = {"kind": args.kind, "experiment": args.experiment,
+                  "resources": {"num_workers": args.workers, "cpus_per_worker": args.cpus,
+                                "gpus_per_worker": args.gpus}}
+    if args.upload is not None:
+        fmt = "json" if args.upload.suffix == ".json" else "yaml"
+        body["config_upload"] = {"format": fmt, "content": args.upload.read_text()}
+    else:
+        body["config"] = args.config
+    overrides = {}
+    for item in args.set:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = _value(val)
+    body["overrides"] = overrides
+    for key in ("data_root", "teacher_ckpt", "name"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    if args.num_samples is not None:
+        body["num_samples"] = args.num_samples
+    job = client.submit(body, args.idempotency_key)
+    print(f"job {job['id']}: {job['status']}  ({job['links']['ray_dashboard']})", flush=True)
+    return _follow(client, job["id"]) if args.follow else 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    page = _client(args).list(status=args.status, kind=args.kind, limit=args.limit,
+                              offset=args.offset)
+    print(f"{'ID':24} {'KIND':8} {'STATUS':10} {'NAME':28} CREATED")
+    for j in page["data"]:
+        print(f"{j['id']:24} {j['kind']:8} {j['status']:10} {j['name'][:28]:28} "
+              f"{j['created_at'][:19]}")
+    print(f"({len(page['data'])} of {page['count']})")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    _print(_client(args).get(args.job_id))
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.follow:
+        return _follow(client, args.job_id)
+    print(client.logs(args.job_id, args.tail)["text"])
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    job = _client(args).cancel(args.job_id)
+    print(f"job {job['id']}: {job['status']} (cancel requested)")
+    return 0
+
+
+def compare_table(cmp: dict) -> str:
+    keys = cmp["metric_keys"]
+    short = [k.removeprefix("coco/") for k in keys]
+    head = f"{'RUN':28} {'STATUS':9} " + " ".join(f"{s:>12}" for s in short) + "  LINK"
+    rows = [head]
+    for r in cmp["runs"]:
+        vals = " ".join(f"{r['metrics'][k]:12.4f}" if k in r["metrics"] else f"{'-':>12}"
+                        for k in keys)
+        rows.append(f"{(r['run_name'] or r['run_id'])[:28]:28} {r['status'][:9]:9} {vals}  "
+                    f"{r['link']}")
+    return "\n".join(rows)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    cmp = _client(args).compare(args.experiment)
+    if args.json:
+        _print(cmp)
+    else:
+        print(compare_table(cmp))
+    return 0
+
+
+def _reachable(fn):
+    """Turn a connection failure into one line naming the URL (bckd prints ValueErrors)."""
+
+    def run(args: argparse.Namespace) -> int:
+        import httpx
+
+        try:
+            return fn(args)
+        except httpx.TransportError as err:
+            raise ValueError(f"cannot reach the API at {args.url}: {err}") from err
+
+    return run
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``serve`` and ``jobs`` on the ``bckd`` parser's subcommands."""
+    serve = sub.add_parser("serve", help="run Ray + MLflow + the REST API on this machine",
+                           description="Start a local Ray head (with dashboard and token "
+                           "auth), an MLflow server and the API, all on loopback; Ctrl-C "
+                           "stops them. --ray-address/--mlflow-uri attach to running ones.")
+    serve.add_argument("--data-dir", type=Path, default=Path(".bckd"),
+                       help="state: database, tokens, MLflow store, logs (default .bckd)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    serve.add_argument("--port", type=int, default=8000, help="API port (8000)")
+    serve.add_argument("--dashboard-port", type=int, default=8265, help="Ray dashboard (8265)")
+    serve.add_argument("--mlflow-port", type=int, default=5000, help="MLflow port (5000)")
+    serve.add_argument("--num-cpus", type=int, default=None, help="Ray CPUs (default: all)")
+    serve.add_argument("--ray-address", default=None,
+                       help="attach to this Ray dashboard URL instead of starting Ray")
+    serve.add_argument("--mlflow-uri", default=None,
+                       help="attach to this MLflow server instead of starting one")
+    serve.add_argument("--database-url", default=None,
+                       help="SQLAlchemy URL (default sqlite in --data-dir)")
+    serve.set_defaults(handler=_serve)
+
+    jobs = sub.add_parser("jobs", help="submit and follow jobs through the REST API")
+    jobs.add_argument("--url", default=os.environ.get("BCKD_URL", "http://127.0.0.1:8000"),
+                      help="API URL (env BCKD_URL)")
+    jobs.add_argument("--token", default=None, help="API token (env BCKD_TOKEN)")
+    jobs.add_argument("--token-file", default=".bckd/admin_token",
+                      help="read the token here when neither is given")
+    js = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
+
+    p = js.add_parser("submit", help="submit a job")
+    p.add_argument("kind", choices=["train", "distill", "sweep"])
+    p.add_argument("config", nargs="?", help="a name from the configs list")
+    p.add_argument("--upload", type=Path, default=None, help="a YAML/JSON config file instead")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override (value parsed as JSON when it is JSON)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--teacher-ckpt", default=None, help="path or runs:/<run_id>/<path>")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker")
+    p.add_argument("--gpus", type=float, default=0.0, help="GPUs per worker")
+    p.add_argument("--num-samples", type=int, default=None, help="sweep trials")
+    p.add_argument("--name", default=None)
+    p.add_argument("--experiment", default="bckd")
+    p.add_argument("--idempotency-key", default=None)
+    p.add_argument("--follow", action="store_true", help="stream the log until the job ends")
+    p.set_defaults(handler=_reachable(_submit))
+
+    p = js.add_parser("list", help="list jobs")
+    p.add_argument("--status", default=None)
+    p.add_argument("--kind", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    p.set_defaults(handler=_reachable(_list))
+
+    for name, fn, text in (("show", _show, "one job as JSON"), ("cancel", _cancel, "stop a job")):
+        p = js.add_parser(name, help=text)
+        p.add_argument("job_id")
+        p.set_defaults(handler=_reachable(fn))
+
+    p = js.add_parser("logs", help="a job's log")
+    p.add_argument("job_id")
+    p.add_argument("--tail", type=int, default=200)
+    p.add_argument("--follow", action="store_true")
+    p.set_defaults(handler=_reachable(_logs))
+
+    p = js.add_parser("compare", help="the MLflow runs of an experiment, side by side")
+    p.add_argument("experiment", nargs="?", default="bckd")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_reachable(_compare))

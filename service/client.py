@@ -1,0 +1,64 @@
+"""A small httpx client of the REST API, used by ``bckd jobs ...`` and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+__all__ = ["ApiError", "Client"]
+
+
+class ApiError(ValueError):  # a ValueError: `bckd` prints it as one line, no traceback
+    def __init__(self, status: int, detail: Any):
+        self.status, self.detail = status, detail
+        if isinstance(detail, list):  # FastAPI validation shape: name each field
+            detail = "; ".join(d.get("msg", str(d)) if isinstance(d, dict) else str(d)
+                               for d in detail)
+        super().__init__(f"HTTP {status}: {detail}")
+
+
+class Client:
+    def __init__(self, url: str, token: str, timeout: float = 120.0):
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+    def _json(self, r: httpx.Response) -> Any:
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise ApiError(r.status_code, detail)
+        return r.json()
+
+    def submit(self, body: dict, idempotency_key: str | None = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json(self.http.post("/v1/jobs", json=body, headers=headers))
+
+    def list(self, **params: Any) -> dict:
+        params = {k: v for k, v in params.items() if v is not None}
+        return self._json(self.http.get("/v1/jobs", params=params))
+
+    def get(self, job_id: str) -> dict:
+        return self._json(self.http.get(f"/v1/jobs/{job_id}"))
+
+    def cancel(self, job_id: str) -> dict:
+        return self._json(self.http.post(f"/v1/jobs/{job_id}/cancel"))
+
+    def logs(self, job_id: str, tail: int = 200) -> dict:
+        return self._json(self.http.get(f"/v1/jobs/{job_id}/logs", params={"tail": tail}))
+
+    def follow(self, job_id: str) -> Iterator[str]:
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/logs/stream", timeout=None) as r:
+            if r.status_code >= 400:
+                r.read()
+                self._json(r)
+            yield from r.iter_text()
+
+    def configs(self) -> dict:
+        return self._json(self.http.get("/v1/configs"))
+
+    def compare(self, experiment: str) -> dict:
+        return self._json(self.http.get(f"/v1/experiments/{experiment}/compare"))
