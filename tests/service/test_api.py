@@ -1,0 +1,321 @@
+"""The REST service against the real thing: local Ray (token auth on), MLflow, uvicorn API.
+
+One stack per module (Ray and MLflow take ~20-40 s to start on 2 cores).
+
+The API runs the stand-in job ``tests/service/fake_job.py`` (same command line as
+``jobs.train``) against the tiny trusted configs in ``tests/service/configs``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.auth import hash_token
+from service.stack import Stack, StackConfig, free_port
+
+HERE = Path(__file__).parent
+TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("svc")
+    data = root / "datasets" / "toy"
+    (data / "annotations").mkdir(parents=True)
+    (root / "ckpt").mkdir()
+    (root / "ckpt" / "teacher.pth").write_bytes(b"not really a checkpoint")
+    users = ";".join(f"{hash_token(t)} {n} user" for n, t in TOKENS.items())
+    st = Stack(StackConfig(
+        data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
+        mlflow_port=free_port(), num_cpus=2,
+        extra_env={"BCKD_JOB_MODULE": str(HERE / "fake_job.py"),
+                   "BCKD_CONFIGS_DIR": str(HERE / "configs"),
+                   "BCKD_DATA_ROOTS": json.dumps([str(root / "datasets"), str(root / "ckpt")]),
+                   "BCKD_TOKENS": users, "BCKD_RECONCILE_INTERVAL_S": "0.5",
+                   "BCKD_MAX_BODY_BYTES": "100000", "BCKD_STOP_WAIT_S": "10"}))
+    st.start()
+    st.root = root
+    yield st
+    st.stop()
+
+
+def client(stack: Stack, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=stack.api_url, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def admin(stack):
+    return client(stack, stack.admin_token_file.read_text().strip())
+
+
+@pytest.fixture(scope="module")
+def alice(stack):
+    return client(stack, TOKENS["alice"])
+
+
+@pytest.fixture(scope="module")
+def bob(stack):
+    return client(stack, TOKENS["bob"])
+
+
+def wait_for(c: httpx.Client, job_id: str, pred, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    job = {}
+    while time.monotonic() < deadline:
+        r = c.get(f"/v1/jobs/{job_id}")
+        if r.status_code == 200:
+            job = r.json()
+            if pred(job):
+                return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} never got there: {job}")
+
+
+def finished(job: dict) -> bool:
+    return job["status"] in TERMINAL
+
+
+def submit(c: httpx.Client, key: str | None = None, **body) -> httpx.Response:
+    body = {"kind": "train", "config": "toy_teacher", **body}
+    return c.post("/v1/jobs", json=body, headers={"Idempotency-Key": key} if key else {})
+
+
+def mlflow_run(stack: Stack, run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=stack.mlflow_url).get_run(run_id)
+
+
+# --- health, auth ------------------------------------------------------------------------
+
+
+def test_health_needs_no_token_and_ready_checks_everything(stack):
+    anon = client(stack, None)
+    assert anon.get("/v1/health").json() == {"status": "ok"}
+    r = anon.get("/v1/ready")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"ready": True, "checks": {"database": "ok", "ray": "ok",
+                                                   "mlflow": "ok"}}
+
+
+def test_ray_dashboard_keeps_token_auth(stack):
+    assert httpx.get(f"{stack.ray_url}/api/jobs/").status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/configs", "/v1/experiments/bckd/compare"])
+def test_requests_without_or_with_a_wrong_token_are_refused(stack, path):
+    assert client(stack, None).get(path).status_code == 401
+    assert client(stack, "wrong-token").get(path).status_code == 401
+    assert submit(client(stack, "wrong-token")).status_code == 401
+
+
+def test_a_token_sees_and_cancels_only_its_own_jobs(stack, alice, bob, admin):
+    r = submit(alice, overrides={"train_cfg.max_epochs": 1})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    assert bob.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert bob.post(f"/v1/jobs/{job_id}/cancel").status_code == 404
+    assert bob.get(f"/v1/jobs/{job_id}/logs").status_code == 404
+    assert job_id not in [j["id"] for j in bob.get("/v1/jobs").json()["data"]]
+    assert job_id in [j["id"] for j in alice.get("/v1/jobs").json()["data"]]
+    assert admin.get(f"/v1/jobs/{job_id}").json()["owner"] == "alice"
+    wait_for(alice, job_id, finished)
+
+
+# --- the job life cycle ------------------------------------------------------------------
+
+
+def test_submit_runs_to_succeeded_with_an_mlflow_run(stack, alice):
+    t0 = time.monotonic()
+    r = submit(alice, name="ok-run", overrides={"train_cfg.max_epochs": 1})
+    submit_s = time.monotonic() - t0
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] in ("PENDING", "RUNNING") and job["attempts"] == 1
+    assert job["submitted_at"] is not None, job["message"]
+    assert "--cfg-options train_cfg.max_epochs=1" in job["entrypoint"]
+    job = wait_for(alice, job["id"], finished)
+    assert job["status"] == "SUCCEEDED", job
+    assert job["started_at"] and job["ended_at"]
+    run_id = job["mlflow_run_id"]
+    assert run_id and job["links"]["mlflow_run"].endswith(run_id)
+    assert job["links"]["ray_dashboard"].endswith(f"/#/jobs/{job['id']}")
+    assert job["metrics"]["coco/bbox_mAP"] == 0.5
+    run = mlflow_run(stack, run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["bckd.job_id"] == job["id"]
+    logs = alice.get(f"/v1/jobs/{job['id']}/logs", params={"tail": 3}).json()
+    assert logs["source"] == "ray" and "done FINISHED" in logs["text"]
+    assert (stack.data_dir / "logs" / f"{job['id']}.log").exists()  # durable copy
+    cmp = alice.get("/v1/experiments/bckd/compare").json()
+    row = next(r for r in cmp["runs"] if r["run_id"] == run_id)
+    assert row["job_id"] == job["id"] and row["metrics"]["coco/bbox_mAP"] == 0.5
+    print(f"submit latency {submit_s * 1000:.0f} ms")
+
+
+def test_log_stream_follows_the_job_to_its_end(stack, alice):
+    job_id = submit(alice, overrides={"train_cfg.max_epochs": 1}).json()["id"]
+    with alice.stream("GET", f"/v1/jobs/{job_id}/logs/stream", timeout=120) as r:
+        assert r.status_code == 200
+        text = "".join(r.iter_text())
+    assert "step 0" in text and "done FINISHED" in text
+
+
+def test_cancel_stops_the_job_and_kills_its_mlflow_run(stack, alice):
+    job_id = submit(alice, overrides={"train_cfg.max_epochs": 100}).json()["id"]
+    job = wait_for(alice, job_id, lambda j: j["status"] == "RUNNING" and j["mlflow_run_id"])
+    r = alice.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 202, r.text
+    job = wait_for(alice, job_id, finished, timeout=60)
+    assert job["status"] == "STOPPED" and "cancelled by user" in job["message"]
+    assert mlflow_run(stack, job["mlflow_run_id"]).info.status == "KILLED"
+
+
+def test_api_restart_mid_job_keeps_the_job_and_it_finishes(stack, alice):
+    job_id = submit(alice, overrides={"train_cfg.max_epochs": 6}).json()["id"]
+    wait_for(alice, job_id, lambda j: j["status"] == "RUNNING")
+    stack.stop_api()
+    time.sleep(1)
+    stack.start_api()
+    assert job_id in [j["id"] for j in alice.get("/v1/jobs").json()["data"]]
+    job = wait_for(alice, job_id, finished)
+    assert job["status"] == "SUCCEEDED" and job["attempts"] == 1, job
+
+
+def test_concurrent_duplicates_with_one_idempotency_key_make_one_job(stack, alice):
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"overrides": {"train_cfg.max_epochs": 1}}
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: submit(client(stack, TOKENS["alice"]), "k-1", **body),
+                                range(6)))
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [201], [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    job = wait_for(alice, answers[0].json()["id"], finished)
+    assert job["attempts"] == 1
+    # the same key with another request is a client error, not a silent second job
+    r = submit(alice, "k-1", overrides={"train_cfg.max_epochs": 2})
+    assert r.status_code == 409 and "Idempotency-Key" in r.text
+
+
+def test_list_filters_and_paginates(stack, alice, admin):
+    page = alice.get("/v1/jobs", params={"status": "SUCCEEDED", "kind": "train",
+                                         "limit": 1}).json()
+    assert page["count"] >= 2 and len(page["data"]) == 1 and page["limit"] == 1
+    assert all(j["status"] == "SUCCEEDED" for j in page["data"])
+    second = alice.get("/v1/jobs", params={"status": "SUCCEEDED", "limit": 1,
+                                           "offset": 1}).json()
+    assert second["data"][0]["id"] != page["data"][0]["id"]
+    assert alice.get("/v1/jobs", params={"kind": "sweep"}).json()["count"] == 0
+    assert alice.get("/v1/jobs", params={"status": "NOPE"}).status_code == 422
+
+
+def test_configs_are_listed_with_their_kind(alice):
+    cfgs = {c["name"]: c for c in alice.get("/v1/configs").json()["data"]}
+    assert cfgs["toy_teacher"]["distill"] is False and cfgs["toy_bckd"]["distill"] is True
+
+
+def test_uploaded_yaml_config_is_stored_as_json_and_runs(stack, alice):
+    yaml_text = "model:\n  type: GFL\ntrain_cfg:\n  max_epochs: 3\n"
+    r = alice.post("/v1/jobs", json={"kind": "train", "overrides": {"train_cfg.max_epochs": 1},
+                                     "config_upload": {"format": "yaml", "content": yaml_text}})
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["config"].endswith(".json")
+    assert json.loads(Path(job["config"]).read_text())["train_cfg"] == {"max_epochs": 3}
+    assert wait_for(alice, job["id"], finished)["status"] == "SUCCEEDED"
+
+
+def test_distill_with_a_teacher_checkpoint_path(stack, alice):
+    ckpt = stack.root / "ckpt" / "teacher.pth"
+    r = submit(alice, kind="distill", config="toy_bckd", teacher_ckpt=str(ckpt),
+               overrides={"train_cfg.max_epochs": 1})
+    assert r.status_code == 201, r.text
+    assert f"model.teacher_ckpt={ckpt}" in r.json()["entrypoint"]
+    assert wait_for(alice, r.json()["id"], finished)["status"] == "SUCCEEDED"
+
+
+# --- validation: each bad input is a 4xx that names its field -----------------------------
+
+BAD = {
+    "unknown config": ({"config": "nope"}, 422, "config"),
+    "config outside configs/": ({"config": "../service/main"}, 422, "config"),
+    "bad override key": ({"overrides": {"train_cfg.max_epoch": 2}}, 422,
+                         "overrides.train_cfg.max_epoch"),
+    "bad override value": ({"overrides": {"train_cfg.max_epochs": "many"}}, 422,
+                           "overrides.train_cfg.max_epochs"),
+    "section replaced by a scalar": ({"overrides": {"model": 3}}, 422, "overrides.model"),
+    "path outside data roots": ({"data_root": "/etc"}, 422, "data_root"),
+    "missing data set": ({"data_root": "{root}/datasets/missing"}, 422, "data_root"),
+    "override path outside roots": ({"overrides": {"train_dataloader.dataset.data_root":
+                                                   "/etc/"}}, 422,
+                                    "overrides.train_dataloader.dataset.data_root"),
+    "missing checkpoint": ({"kind": "distill", "config": "toy_bckd",
+                            "teacher_ckpt": "{root}/ckpt/missing.pth"}, 422, "teacher_ckpt"),
+    "teacher/student mismatch": ({"kind": "distill", "config": "toy_mismatch"}, 422, "config"),
+    "distill of a plain config": ({"kind": "distill"}, 422, "config"),
+    "train of a distiller": ({"config": "toy_bckd"}, 422, "kind"),
+    "checkpoint for a train job": ({"teacher_ckpt": "{root}/ckpt/teacher.pth"}, 422,
+                                   "teacher_ckpt"),
+    "cpus no node has": ({"resources": {"cpus_per_worker": 64}}, 422,
+                         "resources.cpus_per_worker"),
+    "gpus no node has": ({"resources": {"gpus_per_worker": 1}}, 422,
+                         "resources.gpus_per_worker"),
+    "more workers than the cluster": ({"resources": {"num_workers": 3}}, 422,
+                                      "resources.num_workers"),
+    "unknown field": ({"config_path": "x"}, 422, "config_path"),
+    "unknown kind": ({"kind": "evaluate"}, 422, "kind"),
+    "python upload": ({"config": None, "config_upload": {"format": "py", "content": "x=1"}},
+                      422, "format"),
+    "upload with _base_": ({"config": None, "config_upload": {
+        "format": "json", "content": '{"_base_": ["../../x.py"], "model": {}}'}}, 422,
+        "config_upload.content._base_"),
+    "upload with custom_imports": ({"config": None, "config_upload": {
+        "format": "yaml", "content": "custom_imports: {imports: [os]}\nmodel: {type: GFL}"}},
+        422, "config_upload.content.custom_imports"),
+    "upload not yaml": ({"config": None, "config_upload": {"format": "yaml",
+                                                          "content": "a: [1"}}, 422,
+                        "config_upload.content"),
+    "both config and upload": ({"config_upload": {"format": "json", "content": "{}"}}, 422,
+                               "config"),
+    "bad name": ({"name": "../escape"}, 422, "name"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_refused_naming_the_field(stack, alice, case):
+    body, code, field = BAD[case]
+    body = json.loads(json.dumps(body).replace("{root}", str(stack.root)))
+    before = alice.get("/v1/jobs").json()["count"]
+    r = submit(alice, **body)
+    assert r.status_code == code, r.text
+    detail = r.json()["detail"]
+    locs = [".".join(str(p) for p in d["loc"] if p != "body") for d in detail]
+    assert any(loc.endswith(field) or field in loc for loc in locs), (field, detail)
+    assert alice.get("/v1/jobs").json()["count"] == before  # nothing written, nothing ran
+
+
+def test_oversized_body_is_refused_with_413(stack, alice):
+    r = submit(alice, overrides={"x": "y" * 200_000})
+    assert r.status_code == 413 and "body" in r.text
+
+
+def test_cli_client_lists_and_compares(stack, capsys):
+    from bckd.cli import main
+
+    args = ["jobs", "--url", stack.api_url, "--token", TOKENS["alice"]]
+    assert main([*args, "list", "--status", "SUCCEEDED"]) == 0
+    assert "SUCCEEDED" in capsys.readouterr().out
+    assert main([*args, "compare", "bckd"]) == 0
+    assert "bbox_mAP" in capsys.readouterr().out
+    assert main([*args, "show", "bckd-missing"]) == 2
+    assert "404" in capsys.readouterr().err
