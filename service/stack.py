@@ -8,6 +8,7 @@ Each part is a child process owned by :class:`Stack`; ``stop()`` ends them in re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -175,15 +176,13 @@ class Stack:
             self._ray_tmp = None
 
 
-def _terminate(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the process group is its own
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
+def _terminate(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM the leader (``ray start --block`` then stops its own children in order), then
+    SIGKILL whatever is left of its process group (its own session, so nothing else)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc.wait()
