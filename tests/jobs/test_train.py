@@ -1,0 +1,215 @@
+"""End-to-end jobs on a local 2-CPU Ray cluster: teacher, 2-worker distillation, rerun resume,
+a killed worker, SIGTERM, and each bad input failing early with its message."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from jobtools import BCKD_CONFIG, ROOT, TEACHER_CONFIG, make_synth, tiny
+from mlflow.tracking import MlflowClient
+
+from bckd.checkpoint import load_state_dict
+from bckd.cli import main as cli_main
+from bckd.engine.cluster import connect
+from bckd.engine.launch import JobSpec, run_job
+from bckd.engine.tracking import read_run_json
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    connect(num_cpus=2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory) -> Path:
+    return make_synth(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture(scope="module")
+def work_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("work_dirs")
+
+
+@pytest.fixture(scope="module")
+def teacher(cluster, synth_data, work_root) -> Path:
+    """A plain GFL teacher trained for two tiny epochs (after one it detects nothing yet): its
+    final.pth feeds the distillation."""
+    result = run_job(JobSpec(TEACHER_CONFIG, cfg_options=tiny(synth_data, max_epochs=2),
+                             name="gfl_teacher", work_dir=str(work_root / "gfl_teacher"),
+                             progress_interval=2))
+    assert result.status == "FINISHED", result.error
+    return Path(result.final_checkpoint)
+
+
+def _client(work_root: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{work_root / 'mlflow.db'}")
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
+    files = []
+    for item in client.list_artifacts(run_id, path):
+        files += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return files
+
+
+def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def _bckd(synth_data, work_root, teacher, name, max_epochs=2, **kw) -> JobSpec:
+    # score_thr=0: the barely trained student always has detections, hence COCO metrics.
+    options = tiny(synth_data, max_epochs=max_epochs, **{"model.teacher_ckpt": str(teacher),
+                                                         "model.student.test_cfg.score_thr": 0.0})
+    return JobSpec(BCKD_CONFIG, num_workers=2, cfg_options=options, name=name,
+                   work_dir=str(work_root / name), progress_interval=1, **kw)
+
+
+def test_teacher_run_writes_final_checkpoint(teacher, work_root):
+    state = load_state_dict(str(teacher))
+    assert any(k.startswith("bbox_head.") for k in state)
+    info = read_run_json(teacher.parent)
+    assert info["status"] == "FINISHED" and info["experiment"] == "bckd"
+    run = _client(work_root).get_run(info["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["method"] == "plain"
+
+
+def test_two_worker_distillation_is_tracked(synth_data, work_root, teacher):
+    result = run_job(_bckd(synth_data, work_root, teacher, "bckd_gfl"))
+    assert result.status == "FINISHED", result.error
+    client = _client(work_root)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    # params: config, method, teacher/student, loss weights, world size, seed
+    params = run.data.params
+    assert params["world_size"] == "2" and params["seed"] == "0"
+    assert params["loss_weight.loss_distill_loc"] == "4.0"
+    assert params["cfg.model.type"] == "BCKDDetector"
+    assert "BinaryClassificationDistillationLoss" in run.data.tags["method"]
+    assert {"teacher", "student", "dataset"} <= set(run.data.tags)
+    # per-step losses: 16 images / (2 workers x 4) = 2 iterations per epoch, 2 epochs
+    for key in ("loss", "loss_cls", "loss_distill_cls", "loss_distill_loc", "lr", "images_per_s"):
+        assert _steps(client, run.info.run_id, key) == [1, 2, 3, 4], key
+    # per-epoch COCO metrics of the student; the teacher's once, at step 0
+    assert _steps(client, run.info.run_id, "coco/bbox_mAP") == [2, 4]
+    assert _steps(client, run.info.run_id, "teacher/coco/bbox_mAP") == [0]
+    files = _artifacts(client, run.info.run_id)
+    assert {"config.py", "checkpoints/final.pth", "checkpoints/best.pth",
+            "eval/epoch_002/coco.bbox.json", "eval/epoch_002/figure3_epoch_002.png",
+            "eval/teacher/coco.bbox.json"} <= set(files)
+    # the student's weights only (no teacher) in final.pth
+    state = load_state_dict(result.final_checkpoint)
+    assert not any("teacher" in k for k in state)
+    # data parallel: disjoint shards per epoch, identical parameters at the end
+    first, second = result.ranks
+    for epoch in (1, 2):
+        assert first["seen"][epoch] and not set(first["seen"][epoch]) & set(second["seen"][epoch])
+    assert first["params_sha256"] == second["params_sha256"]
+    assert read_run_json(result.work_dir)["mlflow_run_id"] == result.mlflow_run_id
+
+
+def test_rerun_with_same_name_resumes(synth_data, work_root, teacher):
+    # One more epoch on top of the finished 2-epoch run above (same name, same MLflow run).
+    before = read_run_json(work_root / "bckd_gfl")["mlflow_run_id"]
+    result = run_job(_bckd(synth_data, work_root, teacher, "bckd_gfl", max_epochs=3))
+    assert result.status == "FINISHED", result.error
+    assert result.mlflow_run_id == before
+    assert all(r["resumed_from"] for r in result.ranks)
+    assert all(list(r["seen"]) == [3] for r in result.ranks)  # only the new epoch trained
+    assert _steps(_client(work_root), before, "loss") == [1, 2, 3, 4, 5, 6]
+
+
+def test_killed_worker_resumes_from_checkpoint(synth_data, work_root, teacher):
+    spec = _bckd(synth_data, work_root, teacher, "bckd_killed", max_epochs=3, max_failures=1)
+    holder = {}
+    job = threading.Thread(target=lambda: holder.setdefault("result", run_job(spec)))
+    job.start()
+    # Wait until Ray has registered the first epoch's checkpoint (not just written its files).
+    snapshot = Path(spec.work_dir) / "ray_train" / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (
+            snapshot.is_file() and "checkpoint_iter_0000002" in snapshot.read_text()):
+        time.sleep(0.2)
+    assert "checkpoint_iter_0000002" in snapshot.read_text(), "no checkpoint after epoch 1"
+    from ray.util.state import list_actors
+
+    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    os.kill(int(workers[-1].pid), signal.SIGKILL)
+    job.join(timeout=300)
+    result = holder["result"]
+    assert result.status == "FINISHED", result.error
+    assert all(r["resumed_from"] for r in result.ranks)
+    client = _client(work_root)
+    for key in ("loss", "loss_distill_cls", "coco/bbox_mAP"):
+        steps = _steps(client, result.mlflow_run_id, key)
+        assert len(steps) == len(set(steps)), f"{key} logged a step twice: {steps}"
+    assert _steps(client, result.mlflow_run_id, "loss") == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigterm_ends_the_run_killed(cluster, synth_data, work_root):
+    work_dir = work_root / "stopped"
+    options = [f"{k}={v}" for k, v in tiny(synth_data, max_epochs=50).items()
+               if k != "param_scheduler"]
+    env = {**os.environ, "RAY_ADDRESS": cluster,
+           "MLFLOW_TRACKING_URI": f"sqlite:///{work_root / 'mlflow.db'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", TEACHER_CONFIG, "--name", "stopped",
+         "--work-dir", str(work_dir), "--progress-interval", "1", "--cfg-options", *options],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_id = None
+    for line in proc.stdout:
+        if line.startswith("bckd: mlflow_run_id="):
+            run_id = line.strip().split("=", 1)[1]
+        if "bckd: progress" in line:
+            break
+    assert run_id is not None
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:]
+    assert read_run_json(work_dir)["status"] == "KILLED"
+    assert _client(work_root).get_run(run_id).info.status == "KILLED"
+    # the workers checkpointed before leaving, so a rerun would resume from there
+    assert list((work_dir / "ray_train").glob("checkpoint_iter_*"))
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    assert cli_main(["train", *argv]) == 2
+    return capsys.readouterr().err
+
+
+def test_bad_inputs_fail_early(cluster, synth_data, work_root, teacher, capsys, tmp_path):
+    base = ["--work-dir", str(tmp_path / "w"), "--cfg-options",
+            f"train_dataloader.dataset.data_root={synth_data}/",
+            f"val_dataloader.dataset.data_root={synth_data}/",
+            f"val_evaluator.ann_file={synth_data}/annotations/instances_val.json"]
+    err = _cli_error(capsys, [str(tmp_path / "nope.py")])
+    assert "config file not found" in err and "nope.py" in err
+    err = _cli_error(capsys, [TEACHER_CONFIG, "--work-dir", str(tmp_path / "w"), "--cfg-options",
+                              f"train_dataloader.dataset.data_root={tmp_path}/missing/"])
+    assert "dataset not found" in err and "missing" in err
+    err = _cli_error(capsys, [TEACHER_CONFIG, *base, "optim_wraper.optimizer.lr=0.1"])
+    assert "'optim_wraper.optimizer.lr' does not exist" in err
+    # a teacher checkpoint of another architecture (the GFL teacher's weights into ATSS)
+    err = _cli_error(capsys, [BCKD_CONFIG, *base, f"model.teacher_ckpt={teacher}",
+                              f"model.teacher={ROOT}/configs/synth/atss_teacher.py"])
+    assert "does not match the teacher config" in err
+    err = _cli_error(capsys, [BCKD_CONFIG, *base, f"model.teacher_ckpt={tmp_path}/t.pth"])
+    assert "teacher checkpoint not found" in err
+    err = _cli_error(capsys, [TEACHER_CONFIG, *base, "--num-workers", "3"])
+    assert "can never run 3 workers" in err
+    err = _cli_error(capsys, [TEACHER_CONFIG, *base, "--use-gpu"])
+    assert "can never run 1 workers" in err and "GPU" in err
+    assert not (tmp_path / "w" / "run.json").exists()  # nothing started
