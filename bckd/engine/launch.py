@@ -47,6 +47,8 @@ class JobSpec:
     progress_interval: int = 10  # iterations between console lines and MLflow writes
     stop_grace_s: float = 60.0  # after SIGINT/SIGTERM, time for the workers to checkpoint
     local_num_cpus: int | None = None  # CPUs of a local cluster this job starts (default: all)
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow run tags (sweep parent)
+    callbacks: list = field(default_factory=list)  # ray.train UserCallbacks (Tune reporting)
 
 
 @dataclass
@@ -196,7 +198,8 @@ def run_job(spec: JobSpec) -> JobResult:
         tracking_uri = default_tracking_uri(work_dir.parent, cfg.get("mlflow_tracking_uri"))
         previous = read_run_json(work_dir) or {}
         tags = {"method": info.method, "teacher": info.teacher or "none",
-                "student": info.student, "dataset": info.dataset, "bckd.job_name": name}
+                "student": info.student, "dataset": info.dataset, "bckd.job_name": name,
+                **spec.tags}
         run_id = open_run(tracking_uri, spec.experiment, name, tags,
                           run_id=previous.get("mlflow_run_id") if resuming else None)
         resumed_mlflow = resuming and run_id == previous.get("mlflow_run_id")
@@ -228,6 +231,7 @@ def run_job(spec: JobSpec) -> JobResult:
             run_config=RunConfig(
                 name=ray_name,
                 storage_path=storage,
+                callbacks=list(spec.callbacks),
                 failure_config=FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=CheckpointConfig(
                     num_to_keep=policy["num_to_keep"],
