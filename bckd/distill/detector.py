@@ -74,6 +74,7 @@ class BCKDDetector(SingleStageDetector):
             student_logits, teacher_logits, weight, avg_factor)``: ILDL.
         loss_distill_ld: GFL only, LD on the box distributions of the student's positives,
             mmdet's ``KnowledgeDistillationKLDivLoss`` as in its ``LDHead``.
+        data_preprocessor: replaces the student's, when given.
     """
 
     def __init__(
@@ -84,8 +85,12 @@ class BCKDDetector(SingleStageDetector):
         loss_distill_cls: dict | None = None,
         loss_distill_loc: dict | None = None,
         loss_distill_ld: dict | None = None,
+        data_preprocessor: dict | None = None,
     ) -> None:
         student = copy.deepcopy(dict(student))
+        if data_preprocessor is not None:
+            # mmengine's Runner passes a config's top-level `data_preprocessor` to the model.
+            student["data_preprocessor"] = data_preprocessor
         student_type = student.pop("type")
         student_cls = MODELS.get(student_type)
         if student_cls is None or not issubclass(student_cls, SingleStageDetector):
