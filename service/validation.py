@@ -56,12 +56,16 @@ def list_configs(configs_dir: Path) -> list[tuple[str, Path]]:
 
 def resolve_config(configs_dir: Path, name: str) -> Path:
     root = configs_dir.resolve()
-    path = (root / name).resolve()
-    if path.suffix != ".py":
-        path = path.with_name(path.name + ".py")
-    if not path.is_relative_to(root) or "_base_" in path.relative_to(root).parts:
-        raise Invalid("config", f"{name!r} is not a config name from GET /v1/configs")
-    if not path.is_file():
+    try:
+        path = (root / name).resolve()
+        if path.suffix != ".py":
+            path = path.with_name(path.name + ".py")
+        if not path.is_relative_to(root) or "_base_" in path.relative_to(root).parts:
+            raise Invalid("config", f"{name!r} is not a config name from GET /v1/configs")
+        found = path.is_file()
+    except (OSError, ValueError) as err:  # a name too long, or with a NUL byte
+        raise Invalid("config", f"{name!r} is not a valid config name: {err}") from err
+    if not found:
         raise Invalid("config", f"unknown config {name!r}; see GET /v1/configs")
     return path
 
@@ -141,12 +145,18 @@ def _check_type(key: str, old: Any, new: Any) -> None:
 
 
 def check_path(settings: Settings, fld: str, value: str, must_exist: bool = True) -> Path:
-    path = Path(value)
-    path = (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
+    if not value:
+        raise Invalid(fld, "empty path")
+    try:
+        path = Path(value)
+        path = (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
+        exists = path.exists()
+    except (OSError, ValueError) as err:  # a name too long, or with a NUL byte
+        raise Invalid(fld, f"{value!r} is not a valid path: {err}") from err
     if not any(path.is_relative_to(root) for root in settings.allowed_roots):
         roots = ", ".join(str(r) for r in settings.allowed_roots)
         raise Invalid(fld, f"{value!r} is outside the allowed data roots ({roots})")
-    if must_exist and not path.exists():
+    if must_exist and not exists:
         raise Invalid(fld, f"{value!r} does not exist")
     return path
 
