@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     __import__("service.cli").cli.add_parser(sub)  # serve, jobs (the REST service, issue 7)
     jobs.train.add_parser(sub)
+    __import__("jobs.sweep").sweep.add_parser(sub)  # Ray Tune sweeps (issue 6)
     return parser
 
 

@@ -1,0 +1,49 @@
+"""The parent run's picture: each swept value against the trial's best metric, one panel per key.
+
+Filled markers are trials that ran every epoch, hollow ones trials the scheduler stopped early
+(their metric is from fewer epochs); the best trial is ringed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+__all__ = ["plot_weights"]
+
+
+def plot_weights(trials: list[dict], params: tuple, metric: str, path: str | Path,
+                 best_trial_id: str | None = None) -> Path:
+    """``trials``: dicts with ``trial_id``, ``config`` ({key: value}), ``best`` (the metric, or
+    None) and ``outcome``. Writes a PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(params), figsize=(4 * len(params), 3.4), squeeze=False)
+    scored = [t for t in trials if t.get("best") is not None and math.isfinite(t["best"])]
+    for ax, param in zip(axes[0], params, strict=True):
+        categories = None if param.numeric else [str(v) for v in dict.fromkeys(param.args)]
+        for trial in scored:
+            value = trial["config"].get(param.key)
+            x = value if categories is None else categories.index(str(value))
+            full = trial["outcome"] == "COMPLETED"
+            ax.scatter([x], [trial["best"]], s=40, color="C0",
+                       facecolors="C0" if full else "none")
+            if trial["trial_id"] == best_trial_id:
+                ax.scatter([x], [trial["best"]], s=160, facecolors="none", edgecolors="C3")
+        if param.kind == "loguniform":
+            ax.set_xscale("log")
+        if categories is not None:
+            ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlabel(f"{param.name}\n({param.key})", fontsize=8)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{metric} per trial (hollow: stopped early; ringed: best)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,76 @@
+"""A sweep in MLflow: one parent run, one nested child run per trial, each ending with its status.
+
+The driver opens the parent (reopened on a restart with the same name) with the search space,
+scheduler and search algorithm; each trial's job opens its own child run (tagged
+``mlflow.parentRunId`` and ``bckd.sweep.trial_id``) and ends it FINISHED or FAILED itself.
+A trial that Tune stops (ASHA) is killed in the middle of its job, so nothing in it ends its
+run: :class:`ChildRunCloser` does, on the driver, KILLED for a trial stopped early and FAILED
+for one that errored, and tags each child with its outcome. After the sweep,
+:func:`close_children` ends whatever is still RUNNING (an interrupted sweep) as KILLED.
+"""
+
+from __future__ import annotations
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from bckd.tune.trial import PARENT_TAG, TRIAL_TAG, outcome
+
+__all__ = ["ChildRunCloser", "child_runs", "close_children"]
+
+OUTCOME_TAG = "bckd.sweep.outcome"
+_END_STATUS = {"STOPPED": "KILLED", "ERROR": "FAILED", "UNFINISHED": "KILLED",
+               "COMPLETED": "FINISHED"}
+
+
+def child_runs(client: MlflowClient, parent_run_id: str, trial_id: str | None = None) -> list:
+    """The parent's child runs (of one trial when ``trial_id`` is given)."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    if trial_id is not None:
+        query += f" and tags.`{TRIAL_TAG}` = '{trial_id}'"
+    return client.search_runs([experiment_id], filter_string=query, max_results=10_000)
+
+
+def _close(client: MlflowClient, run, result: str, detail: dict[str, str]) -> None:
+    client.set_tag(run.info.run_id, OUTCOME_TAG, result)
+    for key, value in detail.items():
+        client.set_tag(run.info.run_id, key, value)
+    if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
+        client.set_terminated(run.info.run_id, status=_END_STATUS[result])
+
+
+def close_children(tracking_uri: str, parent_run_id: str, result: str = "UNFINISHED") -> int:
+    """End every child run still RUNNING (KILLED for ``UNFINISHED``); return how many."""
+    client = MlflowClient(tracking_uri)
+    running = [r for r in child_runs(client, parent_run_id) if r.info.status == "RUNNING"]
+    for run in running:
+        _close(client, run, result, {})
+    return len(running)
+
+
+class ChildRunCloser(Callback):
+    """Tune callback (driver side): end a trial's child run with the status its trial ended."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, max_epochs: int) -> None:
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self.max_epochs = max_epochs
+
+    def _end(self, trial, error: bool) -> None:
+        # on_trial_complete comes right after the scheduler's decision, before Tune marks the
+        # trial done; the result that ended it carries done=True.
+        result = outcome({**(trial.last_result or {}), "done": True}, self.max_epochs, error)
+        detail = {"bckd.sweep.last_epoch": str(trial.last_result.get("epoch", 0))}
+        if error and trial.error_file:
+            detail["bckd.sweep.error_file"] = str(trial.error_file)
+        client = MlflowClient(self.tracking_uri)
+        for run in child_runs(client, self.parent_run_id, trial.trial_id):
+            _close(client, run, result, detail)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._end(trial, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._end(trial, error=True)
