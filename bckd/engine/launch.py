@@ -49,6 +49,7 @@ class JobSpec:
     local_num_cpus: int | None = None  # CPUs of a local cluster this job starts (default: all)
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow run tags (sweep parent)
     callbacks: list = field(default_factory=list)  # ray.train UserCallbacks (Tune reporting)
+    stop_requested: Any = None  # () -> bool: stopped from outside (a Tune scheduler): KILLED
 
 
 @dataclass
@@ -241,6 +242,8 @@ def run_job(spec: JobSpec) -> JobResult:
             ),
         )
         status, fit = _fit_with_signals(trainer, stop_flag, writer, work_dir, spec.stop_grace_s)
+        if spec.stop_requested is not None and spec.stop_requested():
+            status = "KILLED"  # the fit failed because it was stopped: not a failure of the job
         result = JobResult(name, str(work_dir), run_id, status, wall_s=0.0)
         if fit.error is not None:
             result.status = "FAILED" if status != "KILLED" else status
