@@ -289,7 +289,7 @@ def _summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
     from bckd.engine.config import load_config
     from bckd.tune.plot import plot_weights
     from bckd.tune.progress import format_table
-    from bckd.tune.tracking import child_runs, close_children
+    from bckd.tune.tracking import child_runs, reconcile_children
     from bckd.tune.trial import TRIAL_TAG, outcome
 
     keys = [p.key for p in params]
@@ -310,7 +310,7 @@ def _summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
         })
     trials.sort(key=lambda t: t["trial_id"])
     unfinished = [t for t in trials if t["outcome"] == "UNFINISHED"]
-    close_children(tracking_uri, parent_id)  # interrupted trials: KILLED, resumed on restore
+    reconcile_children(tracking_uri, parent_id, {t["trial_id"]: t["outcome"] for t in trials})
 
     scored = [t for t in trials if t["best"] is not None]
     best = (max if spec.mode == "max" else min)(scored, key=lambda t: t["best"]) \

@@ -3,10 +3,12 @@
 The driver opens the parent (reopened on a restart with the same name) with the search space,
 scheduler and search algorithm; each trial's job opens its own child run (tagged
 ``mlflow.parentRunId`` and ``bckd.sweep.trial_id``) and ends it FINISHED or FAILED itself.
-A trial that Tune stops (ASHA) is killed in the middle of its job, so nothing in it ends its
-run: :class:`ChildRunCloser` does, on the driver, KILLED for a trial stopped early and FAILED
-for one that errored, and tags each child with its outcome. After the sweep,
-:func:`close_children` ends whatever is still RUNNING (an interrupted sweep) as KILLED.
+A trial that Tune stops (ASHA) is killed in the middle of its job, which may end its run
+before it dies (KILLED, see ``JobSpec.stop_requested``) or may not: :class:`ChildRunCloser`
+ends it on the driver as soon as Tune stops the trial (KILLED when stopped early, FAILED when
+it errored) and tags each child with its outcome; after the sweep,
+:func:`reconcile_children` sets every child's status from its trial's outcome once more (an
+interrupted sweep's running trials end KILLED; a restore reopens them).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ray.tune import Callback
 
 from bckd.tune.trial import PARENT_TAG, TRIAL_TAG, outcome
 
-__all__ = ["ChildRunCloser", "child_runs", "close_children"]
+__all__ = ["ChildRunCloser", "child_runs", "reconcile_children"]
 
 OUTCOME_TAG = "bckd.sweep.outcome"
 _END_STATUS = {"STOPPED": "KILLED", "ERROR": "FAILED", "UNFINISHED": "KILLED",
@@ -41,13 +43,22 @@ def _close(client: MlflowClient, run, result: str, detail: dict[str, str]) -> No
         client.set_terminated(run.info.run_id, status=_END_STATUS[result])
 
 
-def close_children(tracking_uri: str, parent_run_id: str, result: str = "UNFINISHED") -> int:
-    """End every child run still RUNNING (KILLED for ``UNFINISHED``); return how many."""
+def reconcile_children(tracking_uri: str, parent_run_id: str,
+                       outcomes: dict[str, str]) -> int:
+    """After the sweep: end each child with the status of its trial's outcome (``{trial_id:
+    outcome}``; a child of no known trial, or of an UNFINISHED one, ends KILLED). A stopped
+    trial's job may have written its own end while going down; this is the final word.
+    Returns how many runs changed."""
     client = MlflowClient(tracking_uri)
-    running = [r for r in child_runs(client, parent_run_id) if r.info.status == "RUNNING"]
-    for run in running:
-        _close(client, run, result, {})
-    return len(running)
+    changed = 0
+    for run in child_runs(client, parent_run_id):
+        result = outcomes.get(run.data.tags.get(TRIAL_TAG), "UNFINISHED")
+        if run.info.status != _END_STATUS[result] or \
+                run.data.tags.get(OUTCOME_TAG) != result:
+            client.set_tag(run.info.run_id, OUTCOME_TAG, result)
+            client.set_terminated(run.info.run_id, status=_END_STATUS[result])
+            changed += 1
+    return changed
 
 
 class ChildRunCloser(Callback):

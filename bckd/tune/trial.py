@@ -37,6 +37,7 @@ def run_trial(config: dict[str, Any], base: TrialBase) -> None:
     """Tune function trainable: run the job with ``config`` applied; raise if it did not finish
     (Tune then marks the trial ERROR)."""
     import ray.tune
+    from ray.train._internal.session import get_session
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from bckd.engine.launch import run_job
@@ -48,6 +49,9 @@ def run_trial(config: dict[str, Any], base: TrialBase) -> None:
     # The job's default tracking URI would be a new SQLite file beside the trial's work dir.
     os.environ["MLFLOW_TRACKING_URI"] = base.tracking_uri
     trial_id = ray.tune.get_context().get_trial_id()
+    # Set when Tune stops this trial (the scheduler cut it): the job then ends KILLED, not
+    # FAILED, even if its fit errors on the way down (the same session TuneReportCallback uses).
+    stopping = get_session().stop_event
     spec = replace(
         base.job,
         name=f"{base.sweep_name}-{trial_id}",
@@ -56,6 +60,7 @@ def run_trial(config: dict[str, Any], base: TrialBase) -> None:
         tags={**base.job.tags, PARENT_TAG: base.parent_run_id, TRIAL_TAG: trial_id,
               "bckd.sweep": base.sweep_name},
         callbacks=[*base.job.callbacks, TuneReportCallback()],
+        stop_requested=stopping.is_set,
     )
     result = run_job(spec)
     if result.status != "FINISHED":
