@@ -31,7 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
         database_url=args.database_url))
     print("bckd serve: starting Ray, MLflow and the API ...", flush=True)
     stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (nohup, &)
+        signal.signal(sig, lambda *_: stop.update(now=True))
     try:
         stack.start()
         print(f"  API:            {stack.api_url}   (docs: {stack.api_url}/docs)")

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000  # larger request bodies are refused with 413
     pending_timeout_s: float = 600.0  # a job PENDING this long is stopped and FAILED
     reconcile_interval_s: float = 2.0  # reconciler period; also the log sync period
-    stop_wait_s: int = 30  # grace between SIGINT and SIGKILL on cancel (RAY_JOB_STOP_WAIT_TIME_S)
+    stop_wait_s: int = 90  # SIGINT -> SIGKILL grace on cancel; jobs.train checkpoints for <= 60 s
     resubmit_after_s: float = 10.0  # an unconfirmed submission older than this is retried
     lost_grace_s: float = 30.0  # a row unknown to Ray this long after submission is LOST
     run_reconciler: bool = True  # off for an API replica that only serves reads

@@ -109,6 +109,8 @@ class Stack:
             # a plain `ray.init()` elsewhere on the machine does not find this cluster.
             self._ray_tmp = tempfile.mkdtemp(prefix="bckd-ray-", dir="/tmp")
             ray_env = dict(self.env, RAY_JOB_STOP_SIGNAL="SIGINT")
+            # Nothing here drains (no Serve proxies): stop in seconds, not Ray's default 30 s.
+            ray_env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "3")
             ray_env.pop("RAY_ADDRESS", None)
             argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                     "--node-ip-address", self.cfg.host, "--port", str(free_port()),

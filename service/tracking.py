@@ -8,7 +8,10 @@ from pathlib import Path
 
 __all__ = ["Tracking", "get_tracking"]
 
-KEY_PARAMS = ("config", "model.type", "kind", "teacher", "max_epochs", "lr", "num_workers")
+# What a comparison shows of each run: run tags set by jobs.train, then a few flat params.
+KEY_TAGS = ("method", "student", "teacher", "dataset")
+KEY_PARAMS = {"model": "cfg.model.type", "epochs": "cfg.train_cfg.max_epochs",
+              "lr": "cfg.optim_wrapper.optimizer.lr", "config": "config"}
 
 
 class Tracking:
@@ -54,8 +57,8 @@ class Tracking:
         for r in runs:
             metrics = {k: v for k, v in r.data.metrics.items()
                        if ("mAP" in k or k.startswith("coco/")) and math.isfinite(v)}
-            params = {k: v for k, v in r.data.params.items()
-                      if k in KEY_PARAMS or k.split(".")[-1] in KEY_PARAMS}
+            params = {k: r.data.tags[k] for k in KEY_TAGS if k in r.data.tags}
+            params |= {k: r.data.params[p] for k, p in KEY_PARAMS.items() if p in r.data.params}
             rows.append(dict(run_id=r.info.run_id, run_name=r.info.run_name,
                              status=r.info.status, job_id=r.data.tags.get("bckd.job_id"),
                              params=params, metrics=metrics,

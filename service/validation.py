@@ -9,6 +9,7 @@ mmengine (which executes ``.py`` configs). Uploaded configs are data only: parse
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +27,8 @@ __all__ = ["Invalid", "ValidatedJob", "list_configs", "load_trusted_config", "va
 
 DISTILLER = "BCKDDetector"
 PATH_KEYS = ("data_root", "ann_file", "load_from", "teacher_ckpt", "resume_from")  # key endings
-FORBIDDEN_UPLOAD_KEYS = ("_base_", "custom_imports")  # both make mmengine import or run code
+# An upload may not pull code in: no _base_ (.py bases run), custom_imports only of the product.
+TRUSTED_IMPORTS = re.compile(r"^(bckd|mmdet)(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def Invalid(field: str, msg: str, code: int = status.HTTP_422_UNPROCESSABLE_CONTENT
@@ -92,10 +94,17 @@ def parse_upload(fmt: str, content: str) -> dict:
         raise Invalid("config_upload.content", f"not valid {fmt}: {err}") from err
     if not isinstance(data, dict):
         raise Invalid("config_upload.content", "must be a mapping of config keys")
-    for key in FORBIDDEN_UPLOAD_KEYS:
-        if key in data:
-            raise Invalid(f"config_upload.content.{key}",
-                          "not allowed in an uploaded config (it loads code)")
+    if "_base_" in data:
+        raise Invalid("config_upload.content._base_",
+                      "not allowed in an uploaded config (a base config is code)")
+    if "custom_imports" in data:
+        ci = data["custom_imports"]
+        imports = ci.get("imports") if isinstance(ci, dict) else None
+        imports = [imports] if isinstance(imports, str) else imports
+        if not isinstance(imports, list) or not all(
+                isinstance(m, str) and TRUSTED_IMPORTS.match(m) for m in imports):
+            raise Invalid("config_upload.content.custom_imports",
+                          "only modules of bckd or mmdet may be imported by an upload")
     if not isinstance(data.get("model"), dict):
         raise Invalid("config_upload.content.model", "an uploaded config needs a model mapping")
     try:

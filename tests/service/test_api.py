@@ -225,7 +225,8 @@ def test_configs_are_listed_with_their_kind(alice):
 
 
 def test_uploaded_yaml_config_is_stored_as_json_and_runs(stack, alice):
-    yaml_text = "model:\n  type: GFL\ntrain_cfg:\n  max_epochs: 3\n"
+    yaml_text = ("model:\n  type: GFL\ntrain_cfg:\n  max_epochs: 3\n"
+                 "custom_imports:\n  imports: [bckd.losses, bckd.distill]\n")
     r = alice.post("/v1/jobs", json={"kind": "train", "overrides": {"train_cfg.max_epochs": 1},
                                      "config_upload": {"format": "yaml", "content": yaml_text}})
     assert r.status_code == 201, r.text
