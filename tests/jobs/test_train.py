@@ -132,7 +132,7 @@ def test_rerun_with_same_name_resumes(synth_data, work_root, teacher):
     assert _steps(_client(work_root), before, "loss") == [1, 2, 3, 4, 5, 6]
 
 
-def test_killed_worker_resumes_from_checkpoint(synth_data, work_root, teacher):
+def test_killed_worker_resumes_from_checkpoint(cluster, synth_data, work_root, teacher):
     spec = _bckd(synth_data, work_root, teacher, "bckd_killed", max_epochs=3, max_failures=1)
     holder = {}
     job = threading.Thread(target=lambda: holder.setdefault("result", run_job(spec)))
@@ -146,7 +146,9 @@ def test_killed_worker_resumes_from_checkpoint(synth_data, work_root, teacher):
     assert "checkpoint_iter_0000002" in snapshot.read_text(), "no checkpoint after epoch 1"
     from ray.util.state import list_actors
 
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    # address: other Ray clusters may run on the same machine
+    workers = list_actors(address=cluster, filters=[("class_name", "=", "RayTrainWorker"),
+                                                    ("state", "=", "ALIVE")])
     os.kill(int(workers[-1].pid), signal.SIGKILL)
     job.join(timeout=300)
     result = holder["result"]
