@@ -200,10 +200,10 @@ def _check_distill(req: JobCreate, cfg: dict, settings: Settings) -> None:
     is_distill = isinstance(model, dict) and model.get("type") == DISTILLER
     if req.kind == JobKind.distill and not is_distill:
         raise Invalid("config", f"kind distill needs a config whose model.type is {DISTILLER}")
-    if req.kind != JobKind.distill and is_distill:
+    if req.kind == JobKind.train and is_distill:
         raise Invalid("kind", f"this config is a {DISTILLER}; submit it as kind distill")
-    if req.kind != JobKind.distill and req.teacher_ckpt:
-        raise Invalid("teacher_ckpt", "only a distill job takes a teacher checkpoint")
+    if not is_distill and req.teacher_ckpt:
+        raise Invalid("teacher_ckpt", f"only a {DISTILLER} config takes a teacher checkpoint")
     if not is_distill:
         return
     teacher = model.get("teacher")

@@ -245,6 +245,28 @@ def test_distill_with_a_teacher_checkpoint_path(stack, alice):
     assert wait_for(alice, r.json()["id"], finished)["status"] == "SUCCEEDED"
 
 
+def test_distill_with_a_teacher_from_an_mlflow_run(stack, alice):
+    teacher = submit(alice, overrides={"train_cfg.max_epochs": 1}).json()
+    teacher = wait_for(alice, teacher["id"], finished)
+    assert teacher["status"] == "SUCCEEDED"
+    r = submit(alice, kind="distill", config="toy_bckd", overrides={"train_cfg.max_epochs": 1},
+               teacher_ckpt=f"runs:/{teacher['mlflow_run_id']}/final.pth")
+    assert r.status_code == 201, r.text
+    job = r.json()
+    local = stack.data_dir / "teachers" / job["id"] / "final.pth"
+    assert local.read_text() == "a stand-in checkpoint"
+    assert f"model.teacher_ckpt={local}" in job["entrypoint"]
+    assert wait_for(alice, job["id"], finished)["status"] == "SUCCEEDED"
+
+
+def test_a_sweep_of_a_distiller_is_accepted(stack, alice):
+    r = submit(alice, kind="sweep", config="toy_bckd", num_samples=2,
+               overrides={"train_cfg.max_epochs": 1})
+    assert r.status_code == 201, r.text
+    assert "--num-samples 2" in r.json()["entrypoint"]
+    wait_for(alice, r.json()["id"], finished)
+
+
 # --- validation: each bad input is a 4xx that names its field -----------------------------
 
 BAD = {
@@ -262,6 +284,9 @@ BAD = {
                                     "overrides.train_dataloader.dataset.data_root"),
     "missing checkpoint": ({"kind": "distill", "config": "toy_bckd",
                             "teacher_ckpt": "{root}/ckpt/missing.pth"}, 422, "teacher_ckpt"),
+    "unknown teacher run": ({"kind": "distill", "config": "toy_bckd",
+                             "teacher_ckpt": "runs:/" + "0" * 32 + "/final.pth"}, 422,
+                            "teacher_ckpt"),
     "teacher/student mismatch": ({"kind": "distill", "config": "toy_mismatch"}, 422, "config"),
     "distill of a plain config": ({"kind": "distill"}, 422, "config"),
     "train of a distiller": ({"config": "toy_bckd"}, 422, "kind"),
@@ -334,7 +359,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(stack):
     token = stack.admin_token_file.read_text().strip()
     r = subprocess.run(
         [st, "run", f"{stack.api_url}/openapi.json", "--checks", "not_a_server_error",
-         "-H", f"Authorization: Bearer {token}", "--max-examples", "25", "--max-time", "60",
+         "-H", f"Authorization: Bearer {token}", "--max-examples", "25", "--max-time", "45",
          "--request-timeout", "30", "--exclude-path", "/v1/jobs/{job_id}/logs/stream",
          "--seed", "7", "--no-color", "--workers", "2"],
         capture_output=True, text=True, timeout=240)
