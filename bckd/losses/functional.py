@@ -9,8 +9,9 @@ the levels once (``(B, C, H, W)`` per level -> ``(N, C)``) and pass all priors i
 * ILDL (IoU-based localization distillation): ``1 - GIoU(student box, teacher box)`` per prior,
   weighted by the largest per-class score gap ``max_c |p_t - p_s|``.
 
-Both reduce as mmdet losses do: ``sum_i weight_i * loss_i / avg_factor``. This module imports
-torch only, so the method can be read, tested and reused without mmdet or mmcv.
+Both reduce like mmdet losses, ``sum_i weight_i * loss_i / avg_factor``, but without mmdet's eps
+in the denominator (callers clamp, ``max(1, num_pos)``). This module imports torch only, so the
+method can be read, tested and reused without mmdet or mmcv.
 """
 
 from __future__ import annotations

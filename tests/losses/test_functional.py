@@ -319,16 +319,23 @@ def test_empty_input_gives_zero_that_keeps_the_graph():
         (lambda: bcdl(torch.zeros(3, 4), torch.zeros(3, 4), beta=0.0), "beta"),
         (lambda: bcdl(torch.zeros(3, 4), torch.zeros(3, 4), avg_factor=0), "avg_factor"),
         (
-            lambda: ildl(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(3, 1), torch.zeros(3, 1)),
+            lambda: ildl(
+                torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(3, 1), torch.zeros(3, 1)
+            ),
             "teacher_boxes.shape",
         ),
         (
-            lambda: ildl(torch.zeros(3, 5), torch.zeros(3, 5), torch.zeros(3, 1), torch.zeros(3, 1)),
+            lambda: ildl(
+                torch.zeros(3, 5), torch.zeros(3, 5), torch.zeros(3, 1), torch.zeros(3, 1)
+            ),
             "student_boxes.shape",
         ),
         (
             lambda: ildl(
-                torch.zeros(3, 4), torch.zeros(3, 4), torch.zeros(3, 1), torch.zeros(3, 1),
+                torch.zeros(3, 4),
+                torch.zeros(3, 4),
+                torch.zeros(3, 1),
+                torch.zeros(3, 1),
                 iou_mode="diou",
             ),
             "iou_mode",

@@ -25,12 +25,16 @@ def _inputs(n: int = 40, c: int = 5):
 
 
 def test_registered_under_their_class_names():
-    assert MODELS.get("BinaryClassificationDistillationLoss") is BinaryClassificationDistillationLoss
+    assert (
+        MODELS.get("BinaryClassificationDistillationLoss") is BinaryClassificationDistillationLoss
+    )
     assert MODELS.get("IoULocalizationDistillationLoss") is IoULocalizationDistillationLoss
 
 
 def test_bcdl_module_from_config_applies_beta_and_loss_weight():
-    loss = MODELS.build(dict(type="BinaryClassificationDistillationLoss", beta=2.0, loss_weight=0.5))
+    loss = MODELS.build(
+        dict(type="BinaryClassificationDistillationLoss", beta=2.0, loss_weight=0.5)
+    )
     zs, zt, _, _, weight = _inputs()
     value = loss(zs, zt, weight=weight, avg_factor=7.0)
     expected = binary_classification_distillation_loss(zs, zt, weight, beta=2.0, avg_factor=7.0)
@@ -41,7 +45,9 @@ def test_bcdl_module_from_config_applies_beta_and_loss_weight():
 
 
 def test_ildl_module_from_config_applies_iou_mode_and_loss_weight():
-    loss = MODELS.build(dict(type="IoULocalizationDistillationLoss", iou_mode="iou", loss_weight=2.0))
+    loss = MODELS.build(
+        dict(type="IoULocalizationDistillationLoss", iou_mode="iou", loss_weight=2.0)
+    )
     zs, zt, bs, bt, weight = _inputs()
     value = loss(bs, bt, zs, zt, weight=weight, avg_factor=7.0)
     expected = iou_localization_distillation_loss(bs, bt, zs, zt, weight, 7.0, iou_mode="iou")
@@ -57,8 +63,9 @@ def test_default_hyper_parameters():
     assert (bcdl.beta, bcdl.loss_weight) == (1.0, 1.0)
     assert (ildl.iou_mode, ildl.loss_weight) == ("giou", 4.0)
     zs, zt, bs, bt, _ = _inputs()
-    torch.testing.assert_close(ildl(bs, bt, zs, zt), 4.0 * iou_localization_distillation_loss(
-        bs, bt, zs, zt))
+    torch.testing.assert_close(
+        ildl(bs, bt, zs, zt), 4.0 * iou_localization_distillation_loss(bs, bt, zs, zt)
+    )
 
 
 @pytest.mark.parametrize(
