@@ -147,12 +147,15 @@ def _cancel(args: argparse.Namespace) -> int:
 def compare_table(cmp: dict) -> str:
     keys = cmp["metric_keys"]
     short = [k.removeprefix("coco/") for k in keys]
-    head = f"{'RUN':28} {'STATUS':9} " + " ".join(f"{s:>12}" for s in short) + "  LINK"
+    head = (f"{'RUN':28} {'METHOD':10} {'STATUS':9} " + " ".join(f"{s:>12}" for s in short)
+            + "  LINK")
     rows = [head]
     for r in cmp["runs"]:
         vals = " ".join(f"{r['metrics'][k]:12.4f}" if k in r["metrics"] else f"{'-':>12}"
                         for k in keys)
-        rows.append(f"{(r['run_name'] or r['run_id'])[:28]:28} {r['status'][:9]:9} {vals}  "
+        method = r["params"].get("method", "")[:10]
+        rows.append(f"{(r['run_name'] or r['run_id'])[:28]:28} {method:10} {r['status'][:9]:9} "
+                    f"{vals}  "
                     f"{r['link']}")
     return "\n".join(rows)
 

@@ -335,6 +335,15 @@ def test_oversized_body_is_refused_with_413(stack, alice):
     assert r.status_code == 413 and "body" in r.text
 
 
+def test_compare_table_lists_runs_with_metrics_and_links(stack, alice):
+    from service.cli import compare_table
+
+    table = compare_table(alice.get("/v1/experiments/bckd/compare").json())
+    head, *rows = table.splitlines()
+    assert "bbox_mAP" in head and "LINK" in head
+    assert rows and all(f"{stack.mlflow_url}/#/experiments/" in r for r in rows)
+
+
 def test_cli_client_lists_and_compares(stack, capsys):
     from bckd.cli import main
 
