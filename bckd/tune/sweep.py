@@ -272,13 +272,22 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id  # Tune's default holds every swept value: too long for some paths
 
 
-def _best_value(frame, metric: str, mode: str) -> float | None:
-    if frame is None or metric not in frame:
+def _best_value(values, mode: str) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
         return None
-    values = [float(v) for v in frame[metric] if v is not None and math.isfinite(float(v))]
-    if not values:
-        return None
-    return max(values) if mode == "max" else min(values)
+    return max(finite) if mode == "max" else min(finite)
+
+
+def _trial_best(client, run_id: str | None, frame, metric: str, mode: str) -> float | None:
+    """A trial's best metric at any epoch, from its child run's history (what the MLflow UI
+    shows; it can hold one evaluation more than Tune saw, when the trial finished an epoch while
+    the scheduler was stopping it), else from what the trial reported to Tune."""
+    if run_id is not None:
+        best = _best_value([m.value for m in client.get_metric_history(run_id, metric)], mode)
+        if best is not None:
+            return best
+    return _best_value(frame[metric] if frame is not None and metric in frame else [], mode)
 
 
 def _summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
@@ -293,8 +302,8 @@ def _summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
     from bckd.tune.trial import TRIAL_TAG, outcome
 
     keys = [p.key for p in params]
-    runs = {r.data.tags.get(TRIAL_TAG): r.info.run_id
-            for r in child_runs(MlflowClient(tracking_uri), parent_id)}
+    client = MlflowClient(tracking_uri)
+    runs = {r.data.tags.get(TRIAL_TAG): r.info.run_id for r in child_runs(client, parent_id)}
     trials = []
     for trial_result in grid:
         metrics = trial_result.metrics or {}
@@ -303,7 +312,8 @@ def _summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
             "trial_id": trial_id,
             "outcome": outcome(metrics, max_epochs, error=trial_result.error is not None),
             "config": {k: trial_result.config.get(k) for k in keys},
-            "best": _best_value(trial_result.metrics_dataframe, spec.metric, spec.mode),
+            "best": _trial_best(client, runs.get(trial_id), trial_result.metrics_dataframe,
+                                spec.metric, spec.mode),
             "epochs": metrics.get("epoch", 0),
             "run_id": runs.get(trial_id),
             "error": None if trial_result.error is None else str(trial_result.error)[:500],

@@ -68,11 +68,11 @@ def run_trial(config: dict[str, Any], base: TrialBase) -> None:
 
 
 def outcome(last_result: dict | None, max_epochs: int, error: bool = False) -> str:
-    """A trial's end as a user reads it: ERROR, COMPLETED (all epochs), STOPPED (by the
-    scheduler, early) or UNFINISHED (pending, or the sweep was interrupted)."""
+    """A trial's end as a user reads it: ERROR, COMPLETED (reported its last epoch), STOPPED
+    (by the scheduler, early) or UNFINISHED (pending, or the sweep was interrupted)."""
     last = last_result or {}
     if error:
         return "ERROR"
-    if not last.get("done"):
-        return "UNFINISHED"
-    return "COMPLETED" if last.get("epoch", 0) >= max_epochs else "STOPPED"
+    if last.get("epoch", 0) >= max_epochs:
+        return "COMPLETED"
+    return "STOPPED" if last.get("done") else "UNFINISHED"
