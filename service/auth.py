@@ -1,5 +1,7 @@
 """Bearer tokens: only their sha256 is stored (in a file or ``BCKD_TOKENS``), never the token.
 
+    python -m service.auth add alice --file .bckd/tokens     # prints alice's token, once
+
 A tokens line is ``<sha256-hex> <name> <role>``; role is ``admin`` or ``user``. Jobs belong to
 the token's name; a user token sees and cancels only its own jobs, an admin token all of them.
 """
@@ -12,7 +14,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Principal", "TokenTable", "hash_token", "new_token", "write_admin_token"]
+__all__ = ["Principal", "TokenTable", "add_token", "hash_token", "new_token",
+           "write_admin_token"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,32 @@ def write_admin_token(data_dir: Path, tokens_file: Path) -> Path:
     if line not in existing:
         tokens_file.write_text("\n".join([*existing, line]) + "\n")
     return token_path
+
+
+def add_token(tokens_file: Path, name: str, admin: bool = False) -> str:
+    """Register a new token for ``name``; returns the token (only its hash is stored)."""
+    if not name or any(c.isspace() for c in name):
+        raise ValueError(f"token name {name!r}: one word, no spaces")
+    token = new_token()
+    tokens_file.parent.mkdir(parents=True, exist_ok=True)
+    with tokens_file.open("a") as fh:
+        fh.write(f"{hash_token(token)} {name} {'admin' if admin else 'user'}\n")
+    return token
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m service.auth", description="API tokens")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    add = sub.add_parser("add", help="create a token, store its hash, print it once")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true", help="sees and cancels all jobs")
+    add.add_argument("--file", type=Path, default=Path(".bckd/tokens"))
+    args = p.parse_args(argv)
+    print(add_token(args.file, args.name, args.admin))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -125,3 +125,4 @@ def test_pending_past_the_timeout_is_stopped_and_failed_with_the_reason(env):
     job = reconcile(settings, ray, tracking)
     assert job.status == "FAILED" and "PENDING after 60 s" in job.message
     assert ray.stopped == ["bckd-test"]
+
