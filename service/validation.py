@@ -76,7 +76,8 @@ def resolve_config(configs_dir: Path, name: str) -> Path:
 def _load(path: str, mtime: float) -> dict:
     from mmengine.config import Config
 
-    return Config.fromfile(path).to_dict()
+    # custom_imports (bckd.losses, torch, mmdet) are the job's business, not the API's
+    return Config.fromfile(path, import_custom_modules=False, format_python_code=False).to_dict()
 
 
 def load_trusted_config(path: Path) -> dict:
