@@ -46,10 +46,6 @@ def _set_dist_env() -> None:
 def _prepare_cfg(job: WorkerJob, resume_from: str | None):
     cfg = copy.deepcopy(job.cfg)
     cfg.launcher = "pytorch"
-    if cfg.model.get("type") == "BCKDDetector" and "data_preprocessor" in cfg.model.student:
-        # The Runner merges a top-level `data_preprocessor` (inherited from the student's base
-        # files) into the model config, which BCKDDetector does not take: its student has one.
-        cfg.pop("data_preprocessor", None)
     # mmengine's default DDP wrapper passes device_ids=[LOCAL_RANK], which DDP rejects for CPU
     # modules; on GPU, Ray Train has already selected this worker's device.
     if job.use_gpu:

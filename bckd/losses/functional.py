@@ -124,10 +124,13 @@ def _aligned_box_iou(
     """IoU or GIoU of row-aligned boxes ``Tensor[N, 4]`` (``x1, y1, x2, y2``) -> ``Tensor[N]``.
 
     Same definition and ``eps`` clamping as mmdet's ``bbox_overlaps(..., is_aligned=True)``;
-    kept here so that this module does not import mmdet (tests check the two agree).
+    kept here so that this module does not import mmdet (tests check the two agree). One
+    difference: a box with ``x2 < x1`` or ``y2 < y1`` counts as empty. ILDL runs on every prior,
+    and an untrained point head (RTMDet without ``exp_on_reg``) predicts negative distances;
+    with a signed area the union goes to ``eps`` and the loss to -1e5 and beyond.
     """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])  # (N,)
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    area1 = (boxes1[:, 2:] - boxes1[:, :2]).clamp(min=0).prod(dim=1)  # (N,)
+    area2 = (boxes2[:, 2:] - boxes2[:, :2]).clamp(min=0).prod(dim=1)
     inter_wh = torch.min(boxes1[:, 2:], boxes2[:, 2:]) - torch.max(boxes1[:, :2], boxes2[:, :2])
     inter = inter_wh.clamp(min=0).prod(dim=1)  # (N,)
     union = (area1 + area2 - inter).clamp(min=eps)

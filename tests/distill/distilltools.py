@@ -1,10 +1,13 @@
-"""Build real synthetic-config detectors, small inputs, and teacher checkpoints on disk."""
+"""Build real synthetic-config detectors, small inputs, and teacher checkpoints on disk.
+
+A plain module, not a conftest: test directories here have no ``__init__.py``, so a second
+``conftest`` module elsewhere in tests/ would shadow this one on import.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
@@ -17,10 +20,7 @@ import bckd.losses  # noqa: F401  (registers the distillation losses)
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "synth"
 FAMILIES = ("gfl", "atss", "retinanet", "fcos", "rtmdet")
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _mmdet_scope() -> None:
-    init_default_scope("mmdet")
+init_default_scope("mmdet")
 
 
 def model_cfg(name: str) -> ConfigDict:
@@ -60,8 +60,3 @@ def batch(model: torch.nn.Module, size: int = 128, num_images: int = 2, seed: in
         with_mask=False,
     )
     return model.data_preprocessor(packed, True)
-
-
-@pytest.fixture(scope="session")
-def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("teachers")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import build, model_cfg
+from distilltools import build, model_cfg
 
 
 def _pair(student: str, teacher: str, **loss_overrides: object) -> dict:

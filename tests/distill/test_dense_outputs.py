@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, batch, build, model_cfg
+from distilltools import FAMILIES, batch, build, model_cfg
 from mmengine.config import ConfigDict
 
 from bckd.distill import flatten_dense_outputs

@@ -345,3 +345,18 @@ def test_empty_input_gives_zero_that_keeps_the_graph():
 def test_invalid_arguments_raise_with_their_values(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("iou_mode", ["iou", "giou"])
+def test_inverted_student_boxes_count_as_empty(iou_mode):
+    # An untrained point head can predict negative distances, i.e. x2 < x1: the loss per prior
+    # must stay in [0, 2] and keep a finite gradient that grows the box back.
+    teacher = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 25.0]])
+    student = torch.tensor([[6.0, 6.0, 4.0, 4.0], [30.0, 5.0, 10.0, 25.0]], requires_grad=True)
+    logits_s = torch.zeros(2, 3)
+    logits_t = torch.full((2, 3), 4.0)  # u_i = sigmoid(4) - 0.5 for both priors
+    loss = ildl(student, teacher, logits_s, logits_t, iou_mode=iou_mode)
+    u = torch.sigmoid(torch.tensor(4.0)) - 0.5
+    assert 0.0 <= loss.item() <= 2.0 * u.item()
+    loss.backward()
+    assert torch.isfinite(student.grad).all()
