@@ -1,4 +1,6 @@
-# The synthetic data set written by `bckd data synth --out data/synth` (8 classes, 256 px).
+# The synthetic data set written by `bckd data synth --out data/synth` (8 classes).
+# Images keep their generated size (256 px by default, 128 px for the demo): Resize with
+# scale_factor=1.0 only records the scale factor that evaluation needs.
 dataset_type = 'CocoDataset'
 data_root = 'data/synth/'
 # The names `bckd.data.synth.category_names(8)` writes, in category-id order.
@@ -6,18 +8,17 @@ classes = ('disk_solid', 'square_solid', 'triangle_solid', 'ring_solid',
            'disk_stripes', 'square_stripes', 'triangle_stripes', 'ring_stripes')
 metainfo = dict(classes=classes)
 backend_args = None
-image_size = 256
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='Resize', scale_factor=1.0, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='Resize', scale_factor=1.0, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

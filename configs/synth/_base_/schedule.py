@@ -4,7 +4,7 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=200),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),  # short runs
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
          milestones=[int(max_epochs * 0.75)], gamma=0.1),
 ]
