@@ -50,7 +50,9 @@ def _find_decoder(head: nn.Module) -> BoxDecoder:
     return decode_with_bbox_coder
 
 
-def decode_with_bbox_coder(head: nn.Module, priors: Tensor, regression: Tensor, stride: int) -> Tensor:
+def decode_with_bbox_coder(
+    head: nn.Module, priors: Tensor, regression: Tensor, stride: int
+) -> Tensor:
     """Default: the head's own ``bbox_coder`` (anchor deltas for RetinaNet/ATSS, point distances
     for RTMDet, whose regression is already in pixels)."""
     batch = regression.shape[0]

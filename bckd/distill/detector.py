@@ -10,7 +10,7 @@ from mmdet.models.detectors import SingleStageDetector
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.dist import get_world_size
 from mmengine.hub import get_config
 from mmengine.logging import print_log
