@@ -7,7 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import jobs.sweep
 import jobs.train
+import service.cli
 
 __all__ = ["build_parser", "main"]
 
@@ -58,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(sub)
-    __import__("service.cli").cli.add_parser(sub)  # serve, jobs (the REST service, issue 7)
     jobs.train.add_parser(sub)
-    __import__("jobs.sweep").sweep.add_parser(sub)  # Ray Tune sweeps (issue 6)
+    jobs.sweep.add_parser(sub)
+    service.cli.add_parser(sub)  # serve, and jobs: a client of the REST API
     return parser
 
 

@@ -16,6 +16,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jobs import add_command, run_command
+
 __all__ = ["add_parser", "main", "run"]
 
 
@@ -82,18 +84,12 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``bckd sweep`` on the CLI's subparsers."""
-    parser = sub.add_parser(
-        "sweep", help="sweep loss weights (or any config keys) with Ray Tune, nested in MLflow",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _arguments(parser)
-    parser.set_defaults(handler=run)
-    return parser
+    summary = "sweep loss weights (or any config keys) with Ray Tune, nested in MLflow"
+    return add_command(sub, "sweep", summary, __doc__, _arguments, run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bckd.cli import main as cli_main
-
-    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])
+    return run_command("sweep", argv)
 
 
 if __name__ == "__main__":

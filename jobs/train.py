@@ -15,6 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jobs import add_command, run_command
+
 __all__ = ["add_parser", "main", "run"]
 
 
@@ -64,18 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``bckd train`` on the CLI's subparsers."""
-    parser = sub.add_parser(
-        "train", help="train or distill a detector on Ray Train, tracked in MLflow",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _arguments(parser)
-    parser.set_defaults(handler=run)
-    return parser
+    summary = "train or distill a detector on Ray Train, tracked in MLflow"
+    return add_command(sub, "train", summary, __doc__, _arguments, run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bckd.cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    return run_command("train", argv)
 
 
 if __name__ == "__main__":
