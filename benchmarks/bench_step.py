@@ -1,0 +1,168 @@
+"""Benchmark of one training step: distillation against the student alone plus the teacher.
+
+    python benchmarks/bench_step.py                         # 5 families, 256 px, batch 8: ~5 min
+    python benchmarks/bench_step.py --families gfl --batch 2 --size 128 --repeats 3
+    python benchmarks/bench_step.py --device cuda --json benchmarks/results/step_cuda.json
+
+For each head family (the synthetic configs ``configs/synth/{family}_student.py`` and
+``bckd_{family}.py``, whose teacher is ``{family}_teacher.py``), on the same batch:
+
+* distill: ``BCKDDetector.train_step``: data preprocessor, student forward and head loss, the
+  teacher's forward (no grad), the BCDL + ILDL terms, backward, SGD step (the config's
+  ``optim_wrapper``, gradient clipping included);
+* student: the plain student config's ``train_step``, same optimizer;
+* teacher_fwd: the teacher's forward to its head outputs, in eval mode without gradients, as the
+  distiller calls it (``bbox_head(extract_feat(x))``).
+
+The batch is ``mmdet.testing.demo_mm_inputs``: random images of ``--size`` px with 7 random
+boxes of the configs' 8 classes each. The teacher keeps its random weights (no checkpoint is
+needed to time it). Each way is timed in wall time and in this process's CPU time (all threads);
+rounds interleave the ways so that load from other processes falls on all of them alike; the
+median of ``--repeats`` rounds after ``--warmup`` is reported.
+
+Goal: distill <= 1.05 x (student + teacher_fwd), i.e. the distillation terms and the extra
+bookkeeping cost at most 5 % beyond the two networks; judged on CPU time on a CPU (the clock
+that other processes inflate least), on wall time on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+from common import (
+    RESULTS,
+    finish_machine,
+    machine_info,
+    print_table,
+    summarize,
+    timed,
+    write_json,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ("gfl", "atss", "retinanet", "fcos", "rtmdet")
+WAYS = ("distill", "student", "teacher_fwd")
+GOAL = 1.05  # distill / (student + teacher_fwd)
+GT_PER_IMAGE = 7  # about the synthetic data's mean (6.5 objects per image)
+NUM_CLASSES = 8  # the synthetic configs' classes
+
+
+def load_cfg(name: str):
+    from mmengine.config import Config
+
+    return Config.fromfile(str(ROOT / "configs" / "synth" / f"{name}.py"))
+
+
+def build(cfg, device: torch.device):
+    """The config's model and optimizer wrapper, on ``device``, in train mode."""
+    from mmdet.registry import MODELS
+    from mmengine.optim import build_optim_wrapper
+
+    model = MODELS.build(cfg.model).to(device).train()
+    return model, build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+
+
+def make_batch(batch: int, size: int, seed: int = 0) -> dict:
+    from mmdet.testing import demo_mm_inputs
+
+    torch.manual_seed(seed)
+    return demo_mm_inputs(batch_size=batch, image_shapes=[(3, size, size)] * batch,
+                          num_items=[GT_PER_IMAGE] * batch, num_classes=NUM_CLASSES)
+
+
+def run_family(family: str, args, device: torch.device) -> dict:
+    from mmengine.registry import init_default_scope
+
+    init_default_scope("mmdet")
+    distill_cfg = load_cfg(f"bckd_{family}")
+    distill_cfg.model.teacher_ckpt = None  # random teacher weights: same cost
+    distiller, distill_optim = build(distill_cfg, device)
+    student, student_optim = build(load_cfg(f"{family}_student"), device)
+    teacher = distiller.teacher  # frozen, eval mode: the module the distiller runs
+    data = make_batch(args.batch, args.size)
+    with torch.no_grad():  # the teacher sees the preprocessed batch, as inside the distiller
+        inputs = distiller.data_preprocessor(copy.deepcopy(data), True)["inputs"]
+
+    def teacher_fwd():
+        with torch.no_grad():
+            teacher.bbox_head(teacher.extract_feat(inputs))
+
+    ways = {
+        "distill": lambda: distiller.train_step(copy.deepcopy(data), distill_optim),
+        "student": lambda: student.train_step(copy.deepcopy(data), student_optim),
+        "teacher_fwd": teacher_fwd,
+    }
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    for fn in ways.values():
+        for _ in range(args.warmup):
+            timed(fn, sync)
+    samples: dict[str, list] = {w: [] for w in WAYS}
+    for _ in range(args.repeats):
+        for name, fn in ways.items():
+            samples[name].append(timed(fn, sync))
+    result: dict = dict(family=family, batch=args.batch, size=args.size)
+    result.update({name: summarize(s) for name, s in samples.items()})
+    for clock in ("wall_ms", "cpu_ms"):
+        d, s, t = (result[w][clock] for w in WAYS)
+        result[f"ratio_{clock}"] = d / (s + t)
+        result[f"overhead_{clock}"] = d - s - t  # distillation beyond the two networks
+    result["params_student_M"] = sum(p.numel() for p in student.parameters()) / 1e6
+    result["params_teacher_M"] = sum(p.numel() for p in teacher.parameters()) / 1e6
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    p.add_argument("--batch", type=int, default=8)  # the synthetic configs' batch per worker
+    p.add_argument("--size", type=int, default=256)  # the synthetic data's default image size
+    p.add_argument("--repeats", type=int, default=5)  # median of 5: ~1 min per family on 2 cores
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None)  # default: torch's (= cores)
+    p.add_argument("--json", type=Path, default=RESULTS / "step.json")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import bckd.distill  # noqa: F401 - registers BCKDDetector
+    import bckd.losses  # noqa: F401 - registers the distillation losses
+
+    machine = machine_info(str(device))
+    print(f"step: {args.batch} images of {args.size} px, {GT_PER_IMAGE} boxes each; median of "
+          f"{args.repeats} after {args.warmup} warmup", flush=True)
+    results = []
+    for family in args.families:
+        results.append(run_family(family, args, device))
+        r = results[-1]
+        print(f"  {family}: distill {r['distill']['cpu_ms']:.0f} ms, student "
+              f"{r['student']['cpu_ms']:.0f} ms, teacher_fwd {r['teacher_fwd']['cpu_ms']:.0f} ms "
+              f"(CPU time)", flush=True)
+
+    clock = "wall_ms" if device.type == "cuda" else "cpu_ms"
+    print()
+    rows = []
+    for r in results:
+        for c, label in (("wall_ms", "wall"), ("cpu_ms", "cpu")):
+            rows.append([f"{r['family']} ({label} ms)", *(r[w][c] for w in WAYS),
+                         r[f"overhead_{c}"], r[f"ratio_{c}"]])
+    table = print_table(["family", *WAYS, "overhead", "ratio"], rows, fmt=".2f")
+    met = all(r[f"ratio_{clock}"] <= GOAL for r in results)
+    verdict = (f"goal distill <= {GOAL} x (student + teacher_fwd) on {clock}: "
+               f"{'met' if met else 'NOT met'} ("
+               + ", ".join(f"{r['family']} {r[f'ratio_{clock}']:.3f}" for r in results) + ")")
+    print(verdict)
+    finish_machine(machine)
+    write_json(args.json, dict(
+        machine=machine,
+        config=dict(batch=args.batch, size=args.size, repeats=args.repeats, warmup=args.warmup,
+                    gt_per_image=GT_PER_IMAGE, goal=f"ratio <= {GOAL}", judged_on=clock),
+        results=results, table=table, goal_met=met, verdict=verdict))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
