@@ -6,6 +6,7 @@ The client sends Ray's own auth token (``RAY_AUTH_MODE=token`` plus ``RAY_AUTH_T
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,6 +29,7 @@ class RayJobs:
     def __init__(self, address: str):
         self.address = address
         self._client = None
+        self._totals: tuple[float, ClusterTotals] | None = None
 
     @property
     def client(self):
@@ -73,7 +75,14 @@ class RayJobs:
                 raise UnknownJob(submission_id) from err
             raise
 
-    def totals(self) -> ClusterTotals:
+    def totals(self, max_age_s: float = 30.0) -> ClusterTotals:
+        """The cluster's resources, cached ``max_age_s``: the state API is slow under load."""
+        now = time.monotonic()
+        if self._totals is None or now - self._totals[0] > max_age_s:
+            self._totals = (now, self._fetch_totals())
+        return self._totals[1]
+
+    def _fetch_totals(self) -> ClusterTotals:
         from ray.util.state import list_nodes
 
         nodes = [n for n in list_nodes(address=self.address, timeout=10) if n.state == "ALIVE"]
