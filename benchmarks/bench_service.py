@@ -1,0 +1,208 @@
+"""Benchmark of the REST service's submit and status latency against Ray's own Jobs API.
+
+    python benchmarks/bench_service.py                     # 50 clients; ~3 min on 2 cores
+    python benchmarks/bench_service.py --clients 10 --submits 1 --statuses 2   # a quick look
+
+Starts the embedded stack (``service.stack.Stack``: local Ray head with token auth, MLflow, the
+API; loopback only, free ports, a temporary data dir) whose jobs run a stand-in that does
+nothing (``BCKD_JOB_MODULE`` = an empty script, as tests/service does with its fake job), so no
+training runs. Then ``--clients`` threads, released together by a barrier, each send their
+requests one after the other, and every request's latency is recorded:
+
+* submit: ``POST /v1/jobs`` (config ``synth/gfl_student``) with ``service.client.Client``,
+  against ``JobSubmissionClient.submit_job(entrypoint="python -c pass")`` from the raw side;
+* status: ``GET /v1/jobs/{id}`` against ``JobSubmissionClient.get_job_info(id)``, on the jobs
+  that side submitted, after they have ended.
+
+Order: raw submit, (wait for those jobs), service submit, (wait), raw status, service status;
+a few unmeasured requests of each kind warm both sides up first. Each client has its own HTTP
+connection (httpx for the service, requests inside ``JobSubmissionClient`` for Ray). Bounded:
+``clients x submits`` jobs per side, ``clients x statuses`` reads, ``--timeout`` seconds in all.
+Goals: the service's p99 <= 1.2 x raw p99, and < 100 ms, for submit and for status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import RESULTS, finish_machine, machine_info, percentile, print_table, write_json
+
+GOAL_RATIO = 1.2  # service p99 / raw p99
+GOAL_P99_MS = 100.0
+CONFIG = "synth/gfl_student"  # a trusted config the API validates (loaded once, then cached)
+TERMINAL_RAY = ("SUCCEEDED", "FAILED", "STOPPED")
+TERMINAL_API = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
+
+
+def hammer(clients: list, per_client: int, request: Callable) -> tuple[list[float], list, list]:
+    """Each client runs ``request(client, i)`` ``per_client`` times, all released together.
+
+    Returns (latencies in ms, results, errors)."""
+    barrier = threading.Barrier(len(clients))
+    lock = threading.Lock()
+    latencies: list[float] = []
+    results: list = []
+    errors: list[str] = []
+
+    def one(client) -> None:
+        barrier.wait(timeout=120)
+        for i in range(per_client):
+            t0 = time.perf_counter()
+            try:
+                out = request(client, i)
+            except Exception as err:  # noqa: BLE001 - counted, reported
+                with lock:
+                    errors.append(f"{type(err).__name__}: {err}"[:300])
+                continue
+            dt = 1e3 * (time.perf_counter() - t0)
+            with lock:
+                latencies.append(dt)
+                results.append(out)
+
+    with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+        list(pool.map(one, clients))
+    return latencies, results, errors
+
+
+def stats(latencies: list[float], errors: list[str]) -> dict:
+    n = len(latencies)
+    return {"n": n, "errors": len(errors), "error_examples": errors[:3],
+            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+            "mean_ms": sum(latencies) / n if n else float("nan"),
+            "max_ms": max(latencies, default=float("nan"))}
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{what} not done within {timeout:.0f} s")
+        time.sleep(1.0)
+    return time.monotonic() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--submits", type=int, default=1)  # per client: 50 Ray jobs per side
+    p.add_argument("--statuses", type=int, default=4)  # per client: 200 reads per side
+    p.add_argument("--cpus", type=int, default=os.cpu_count())  # the Ray head's CPUs
+    p.add_argument("--timeout", type=float, default=600.0)  # hard limit on the whole run
+    p.add_argument("--json", type=Path, default=RESULTS / "service.json")
+    args = p.parse_args(argv)
+
+    def out_of_time(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise TimeoutError(f"bench_service: over --timeout {args.timeout:.0f} s")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(int(args.timeout))
+
+    from ray.job_submission import JobSubmissionClient
+
+    from service.client import Client
+    from service.stack import Stack, StackConfig, free_port
+
+    machine = machine_info("cpu")
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-svc-") as tmp:
+        noop = Path(tmp) / "noop_job.py"
+        noop.write_text("# stand-in job: does nothing\n")
+        stack = Stack(StackConfig(
+            data_dir=Path(tmp) / "state", api_port=free_port(), dashboard_port=free_port(),
+            mlflow_port=free_port(), num_cpus=args.cpus,
+            extra_env={"BCKD_JOB_MODULE": str(noop)}))
+        print("starting the embedded stack ...", flush=True)
+        t0 = time.monotonic()
+        stack.start()
+        startup = time.monotonic() - t0
+        print(f"  up in {startup:.1f} s: API {stack.api_url}, Ray {stack.ray_url}", flush=True)
+        try:
+            # the raw client authenticates to Ray as the API does (token auth)
+            for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+                os.environ[key] = stack.env[key]
+            token = stack.admin_token_file.read_text().strip()
+            body = {"kind": "train", "config": CONFIG}
+            api = [Client(stack.api_url, token, timeout=60) for _ in range(args.clients)]
+            raw = [JobSubmissionClient(stack.ray_url) for _ in range(args.clients)]
+
+            def api_submit(c, i):
+                return c.submit(body)["id"]
+
+            def raw_submit(c, i):
+                return c.submit_job(entrypoint="python -c pass")
+
+            for _ in range(3):  # warm-up: connections, config cache, Ray's job manager
+                api_submit(api[0], 0)
+                raw_submit(raw[0], 0)
+
+            def raw_done(ids):
+                return lambda: all(str(raw[0].get_job_status(j).value) in TERMINAL_RAY
+                                   for j in ids)
+
+            def api_done():
+                return api[0].list(limit=1)["count"] == sum(
+                    api[0].list(status=s, limit=1)["count"] for s in TERMINAL_API)
+
+            print(f"raw submit: {args.clients} clients x {args.submits}", flush=True)
+            lat, raw_ids, err = hammer(raw, args.submits, raw_submit)
+            results["raw_submit"] = stats(lat, err)
+            waited = wait_until(raw_done(raw_ids), args.timeout, "raw jobs")
+            print(f"  their jobs ended {waited:.0f} s later", flush=True)
+
+            print(f"service submit: {args.clients} clients x {args.submits}", flush=True)
+            lat, api_ids, err = hammer(api, args.submits, api_submit)
+            results["service_submit"] = stats(lat, err)
+            waited = wait_until(api_done, args.timeout, "service jobs")
+            print(f"  their jobs ended {waited:.0f} s later", flush=True)
+
+            print(f"raw status: {args.clients} clients x {args.statuses}", flush=True)
+            lat, _, err = hammer(raw, args.statuses,
+                                 lambda c, i: c.get_job_info(raw_ids[(id(c) + i)
+                                                                     % len(raw_ids)]))
+            results["raw_status"] = stats(lat, err)
+            print(f"service status: {args.clients} clients x {args.statuses}", flush=True)
+            lat, _, err = hammer(api, args.statuses,
+                                 lambda c, i: c.get(api_ids[(id(c) + i) % len(api_ids)]))
+            results["service_status"] = stats(lat, err)
+        finally:
+            print("stopping the stack ...", flush=True)
+            stack.stop()
+            signal.alarm(0)
+
+    print()
+    table = print_table(["requests", "n", "errors", "p50 ms", "p99 ms", "mean ms", "max ms"],
+                        [[k, r["n"], r["errors"], r["p50_ms"], r["p99_ms"], r["mean_ms"],
+                          r["max_ms"]] for k, r in results.items()])
+    verdicts, goals = [], {}
+    for op in ("submit", "status"):
+        s, r = results[f"service_{op}"], results[f"raw_{op}"]
+        ratio = s["p99_ms"] / r["p99_ms"]
+        met = ratio <= GOAL_RATIO and s["p99_ms"] < GOAL_P99_MS and s["errors"] == 0
+        goals[op] = {"p99_ratio": ratio, "service_p99_ms": s["p99_ms"], "met": met}
+        verdicts.append(f"{op}: service p99 {s['p99_ms']:.1f} ms = {ratio:.2f} x raw "
+                        f"(goal <= {GOAL_RATIO} x and < {GOAL_P99_MS:.0f} ms: "
+                        f"{'met' if met else 'NOT met'})")
+    verdict = "; ".join(verdicts)
+    print(verdict)
+    finish_machine(machine)
+    write_json(args.json, dict(
+        machine=machine,
+        config=dict(clients=args.clients, submits_per_client=args.submits,
+                    statuses_per_client=args.statuses, ray_cpus=args.cpus, config=CONFIG,
+                    stack_startup_s=startup,
+                    goal=f"service p99 <= {GOAL_RATIO} x raw p99 and < {GOAL_P99_MS} ms"),
+        results=results, goals=goals, table=table, verdict=verdict))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
