@@ -357,7 +357,10 @@ def test_cli_client_lists_and_compares(stack, capsys):
 
 
 def test_fuzzing_the_openapi_schema_finds_no_server_error(stack):
-    """Schemathesis over every route but the (endless) log stream: no 5xx answer."""
+    """Schemathesis over every route but the (endless) log stream and readiness: no 5xx answer.
+
+    Readiness answers 503 by design whenever Ray or MLflow is slow to answer (a loaded machine),
+    which is not a server error in the sense checked here."""
     import shutil
     import subprocess
     import sys
@@ -370,6 +373,7 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(stack):
         [st, "run", f"{stack.api_url}/openapi.json", "--checks", "not_a_server_error",
          "-H", f"Authorization: Bearer {token}", "--max-examples", "25", "--max-time", "45",
          "--request-timeout", "30", "--exclude-path", "/v1/jobs/{job_id}/logs/stream",
+         "--exclude-path", "/v1/ready",
          "--seed", "7", "--no-color", "--workers", "2"],
         capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-2000:]
