@@ -5,8 +5,9 @@ PY := .venv/bin/python
 setup:
 	@scripts/setup.sh
 
+# The whole demo through the REST service: embedded Ray + MLflow + API, teacher, students.
 demo: setup
-	@scripts/demo.sh
+	$(PY) -m service.demo
 
 # pytest exits 5 when it collected no test: a broken suite, reported as such.
 test: setup
