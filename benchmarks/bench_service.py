@@ -106,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, out_of_time)
     signal.alarm(int(args.timeout))
 
-    from ray.job_submission import JobSubmissionClient
-
     from service.client import Client
     from service.stack import Stack, StackConfig, free_port
 
@@ -127,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  up in {startup:.1f} s: API {stack.api_url}, Ray {stack.ray_url}", flush=True)
         try:
             # the raw client authenticates to Ray as the API does (token auth)
+            # (set before ray is first imported: it reads its auth mode once)
             for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
                 os.environ[key] = stack.env[key]
+            from ray.job_submission import JobSubmissionClient
+
             token = stack.admin_token_file.read_text().strip()
             body = {"kind": "train", "config": CONFIG}
             api = [Client(stack.api_url, token, timeout=60) for _ in range(args.clients)]

@@ -1,0 +1,170 @@
+"""Smoke tests of the benchmark scripts: each runs end to end at a tiny size and writes valid
+JSON. They check behaviour (the files, the keys, the resume logic), never timing.
+
+The fast ones (~40 s on 2 cores) run by default; the ones that start Ray or the service stack
+are marked slow (minutes on 2 cores): ``pytest tests/benchmarks -m slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import reproduce  # noqa: E402
+from common import percentile, print_table  # noqa: E402
+
+
+def run_script(name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(BENCH / name), *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_percentile_is_an_observed_value_by_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile([3.0], 99) == 3.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_print_table_aligns_columns(capsys):
+    text = print_table(["a", "bb"], [["x", 1.234], ["longer", math.nan]], fmt=".2f")
+    assert text.splitlines()[2].endswith("1.23") and text.splitlines()[3].endswith("-")
+    assert len({len(line) for line in text.splitlines()}) == 1
+
+
+def test_bench_step_writes_ratios_for_a_tiny_batch(tmp_path):
+    out = tmp_path / "step.json"
+    run_script("bench_step.py", "--families", "gfl", "--batch", "1", "--size", "64",
+               "--repeats", "1", "--warmup", "0", "--json", str(out))
+    report = json.loads(out.read_text())
+    (r,) = report["results"]
+    assert r["family"] == "gfl"
+    for way in ("distill", "student", "teacher_fwd"):
+        assert r[way]["wall_ms"] > 0 and r[way]["cpu_ms"] > 0
+    assert r["ratio_cpu_ms"] > 0 and isinstance(report["goal_met"], bool)
+    assert {"load_avg_1min_start", "load_avg_1min_end", "busy"} <= report["machine"].keys()
+
+
+def test_reproduce_plan_lists_the_runs_without_running_anything():
+    proc = run_script("reproduce.py", "--plan", timeout=60)
+    runs = reproduce.plan(reproduce.Schedule(), "repro")
+    assert len(runs) == 5 + 2 * (6 + 4 * 2)  # teachers + seeds x (GFL methods + 4 x 2)
+    assert all(r.name in proc.stdout for r in runs)
+    assert "estimated compute" in proc.stdout
+    tiny = reproduce.plan(reproduce.TINY, "t")
+    assert [r.method for r in tiny] == ["teacher", "student", "bckd"]
+    assert tiny[2].teacher_key == tiny[0].name
+
+
+class FakeClient:
+    """The two reads ``reproduce.Runs`` makes of the API."""
+
+    def __init__(self, jobs, mlflow_rows):
+        self.jobs, self.rows = jobs, mlflow_rows
+
+    def list(self, limit, offset):
+        return {"data": self.jobs[offset:offset + limit], "count": len(self.jobs)}
+
+    def compare(self, experiment):
+        return {"runs": self.rows}
+
+
+def _job(name, status, created, run_id=None):
+    return {"name": name, "experiment": "e", "status": status, "created_at": created,
+            "mlflow_run_id": run_id}
+
+
+def test_reproduce_resume_logic_skips_finished_waits_running_resubmits_failed():
+    jobs = [_job("a", "FAILED", "1"), _job("a", "SUCCEEDED", "2", "ra"),
+            _job("b", "RUNNING", "1"), _job("c", "LOST", "1"), _job("x", "FAILED", "1")]
+    jobs[-1]["experiment"] = "other"
+    rows = [{"run_name": "d", "status": "FINISHED", "run_id": "rd", "metrics": {}}]
+    runs = reproduce.Runs(FakeClient(jobs, rows), "e")
+    runs.refresh()
+    assert [runs.state(n) for n in "abcdx"] == ["done", "running", "failed", "done", "new"]
+    assert runs.attempts("a") == 2 and runs.attempts("c") == 1
+    assert runs.run_id("a") == "ra" and runs.run_id("d") == "rd"
+
+
+def test_reproduce_results_table_gap_and_plot(tmp_path):
+    s = reproduce.Schedule(seeds=(0, 1), families=("gfl",), gfl_methods=("student", "bckd"))
+    runs_plan = reproduce.plan(s, "p")
+    maps = {"p-gfl_teacher-s0": 0.40, "p-gfl_student-s0": 0.20, "p-gfl_student-s1": 0.22,
+            "p-bckd_gfl-s0": 0.30, "p-bckd_gfl-s1": 0.28}
+    rows = [{"run_name": n, "status": "FINISHED", "run_id": f"id-{n}",
+             "metrics": {m: v for m in reproduce.METRICS.values()}} for n, v in maps.items()]
+    runs = reproduce.Runs(FakeClient([], rows), "e")
+    runs.refresh()
+    result = reproduce.collect(runs_plan, runs)
+    fam = result["families"]["gfl"]
+    assert fam["teacher_mAP"] == pytest.approx(40.0)
+    assert fam["methods"]["bckd"]["mAP_mean"] == pytest.approx(29.0)
+    assert fam["methods"]["bckd"]["gap_closed"] == pytest.approx((29 - 21) / (40 - 21))
+    assert fam["methods"]["bckd"]["run_ids"] == ["id-p-bckd_gfl-s0", "id-p-bckd_gfl-s1"]
+    said = reproduce.notes(result["families"])
+    assert any("measured order bckd 29.0 > student 21.0" in line for line in said)
+    png = reproduce.plot(result["families"], tmp_path / "r.png", "t")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- slow: Ray, the service stack, real training ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_bench_ray_plain_and_one_ray_worker(tmp_path):
+    out = tmp_path / "ray.json"
+    run_script("bench_ray.py", "--num-train", "16", "--epochs", "1", "--skip", "1",
+               "--cases", "plain", "ray_1x1", "--json", str(out))
+    report = json.loads(out.read_text())
+    for case in ("plain", "ray_1x1"):
+        r = report["results"][case]
+        assert r["iterations"] == 2 and r["steady_images_per_s"] > 0 and r["startup_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_service_a_few_clients(tmp_path):
+    out = tmp_path / "service.json"
+    run_script("bench_service.py", "--clients", "3", "--submits", "1", "--statuses", "2",
+               "--timeout", "500", "--json", str(out))
+    report = json.loads(out.read_text())
+    for key in ("raw_submit", "service_submit", "raw_status", "service_status"):
+        assert report["results"][key]["errors"] == 0
+        assert report["results"][key]["n"] == (3 if "submit" in key else 6)
+        assert report["results"][key]["p99_ms"] > 0
+
+
+@pytest.mark.slow
+def test_reproduce_tiny_end_to_end_through_the_service(tmp_path):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    try:
+        proc = run_script("reproduce.py", "--tiny", "--data-dir", str(tmp_path / "state"),
+                          "--prefix", prefix, "--results", str(tmp_path / "results"),
+                          timeout=1200)
+        report = json.loads((tmp_path / "results" / "reproduction_tiny.json").read_text())
+        assert report["runs_done"] == report["runs_planned"] == 3
+        assert {r["state"] for r in report["runs"]} == {"done"}
+        assert all(r["run_id"] for r in report["runs"])
+        assert (tmp_path / "results" / "reproduction_tiny.png").is_file()
+        assert "logged the table and plot to MLflow run" in proc.stdout
+        # a second invocation finds every run finished and submits nothing
+        again = run_script("reproduce.py", "--tiny", "--data-dir", str(tmp_path / "state"),
+                           "--prefix", prefix, "--results", str(tmp_path / "results"),
+                           timeout=600)
+        assert "submitted" not in again.stdout
+    finally:
+        for d in (ROOT / "work_dirs").glob(f"{prefix}-*"):
+            shutil.rmtree(d, ignore_errors=True)
