@@ -18,7 +18,9 @@ Order: raw submit, (wait for those jobs), service submit, (wait), raw status, se
 a few unmeasured requests of each kind warm both sides up first. Each client has its own HTTP
 connection (httpx for the service, requests inside ``JobSubmissionClient`` for Ray). Bounded:
 ``clients x submits`` jobs per side, ``clients x statuses`` reads, ``--timeout`` seconds in all.
-Goals: the service's p99 <= 1.2 x raw p99, and < 100 ms, for submit and for status.
+Goals: the service's p99 <= 1.2 x raw p99, and < 100 ms, for submit and for status. One part
+of the service's submit is also timed alone (10 sequential calls): ``part_ray_totals``, the
+cluster totals it reads from Ray's state API on every POST to check the resources.
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import RESULTS, finish_machine, machine_info, percentile, print_table, write_json
+from common import (
+    RESULTS,
+    finish_machine,
+    machine_info,
+    percentile,
+    print_table,
+    timed,
+    write_json,
+)
 
 GOAL_RATIO = 1.2  # service p99 / raw p99
 GOAL_P99_MS = 100.0
@@ -174,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             lat, _, err = hammer(api, args.statuses,
                                  lambda c, i: c.get(api_ids[(id(c) + i) % len(api_ids)]))
             results["service_status"] = stats(lat, err)
+
+            # one part of a submit, alone and sequential: the cluster totals the API reads
+            # from Ray's state API (list_nodes) to validate resources, on every POST
+            from service.ray_jobs import RayJobs
+
+            ray_jobs = RayJobs(stack.ray_url)
+            lat = [1e3 * timed(ray_jobs.totals)[0] for _ in range(10)]
+            results["part_ray_totals"] = stats(lat, [])
         finally:
             print("stopping the stack ...", flush=True)
             stack.stop()

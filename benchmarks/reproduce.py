@@ -233,10 +233,9 @@ def drive(client, runs_plan: list[Run], s: Schedule, data: Path, args) -> Runs:
             running.append(run.name)
             states[run.name] = "running"
         done = sum(st == "done" for st in states.values())
-        line = (f"[{time.strftime('%H:%M:%S')}] {done}/{len(runs_plan)} done, running: "
-                + (", ".join(running) or "-"))
-        if line != last_line:
-            print(line, flush=True)
+        line = f"{done}/{len(runs_plan)} done, running: " + (", ".join(running) or "-")
+        if line != last_line:  # print changes only
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
             last_line = line
         waiting = [n for n, st in states.items() if st != "done" and n not in gave_up]
         if not running and (not budget_left or not waiting):
@@ -282,11 +281,12 @@ def collect(runs_plan: list[Run], runs: Runs) -> dict:
         for method in dict.fromkeys(r.method for r in runs_plan
                                     if r.family == family and r.method != "teacher"):
             done = [x for x in per_run if x["family"] == family and x["method"] == method
-                    and x["state"] == "done" and not math.isnan(x["mAP"])]
+                    and x["state"] == "done"]
             cell = {"seeds": [x["seed"] for x in done], "run_ids": [x["run_id"] for x in done]}
-            for k in METRICS:
-                cell[f"{k}_values"] = [x[k] for x in done]
-                cell[f"{k}_mean"], cell[f"{k}_std"] = _mean_std([x[k] for x in done])
+            for k in METRICS:  # a run without COCO metrics (no detection at all) is left out
+                values = [x[k] for x in done if not math.isnan(x[k])]
+                cell[f"{k}_values"] = values
+                cell[f"{k}_mean"], cell[f"{k}_std"] = _mean_std(values)
             methods[method] = cell
         t_map = teacher["mAP"] if teacher and teacher["state"] == "done" else math.nan
         s_map = methods.get("student", {}).get("mAP_mean", math.nan)
@@ -308,7 +308,7 @@ def notes(cells: dict) -> list[str]:
             out.append(f"{family}: teacher {fam['teacher_mAP']:.1f} mAP, student alone "
                        f"{fam['student_mAP']:.1f}: gap {gap:.1f} points"
                        + ("" if gap >= 10 else " (less than the 10 points aimed for)"))
-        methods = {m: c for m, c in fam["methods"].items() if c["seeds"]}
+        methods = {m: c for m, c in fam["methods"].items() if c["mAP_values"]}
         order = sorted(methods, key=lambda m: -methods[m]["mAP_mean"])
         if order:
             out.append(f"{family}: measured order " + " > ".join(
