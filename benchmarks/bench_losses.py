@@ -27,7 +27,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import finish_machine, machine_info
 from mmdet.structures.bbox import bbox_overlaps
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
@@ -338,16 +338,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    machine = dict(
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        cpu=platform.processor() or platform.machine(),
-        cpu_count=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        python=platform.python_version(),
-        load_avg_1min_start=round(os.getloadavg()[0], 2),
-    )
-    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+    machine = machine_info(str(device))
     print(
         f"inputs: {len(STRIDES)} FPN levels of {IMAGE_HW[0]}x{IMAGE_HW[1]}, {NUM_CLASSES} classes, "
         f"reg_max {REG_MAX}, beta {BETA}; fwd+bwd, median of {args.repeats} after {args.warmup} "
@@ -375,17 +366,7 @@ def main() -> None:
         met = all(v >= goal if op == ">=" else v <= goal for v in values)
         verdicts.append(f"{name} {op} {goal}x: {'met' if met else 'NOT met'}")
     print(f"\ngoal ({clock}): " + "; ".join(verdicts))
-    machine["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
-    print(
-        f"load average (1 min) {machine['load_avg_1min_start']} -> "
-        f"{machine['load_avg_1min_end']} on {machine['cpu_count']} cores"
-        + (
-            ": the cores were shared with other processes, so wall times are inflated"
-            if max(machine["load_avg_1min_start"], machine["load_avg_1min_end"])
-            > machine["cpu_count"]
-            else ""
-        )
-    )
+    finish_machine(machine)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report = dict(
         machine=machine,
