@@ -199,7 +199,9 @@ def cluster(tmp_path_factory):
     data = tmp / "data" / "synth"
     generate(SynthConfig(out=data, num_train=16, num_val=8, image_size=128, workers=1),
              progress=False)
-    configs = ROOT / "configs"  # the synthetic configs train at the data's own size
+    # Jobs run in the head's working directory (tmp), where `configs/...` must resolve.
+    configs = tmp / "configs"
+    shutil.copytree(ROOT / "configs", configs)
     hosts = Hosts(tmp)
     try:
         hosts.up()

@@ -37,8 +37,6 @@ def tiny(data: Path, max_epochs: int = 2, **extra) -> dict:
         "val_dataloader.num_workers": 0,
         "train_dataloader.persistent_workers": False,
         "val_dataloader.persistent_workers": False,
-        "train_dataloader.dataset.pipeline.2.scale": (128, 128),
-        "val_dataloader.dataset.pipeline.1.scale": (128, 128),
         "train_cfg.max_epochs": max_epochs,
         "param_scheduler": [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0,
                                  end=4)],
