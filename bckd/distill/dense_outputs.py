@@ -55,9 +55,11 @@ def decode_with_bbox_coder(
 ) -> Tensor:
     """Default: the head's own ``bbox_coder`` (anchor deltas for RetinaNet/ATSS, point distances
     for RTMDet, whose regression is already in pixels)."""
-    batch = regression.shape[0]
-    expanded = priors.unsqueeze(0).expand(batch, *priors.shape)  # (B, P_l, K)
-    return head.bbox_coder.decode(expanded, regression)
+    batch, num_priors, _ = regression.shape
+    # Flat 2-D inputs: with 3-D ones, mmdet's delta coder takes its slow ONNX-export path.
+    flat = regression.reshape(batch * num_priors, -1)  # (B*P_l, R)
+    boxes = head.bbox_coder.decode(priors.repeat(batch, 1), flat)  # (B*P_l, 4)
+    return boxes.reshape(batch, num_priors, 4)
 
 
 @register_box_decoder(GFLHead)
