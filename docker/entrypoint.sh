@@ -13,7 +13,9 @@ set -euo pipefail
 API_PORT=8000
 GCS_PORT=6379
 DASHBOARD_PORT=8265
-AGENT_PORT=52365
+# Two Ray nodes in one network namespace (host networking, or containers sharing one) cannot
+# both listen on 52365: NODE_DASHBOARD_AGENT_PORT gives the second node another port.
+AGENT_PORT=${NODE_DASHBOARD_AGENT_PORT:-52365}
 CLIENT_PORT=10001
 MLFLOW_PORT=5000
 
