@@ -144,19 +144,27 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+# Columns of the comparison table: (metric key, header); COCO AP in points, as papers print it.
+COMPARE_COLUMNS = (
+    ("coco/bbox_mAP", "mAP"), ("coco/bbox_mAP_50", "AP50"), ("coco/bbox_mAP_75", "AP75"),
+    ("coco/bbox_mAP_s", "APs"), ("coco/bbox_mAP_m", "APm"), ("coco/bbox_mAP_l", "APl"),
+    ("teacher/coco/bbox_mAP", "teacher"),
+)
+
+
 def compare_table(cmp: dict) -> str:
-    keys = cmp["metric_keys"]
-    short = [k.removeprefix("coco/") for k in keys]
-    head = (f"{'RUN':28} {'METHOD':10} {'STATUS':9} " + " ".join(f"{s:>12}" for s in short)
-            + "  LINK")
+    """The runs of an experiment as a text table: method, status, COCO AP (x100), MLflow link."""
+    def cell(metrics: dict, key: str) -> str:
+        value = metrics.get(key)
+        return f"{'-':>7}" if value is None or value < 0 else f"{100 * value:7.1f}"
+
+    head = (f"{'RUN':24} {'METHOD':7} {'STATUS':9}"
+            + "".join(f"{h:>8}" for _, h in COMPARE_COLUMNS) + "  LINK")
     rows = [head]
     for r in cmp["runs"]:
-        vals = " ".join(f"{r['metrics'][k]:12.4f}" if k in r["metrics"] else f"{'-':>12}"
-                        for k in keys)
-        method = r["params"].get("method", "")[:10]
-        rows.append(f"{(r['run_name'] or r['run_id'])[:28]:28} {method:10} {r['status'][:9]:9} "
-                    f"{vals}  "
-                    f"{r['link']}")
+        cells = "".join(" " + cell(r["metrics"], key) for key, _ in COMPARE_COLUMNS)
+        name, method = (r["run_name"] or r["run_id"])[:24], r["params"].get("method", "")[:7]
+        rows.append(f"{name:24} {method:7} {r['status'][:9]:9}{cells}  {r['link']}")
     return "\n".join(rows)
 
 

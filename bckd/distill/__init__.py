@@ -2,7 +2,12 @@
 
 from bckd.distill.compat import check_distillable
 from bckd.distill.dense_outputs import BOX_DECODERS, DenseOutputs, flatten_dense_outputs
-from bckd.distill.detector import BCKDDetector, build_teacher
+from bckd.distill.detector import (
+    BCKDDetector,
+    build_teacher,
+    method_name,
+    teacher_model_config,
+)
 
 __all__ = [
     "BCKDDetector",
@@ -11,4 +16,6 @@ __all__ = [
     "build_teacher",
     "check_distillable",
     "flatten_dense_outputs",
+    "method_name",
+    "teacher_model_config",
 ]

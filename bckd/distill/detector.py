@@ -21,7 +21,34 @@ from bckd.distill.compat import check_distillable
 from bckd.distill.dense_outputs import DenseOutputs, flatten_dense_outputs, flatten_level_maps
 from bckd.distill.positives import PositiveRecorder, record_positives
 
-__all__ = ["BCKDDetector", "build_teacher"]
+__all__ = ["BCKDDetector", "build_teacher", "method_name", "teacher_model_config"]
+
+# (slot, loss type) -> the method's name in the paper's tables.
+_TERM_NAMES = {
+    ("loss_distill_cls", "BinaryClassificationDistillationLoss"): "bcdl",
+    ("loss_distill_loc", "IoULocalizationDistillationLoss"): "ildl",
+    ("loss_distill_cls", "KnowledgeDistillationKLDivLoss"): "kd",
+    ("loss_distill_ld", "KnowledgeDistillationKLDivLoss"): "ld",
+}
+
+
+def method_name(model: dict) -> str:
+    """A model config's method: ``plain``, ``kd``, ``ld``, ``bcdl``, ``ildl`` or ``bckd``
+    (other combinations joined by ``+``, unknown terms by their loss type)."""
+    if model.get("type") != "BCKDDetector":
+        return "plain"
+    names = [_TERM_NAMES.get((slot, model[slot]["type"]), model[slot]["type"])
+             for slot in ("loss_distill_cls", "loss_distill_loc", "loss_distill_ld")
+             if model.get(slot)]
+    return "bckd" if names == ["bcdl", "ildl"] else "+".join(names)
+
+
+def teacher_model_config(teacher: dict | str) -> dict:
+    """The teacher's model config: given inline, or the ``model`` of a config file
+    (``"mmdet::gfl/..."`` names a config shipped inside the mmdet package)."""
+    if not isinstance(teacher, str):
+        return copy.deepcopy(teacher)
+    return (get_config(teacher) if "::" in teacher else Config.fromfile(teacher)).model
 
 
 def build_teacher(teacher: dict | str, checkpoint: str | None) -> nn.Module:
@@ -32,12 +59,7 @@ def build_teacher(teacher: dict | str, checkpoint: str | None) -> nn.Module:
         FileNotFoundError: the config or checkpoint file does not exist.
         ValueError: the checkpoint's weights do not fit the config (keys or shapes named).
     """
-    if isinstance(teacher, str):
-        # "mmdet::gfl/..." names a config shipped inside the mmdet package.
-        cfg = (get_config(teacher) if "::" in teacher else Config.fromfile(teacher)).model
-    else:
-        cfg = copy.deepcopy(teacher)
-    model = MODELS.build(cfg)
+    model = MODELS.build(teacher_model_config(teacher))
     if checkpoint is None:
         print_log("teacher_ckpt is None: the teacher keeps its random initialization",
                   logger="current", level=logging.WARNING)

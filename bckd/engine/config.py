@@ -191,7 +191,7 @@ def check_teacher(cfg: Config) -> None:
 class RunInfo:
     """What a run is, for MLflow tags and params."""
 
-    method: str  # "plain" for a detector trained alone, else the distillation losses
+    method: str  # plain, kd, ld, bcdl, ildl or bckd (bckd.distill.method_name)
     student: str
     teacher: str  # "" for a plain run
     dataset: str
@@ -215,18 +215,12 @@ def describe_run(cfg: Config) -> RunInfo:
         weights = {k: float(v["loss_weight"]) for k, v in model.get("bbox_head", {}).items()
                    if k.startswith("loss_") and isinstance(v, Mapping) and "loss_weight" in v}
         return RunInfo("plain", _model_name(model), "", data, weights)
-    teacher = model["teacher"]
-    if isinstance(teacher, str):
-        from mmengine.hub import get_config
+    from bckd.distill.detector import method_name, teacher_model_config
 
-        teacher_model = (get_config(teacher) if "::" in teacher else Config.fromfile(teacher)).model
-    else:
-        teacher_model = teacher
     terms = {k: v for k, v in model.items() if k.startswith("loss_distill") and v}
-    method = "+".join(v["type"] for v in terms.values())
     weights = {k: float(v.get("loss_weight", 1.0)) for k, v in terms.items()}
-    return RunInfo(method, _model_name(model["student"]), _model_name(teacher_model), data,
-                   weights)
+    return RunInfo(method_name(model), _model_name(model["student"]),
+                   _model_name(teacher_model_config(model["teacher"])), data, weights)
 
 
 def flatten_config(cfg: Mapping | ConfigDict, prefix: str = "") -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from distilltools import build, model_cfg
 
+from bckd.distill import method_name
+
 
 def _pair(student: str, teacher: str, **loss_overrides: object) -> dict:
     cfg = model_cfg("bckd_gfl")
@@ -51,3 +53,10 @@ def test_two_stage_student_is_refused() -> None:
     cfg.student.type = "FasterRCNN"
     with pytest.raises(ValueError, match="student.type='FasterRCNN' is not a one-stage"):
         build(cfg)
+
+
+@pytest.mark.parametrize("name,method", [("gfl_student", "plain"), ("bckd_gfl", "bckd"),
+                                         ("kd_gfl", "kd"), ("ld_gfl", "ld"),
+                                         ("bcdl_gfl", "bcdl"), ("ildl_gfl", "ildl")])
+def test_method_names_follow_the_paper(name: str, method: str) -> None:
+    assert method_name(model_cfg(name)) == method
