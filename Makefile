@@ -11,7 +11,7 @@ demo: setup
 
 # pytest exits 5 when it collected no test: a broken suite, reported as such.
 test: setup
-	@$(PY) -m pytest -q || { rc=$$?; [ $$rc -eq 5 ] && echo "make test: pytest collected no tests" >&2; exit $$rc; }
+	@$(PY) -m pytest -q --durations=10 || { rc=$$?; [ $$rc -eq 5 ] && echo "make test: pytest collected no tests" >&2; exit $$rc; }
 
 lint: setup
 	.venv/bin/ruff check .

@@ -10,6 +10,7 @@ from jobtools import TEACHER_CONFIG, make_synth, tiny
 from ray.cluster_utils import Cluster
 
 from bckd.engine.launch import JobSpec, run_job
+from service.stack import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.slow
 def two_nodes():
     if ray.is_initialized():
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
-                                                            "include_dashboard": True})
+    # A free dashboard port: 8265 may belong to another cluster on this machine (`bckd serve`).
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": True, "dashboard_port": free_port()})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
