@@ -351,7 +351,8 @@ def test_cli_client_lists_and_compares(stack, capsys):
     assert main([*args, "list", "--status", "SUCCEEDED"]) == 0
     assert "SUCCEEDED" in capsys.readouterr().out
     assert main([*args, "compare", "bckd"]) == 0
-    assert "bbox_mAP" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mAP" in out.splitlines()[0] and f"{stack.mlflow_url}/#/experiments/" in out
     assert main([*args, "show", "bckd-missing"]) == 2
     assert "404" in capsys.readouterr().err
 
