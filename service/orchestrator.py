@@ -2,7 +2,8 @@
 
 Order matters for restarts: the row is committed (PENDING, attempts=0) before Ray is called
 and the job id is Ray's ``submission_id``, so a crash between the two is healed by the
-reconciler re-submitting (Ray refuses a duplicate id, so at most one Ray job per row).
+reconciler re-submitting (Ray refuses a duplicate id, so at most one Ray job per row). The POST
+answers once the row is committed; Ray is called after the answer (``submit_new``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.auth import Principal
+from service.db import session_scope
 from service.entrypoints import JobCommand, build_entrypoint
 from service.models import TERMINAL, Job, JobStatus, new_job_id, utcnow
 from service.ray_jobs import RayJobs, UnknownJob
@@ -25,7 +27,8 @@ from service.settings import Settings
 from service.tracking import Tracking
 from service.validation import Invalid, ValidatedJob
 
-__all__ = ["archive_logs", "cancel_job", "create_job", "reconcile_once", "submit_row"]
+__all__ = ["archive_logs", "cancel_job", "create_job", "reconcile_once", "submit_new",
+           "submit_row"]
 
 log = logging.getLogger("bckd.service")
 RUN_ID_RE = re.compile(r"bckd: mlflow_run_id=([0-9a-f]{32})")
@@ -127,6 +130,19 @@ def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> 
     job.submitted_at = utcnow()
     job.message = None
     session.commit()
+
+
+def submit_new(job_id: str, ray: RayJobs, settings: Settings) -> None:
+    """Hand a just-created row to Ray after the POST has answered (a FastAPI background task).
+
+    Ray's submission takes most of a POST's time (hundreds of ms under load), so the client
+    gets its PENDING row without waiting for it. A row the reconciler or a cancel reached
+    first is left alone; a failed submission is retried by the reconciler.
+    """
+    for session in session_scope(settings.db_url):
+        job = session.get(Job, job_id)
+        if job is not None and job.last_attempt_at is None and not job.cancel_requested:
+            submit_row(session, job, ray, settings)
 
 
 def cancel_job(session: Session, job: Job, ray: RayJobs) -> None:
