@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import statistics
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import finish_machine, machine_info
+from common import RESULTS, finish_machine, machine_info, write_json
 from mmdet.structures.bbox import bbox_overlaps
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
@@ -309,19 +308,18 @@ def run_batch(batch: int, head, device: torch.device, warmup: int, repeats: int)
     return result
 
 
-def print_table(r: dict) -> None:
+def format_table(r: dict) -> str:
+    """One batch size's times, ratios and peak memory as text lines."""
     header = f"batch {r['batch']}, {r['num_priors']} priors"
-    print(
-        f"\n{header:<26}"
-        + "".join(f"{w:>12}" for w in WAYS)
-        + " |"
-        + "".join(f"{n:>10}" for n in RATIOS)
-    )
+    lines = [f"{header:<26}" + "".join(f"{w:>12}" for w in WAYS) + " |"
+             + "".join(f"{n:>10}" for n in RATIOS)]
     for clock, label in (("wall_ms", "wall ms"), ("cpu_ms", "cpu ms (process)")):
         cells = "".join(f"{r[w][clock]:>12.1f}" for w in WAYS)
         ratios = "".join(f"{v:>9.2f}x" for v in r[f"ratios_{clock}"].values())
-        print(f"  {label:<24}{cells} |{ratios}")
-    print(f"  {'peak MiB':<24}" + "".join(f"{r[w]['peak_mib']:>12.0f}" for w in WAYS) + " |")
+        lines.append(f"  {label:<24}{cells} |{ratios}")
+    lines.append(f"  {'peak MiB':<24}" + "".join(f"{r[w]['peak_mib']:>12.0f}" for w in WAYS)
+                 + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -330,7 +328,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)  # median of 3 keeps CPU runs < 3 min
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/losses.json"))
+    parser.add_argument("--json", type=Path, default=RESULTS / "losses.json")
     parser.add_argument("--threads", type=int, default=None)  # default: torch's (= cores)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -357,18 +355,18 @@ def main() -> None:
     head = build_head(device)
     results = [run_batch(b, head, device, args.warmup, args.repeats) for b in args.batch]
 
-    for r in results:
-        print_table(r)
+    table = "\n".join(format_table(r) for r in results)
+    print("\n" + table)
     clock = "wall_ms" if device.type == "cuda" else "cpu_ms"
     verdicts = []
     for name, (op, goal) in GOALS.items():
         values = [r[f"ratios_{clock}"][name] for r in results]
         met = all(v >= goal if op == ">=" else v <= goal for v in values)
         verdicts.append(f"{name} {op} {goal}x: {'met' if met else 'NOT met'}")
-    print(f"\ngoal ({clock}): " + "; ".join(verdicts))
+    verdict = f"goal ({clock}): " + "; ".join(verdicts)
+    print("\n" + verdict)
     finish_machine(machine)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    report = dict(
+    write_json(args.json, dict(
         machine=machine,
         config=dict(
             image_hw=IMAGE_HW,
@@ -381,9 +379,9 @@ def main() -> None:
             goals={name: f"{op} {goal}" for name, (op, goal) in GOALS.items()},
         ),
         results=results,
-    )
-    args.json.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json}")
+        table=table,
+        verdict=verdict,
+    ))
 
 
 if __name__ == "__main__":

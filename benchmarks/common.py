@@ -41,7 +41,8 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         cpu_count=os.cpu_count(),
         python=platform.python_version(),
         load_avg_1min_start=round(os.getloadavg()[0], 2),
-        started=time.strftime("%Y-%m-%d %H:%M:%S"),
+        started=time.strftime("%Y-%m-%d %H:%M"),
+        command=" ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
     )
     if "torch" in sys.modules:
         import torch
