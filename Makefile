@@ -1,7 +1,7 @@
 # The two commands of the README, plus helpers. Each target runs the idempotent set-up first.
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint bench reproduce
 setup:
 	@scripts/setup.sh
 
@@ -15,3 +15,15 @@ test: setup
 
 lint: setup
 	.venv/bin/ruff check .
+
+# Every benchmark (~20 min on 2 cores), then the docs' tables from the JSON they wrote.
+bench: setup
+	$(PY) benchmarks/bench_losses.py
+	$(PY) benchmarks/bench_step.py
+	$(PY) benchmarks/bench_ray.py
+	$(PY) benchmarks/bench_service.py
+	$(PY) benchmarks/tables.py
+
+# The method comparison through the REST service (~1.5-2.5 h on 2 cores, resumable), then the docs.
+reproduce: setup
+	$(PY) benchmarks/reproduce.py; rc=$$?; $(PY) benchmarks/tables.py && exit $$rc

@@ -42,6 +42,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 from common import RESULTS, finish_machine, machine_info, print_table, write_json
@@ -175,6 +176,12 @@ class Runs:
     def attempts(self, name: str) -> int:
         return len(self.jobs.get(name, []))
 
+    def minutes(self, name: str) -> float:
+        """Job time of all the run's attempts (start to end as the service saw them), minutes."""
+        spans = [datetime.fromisoformat(j["ended_at"]) - datetime.fromisoformat(j["started_at"])
+                 for j in self.jobs.get(name, []) if j["started_at"] and j["ended_at"]]
+        return sum(span.total_seconds() for span in spans) / 60
+
     def run_id(self, name: str) -> str | None:
         row = self.mlflow.get(name)
         if row is not None:
@@ -270,7 +277,7 @@ def collect(runs_plan: list[Run], runs: Runs) -> dict:
         metrics = row.get("metrics", {})
         per_run.append(dict(name=r.name, family=r.family, method=r.method, seed=r.seed,
                             config=r.config, state=runs.state(r.name),
-                            run_id=runs.run_id(r.name),
+                            run_id=runs.run_id(r.name), minutes=runs.minutes(r.name),
                             **{k: 100 * metrics[m] if m in metrics else math.nan
                                for k, m in METRICS.items()}))
     cells: dict[str, dict] = {}
@@ -296,7 +303,12 @@ def collect(runs_plan: list[Run], runs: Runs) -> dict:
                 math.isnan(gap) else math.nan
         cells[family] = {"teacher": teacher, "teacher_mAP": t_map, "student_mAP": s_map,
                          "teacher_minus_student": t_map - s_map, "methods": methods}
-    return {"runs": per_run, "families": cells}
+    jobs = [j for r in runs_plan for j in runs.jobs.get(r.name, [])]
+    starts = [j["started_at"] for j in jobs if j["started_at"]]
+    ends = [j["ended_at"] for j in jobs if j["ended_at"]]
+    return {"runs": per_run, "families": cells,
+            "job_hours": sum(x["minutes"] for x in per_run) / 60,
+            "first_started": min(starts, default=None), "last_ended": max(ends, default=None)}
 
 
 def notes(cells: dict) -> list[str]:
@@ -531,7 +543,8 @@ def report(result: dict, runs_plan: list[Run], s: Schedule, args, machine: dict,
     args.results.mkdir(parents=True, exist_ok=True)
     png = plot(cells, args.results / f"{stem}.png", title)
     md = args.results / f"{stem}.md"
-    md.write_text(f"# {title}\n\n{markdown(rows, HEADERS)}\n\n"
+    md_table = markdown(rows, HEADERS)
+    md.write_text(f"# {title}\n\n{md_table}\n\n"
                   + "".join(f"- {line}\n" for line in said)
                   + f"\nmAP etc.: COCO bbox metrics x100 of the final epoch on {s.num_val} val "
                   "images; mean ± sample std over seeds; gap closed = (method - student) / "
@@ -541,7 +554,9 @@ def report(result: dict, runs_plan: list[Run], s: Schedule, args, machine: dict,
     print(f"wrote {md}\nwrote {png}")
     js = write_json(args.results / f"{stem}.json", dict(
         machine=machine, schedule=asdict(s), experiment=args.experiment, wall_s=wall_s,
-        runs_done=done, runs_planned=len(runs_plan), table=table, notes=said, **result))
+        parallel=args.parallel,
+        runs_done=done, runs_planned=len(runs_plan), table=table, markdown=md_table,
+        notes=said, **result))
     if mlflow_uri:
         try:
             run_id = log_summary(mlflow_uri, args.experiment, f"{prefix}-summary",

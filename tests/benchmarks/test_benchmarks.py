@@ -22,6 +22,7 @@ BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import reproduce  # noqa: E402
+import tables  # noqa: E402
 from common import percentile, print_table  # noqa: E402
 
 
@@ -121,6 +122,43 @@ def test_reproduce_results_table_gap_and_plot(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def _step_report(table: str) -> dict:
+    machine = {"started": "2026-01-01 00:00", "cpu_count": 2, "device": "cpu",
+               "load_avg_1min_start": 0.5, "load_avg_1min_end": 0.7, "busy": False,
+               "command": "python benchmarks/bench_step.py --repeats 3"}
+    return {"machine": machine, "table": table, "verdict": "goal: met"}
+
+
+def test_tables_fill_a_doc_block_from_its_json_and_check_finds_drift(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "step.json").write_text(json.dumps(_step_report("gfl 1.04")))
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- bench:step -->\nold numbers\n<!-- /bench:step -->\noutro\n")
+
+    assert tables.sync(doc, results, check=True) == ["step"]
+    assert "old numbers" in doc.read_text()  # a check changes nothing
+    assert tables.sync(doc, results) == ["step"]
+    text = doc.read_text()
+    assert "gfl 1.04" in text and "old numbers" not in text
+    assert text.startswith("intro\n") and text.endswith("<!-- /bench:step -->\noutro\n")
+    assert "`python benchmarks/bench_step.py --repeats 3` (2026-01-01 00:00" in text
+    assert tables.sync(doc, results, check=True) == []
+
+    (results / "step.json").write_text(json.dumps(_step_report("gfl 1.20")))
+    assert tables.main(["--check", "--results", str(results), str(doc)]) == 1
+    assert tables.main(["--results", str(results), str(doc)]) == 0
+    assert "gfl 1.20" in doc.read_text()
+
+
+def test_the_docs_tables_match_the_json_they_came_from():
+    """README.md and benchmarks/README.md hold exactly what benchmarks/results/*.json say."""
+    text = "".join(doc.read_text() for doc in tables.DOCS)
+    for name in [*tables.BLOCKS, "goals"]:
+        assert f"<!-- bench:{name} -->" in text, f"no block bench:{name} in the docs"
+    assert tables.main(["--check"]) == 0
+
+
 # --- slow: Ray, the service stack, real training ---------------------------------------------
 
 
@@ -165,6 +203,12 @@ def test_reproduce_tiny_end_to_end_through_the_service(tmp_path):
                            "--prefix", prefix, "--results", str(tmp_path / "results"),
                            timeout=600)
         assert "submitted" not in again.stdout
+        # the docs' block of this result: every run id, the job time the service measured
+        (tmp_path / "results" / "reproduction.json").write_text(
+            (tmp_path / "results" / "reproduction_tiny.json").read_text())
+        block = tables.render("reproduction", tmp_path / "results")
+        assert "3/3 runs" in block and report["job_hours"] > 0
+        assert all(r["run_id"][:8] in block for r in report["runs"])
     finally:
         for d in (ROOT / "work_dirs").glob(f"{prefix}-*"):
             shutil.rmtree(d, ignore_errors=True)
