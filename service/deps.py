@@ -7,16 +7,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.auth import Principal, TokenTable
 from service.db import session_scope
 from service.ray_jobs import RayJobs, get_ray_jobs
+from service.reconciler import Submitter
 from service.settings import Settings, get_settings
 
-__all__ = ["CurrentUser", "RayDep", "SessionDep", "SettingsDep"]
+__all__ = ["CurrentUser", "RayDep", "SessionDep", "SettingsDep", "SubmitterDep"]
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -33,6 +34,13 @@ def get_ray(settings: SettingsDep) -> RayJobs:
 
 
 RayDep = Annotated[RayJobs, Depends(get_ray)]
+
+
+def get_submitter(request: Request) -> Submitter:
+    return request.app.state.submitter
+
+
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 
 
 @lru_cache(maxsize=4)

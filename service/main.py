@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from service.db import migrate
-from service.reconciler import Reconciler
+from service.reconciler import Reconciler, Submitter
 from service.routes import api_router
 from service.settings import get_settings
 
@@ -62,7 +62,9 @@ async def lifespan(app: FastAPI):
     reconciler = Reconciler(settings) if settings.run_reconciler else None
     if reconciler is not None:
         reconciler.start()
+    app.state.submitter = Submitter(settings)
     yield
+    app.state.submitter.stop()
     if reconciler is not None:
         reconciler.stop()
 

@@ -3,7 +3,7 @@
 Order matters for restarts: the row is committed (PENDING, attempts=0) before Ray is called
 and the job id is Ray's ``submission_id``, so a crash between the two is healed by the
 reconciler re-submitting (Ray refuses a duplicate id, so at most one Ray job per row). The POST
-answers once the row is committed; Ray is called after the answer (``submit_new``).
+answers once the row is committed; Ray is called from another thread (``submit_new``).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> 
 
 
 def submit_new(job_id: str, ray: RayJobs, settings: Settings) -> None:
-    """Hand a just-created row to Ray after the POST has answered (a FastAPI background task).
+    """Hand a just-created row to Ray, off the POST's path (``reconciler.Submitter``).
 
     Ray's submission takes most of a POST's time (hundreds of ms under load), so the client
     gets its PENDING row without waiting for it. A row the reconciler or a cancel reached

@@ -6,14 +6,14 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
 from service.db import session_scope
-from service.deps import CurrentUser, RayDep, SessionDep, SettingsDep
+from service.deps import CurrentUser, RayDep, SessionDep, SettingsDep, SubmitterDep
 from service.models import TERMINAL, Job, JobKind, JobStatus
-from service.orchestrator import cancel_job, create_job, read_archive, submit_new
+from service.orchestrator import cancel_job, create_job, read_archive
 from service.schemas import JobCreate, JobLinks, JobPublic, JobsPublic, LogsPublic
 from service.settings import Settings
 from service.tracking import get_tracking
@@ -51,7 +51,7 @@ def _own_job(session, user, job_id: str) -> Job:
                               "request with this Idempotency-Key"},
                         409: {"description": "Idempotency-Key reused for another request"}})
 def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
-           settings: SettingsDep, response: Response, background: BackgroundTasks,
+           settings: SettingsDep, response: Response, submitter: SubmitterDep,
            idem_key: IdemKey = None) -> JobPublic:
     """Validate, store the job as PENDING and answer; the job goes to Ray right after."""
     try:
@@ -63,7 +63,7 @@ def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
     tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
     job, new = create_job(session, user, req, validated, idem_key, settings, tracking)
     if new:
-        background.add_task(submit_new, job.id, ray, settings)
+        submitter.submit(job.id, ray)
     else:
         response.status_code = status.HTTP_200_OK
     return _public(job, settings)
