@@ -118,6 +118,12 @@ def test_reproduce_results_table_gap_and_plot(tmp_path):
     assert fam["methods"]["bckd"]["run_ids"] == ["id-p-bckd_gfl-s0", "id-p-bckd_gfl-s1"]
     said = reproduce.notes(result["families"])
     assert any("measured order bckd 29.0 > student 21.0" in line for line in said)
+    # a teacher below its student leaves no gap: the share closed is undefined, and said so
+    rows[0]["metrics"] = {m: 0.15 for m in reproduce.METRICS.values()}
+    runs.refresh()
+    weak = reproduce.collect(runs_plan, runs)["families"]
+    assert math.isnan(weak["gfl"]["methods"]["bckd"]["gap_closed"])
+    assert any("no gap to close" in line for line in reproduce.notes(weak))
     png = reproduce.plot(result["families"], tmp_path / "r.png", "t")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
