@@ -65,7 +65,9 @@ def test_reproduce_plan_lists_the_runs_without_running_anything():
     runs = reproduce.plan(reproduce.Schedule(), "repro")
     assert len(runs) == 5 + 2 * (6 + 4 * 2)  # teachers + seeds x (GFL methods + 4 x 2)
     assert all(r.name in proc.stdout for r in runs)
-    assert "estimated compute" in proc.stdout
+    total_h = sum(reproduce.estimate_s(r, reproduce.Schedule()) for r in runs) / 3600
+    assert f"estimated job time: {total_h:.2f} h; about {total_h / 2:.2f} h of wall time" \
+        in proc.stdout
     tiny = reproduce.plan(reproduce.TINY, "t")
     assert [r.method for r in tiny] == ["teacher", "student", "bckd"]
     assert tiny[2].teacher_key == tiny[0].name
