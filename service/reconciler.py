@@ -1,5 +1,5 @@
 """The API's background work: the loop that keeps each unfinished job row in step with Ray (a
-daemon thread), and the pool that hands new jobs to Ray after their POST has answered."""
+daemon thread), and the pool that hands new jobs to Ray so that their POST need not wait."""
 
 from __future__ import annotations
 
