@@ -16,7 +16,7 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 
-# Every benchmark (~20 min on 2 cores), then the docs' tables from the JSON they wrote.
+# Every benchmark (about 7 min on a quiet 2-core machine), then the docs' tables from the JSON they wrote.
 bench: setup
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_step.py
