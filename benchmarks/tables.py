@@ -47,10 +47,9 @@ def _load(name: str, results: Path) -> dict:
 def _provenance(name: str, report: dict) -> str:
     """``python benchmarks/x.py ...` (date, N cores, load a -> b, BUSY|quiet)``."""
     m = report["machine"]
-    command = m.get("command") or f"python benchmarks/{BLOCKS[name][1]}"
     load = f"load average {m['load_avg_1min_start']} -> {m['load_avg_1min_end']}"
-    state = "BUSY: other processes shared the cores" if m.get("busy") else "quiet"
-    return (f"`{command}` ({m['started']}, {m['cpu_count']} cores, {m['device']}, {load}, "
+    state = "BUSY: other processes shared the cores" if m["busy"] else "quiet"
+    return (f"`{m['command']}` ({m['started']}, {m['cpu_count']} cores, {m['device']}, {load}, "
             f"{state}), from `benchmarks/results/{BLOCKS[name][0]}`:")
 
 
@@ -67,7 +66,7 @@ def render(name: str, results: Path = RESULTS) -> str:
         first, last = (report[k][:16].replace("T", " ") if report[k] else "-"
                        for k in ("first_started", "last_ended"))
         notes = "".join(f"- {line}\n" for line in report["notes"])
-        return (f"`{m.get('command') or 'python benchmarks/reproduce.py'}`, from "
+        return (f"`{m['command']}`, from "
                 f"`benchmarks/results/{BLOCKS[name][0]}`: {report['runs_done']}/"
                 f"{report['runs_planned']} runs on {m['cpu_count']} cores ({m['device']}), jobs "
                 f"from {first} to {last} UTC, {report['job_hours']:.2f} h of job time "
