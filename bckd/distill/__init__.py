@@ -1,6 +1,7 @@
 """Teacher-student distillation for any mmdet 3.x dense head."""
 
 from bckd.distill.compat import check_distillable
+from bckd.distill.crosskd import CrossKD
 from bckd.distill.dense_outputs import BOX_DECODERS, DenseOutputs, flatten_dense_outputs
 from bckd.distill.detector import (
     BCKDDetector,
@@ -12,6 +13,7 @@ from bckd.distill.detector import (
 __all__ = [
     "BCKDDetector",
     "BOX_DECODERS",
+    "CrossKD",
     "DenseOutputs",
     "build_teacher",
     "check_distillable",

@@ -23,6 +23,7 @@ __all__ = [
     "flatten_dense_outputs",
     "flatten_level_maps",
     "register_box_decoder",
+    "valid_priors",
 ]
 
 # Decoder contract: (head, priors (P_l, K), regression (B, P_l, R), stride) -> boxes (B, P_l, 4)
@@ -131,13 +132,23 @@ def flatten_dense_outputs(
         regression = pred.permute(0, 2, 3, 1).reshape(batch, level_priors.shape[0], -1)
         boxes.append(decode(head, level_priors, regression, stride))
 
+    return DenseOutputs(
+        logits=flatten_level_maps(cls_scores, head.cls_out_channels),
+        boxes=torch.cat(boxes, dim=1),
+        valid=valid_priors(head, featmap_sizes, batch_img_metas, device),
+        level_sizes=[h * w * num_base for h, w in featmap_sizes],
+    )
+
+
+def valid_priors(
+    head: nn.Module,
+    featmap_sizes: Sequence[tuple[int, int]],
+    batch_img_metas: Sequence[dict],
+    device: torch.device,
+) -> Tensor:
+    """(B, P) bool: the priors inside each image's ``pad_shape``, in ``grid_priors`` order."""
     valid = [
         torch.cat(head.prior_generator.valid_flags(featmap_sizes, meta["pad_shape"], device))
         for meta in batch_img_metas
     ]
-    return DenseOutputs(
-        logits=flatten_level_maps(cls_scores, head.cls_out_channels),
-        boxes=torch.cat(boxes, dim=1),
-        valid=torch.stack(valid),
-        level_sizes=[h * w * num_base for h, w in featmap_sizes],
-    )
+    return torch.stack(valid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from mmdet.models.detectors import SingleStageDetector
@@ -17,30 +18,46 @@ from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from bckd.checkpoint import load_state_dict
+from bckd.distill.adapters import channel_adapter, keep_adapters_out_of_checkpoints
 from bckd.distill.compat import check_distillable
+from bckd.distill.crosskd import TOWERS, CrossKD
 from bckd.distill.dense_outputs import DenseOutputs, flatten_dense_outputs, flatten_level_maps
 from bckd.distill.positives import PositiveRecorder, record_positives
 
 __all__ = ["BCKDDetector", "build_teacher", "method_name", "teacher_model_config"]
 
-# (slot, loss type) -> the method's name in the paper's tables.
+# The distillation slots of a BCKDDetector config, in the order method names list them.
+_SLOTS = ("loss_distill_cls", "loss_distill_loc", "loss_distill_ld",
+          "loss_distill_crosskd_cls", "loss_distill_crosskd_box", "loss_distill_feat")
+
+# (slot, loss type) -> the method's name in the papers' tables.
 _TERM_NAMES = {
     ("loss_distill_cls", "BinaryClassificationDistillationLoss"): "bcdl",
     ("loss_distill_loc", "IoULocalizationDistillationLoss"): "ildl",
     ("loss_distill_cls", "KnowledgeDistillationKLDivLoss"): "kd",
     ("loss_distill_ld", "KnowledgeDistillationKLDivLoss"): "ld",
+    ("loss_distill_crosskd_cls", "BinaryClassificationDistillationLoss"): "crosskd",
+    ("loss_distill_crosskd_box", "KnowledgeDistillationKLDivLoss"): "crosskd",
+    ("loss_distill_crosskd_box", "GIoULoss"): "crosskd",
+    ("loss_distill_feat", "PKDLoss"): "pkd",
 }
 
 
 def method_name(model: dict) -> str:
-    """A model config's method: ``plain``, ``kd``, ``ld``, ``bcdl``, ``ildl`` or ``bckd``
-    (other combinations joined by ``+``, unknown terms by their loss type)."""
+    """A model config's method: ``plain``, ``kd``, ``ld``, ``bcdl``, ``ildl``, ``bckd``,
+    ``crosskd`` or ``pkd``; combinations joined by ``+`` (``bckd+pkd``), unknown terms named by
+    their loss type."""
     if model.get("type") != "BCKDDetector":
         return "plain"
-    names = [_TERM_NAMES.get((slot, model[slot]["type"]), model[slot]["type"])
-             for slot in ("loss_distill_cls", "loss_distill_loc", "loss_distill_ld")
-             if model.get(slot)]
-    return "bckd" if names == ["bcdl", "ildl"] else "+".join(names)
+    names: list[str] = []
+    for slot in _SLOTS:
+        if model.get(slot):
+            name = _TERM_NAMES.get((slot, model[slot]["type"]), model[slot]["type"])
+            if name not in names:  # CrossKD's two slots are one method
+                names.append(name)
+    if names[:2] == ["bcdl", "ildl"]:
+        names[:2] = ["bckd"]
+    return "+".join(names)
 
 
 def teacher_model_config(teacher: dict | str) -> dict:
@@ -83,7 +100,9 @@ class BCKDDetector(SingleStageDetector):
     into the student config for inference. The teacher is held outside the module tree (in a
     tuple, which ``nn.Module`` does not register): it is absent from ``parameters()``,
     ``state_dict()``, the optimizer and DDP, and ``_apply``/``train`` below are the one place that
-    moves it with the student and keeps it in eval mode.
+    moves it with the student and keeps it in eval mode. Channel adapters (``distill_adapters``,
+    PKD and CrossKD between different widths) train with the student, but ``state_dict()`` drops
+    their keys (:mod:`bckd.distill.adapters`).
 
     Args:
         student: model config of a one-stage detector whose logic lives in its dense head
@@ -96,6 +115,19 @@ class BCKDDetector(SingleStageDetector):
             student_logits, teacher_logits, weight, avg_factor)``: ILDL.
         loss_distill_ld: GFL only, LD on the box distributions of the student's positives,
             mmdet's ``KnowledgeDistillationKLDivLoss`` as in its ``LDHead``.
+        loss_distill_feat: feature term on every FPN level, ``loss(student_feats,
+            teacher_feats)``: PKD (``PKDLoss``).
+        loss_distill_crosskd_cls: CrossKD's classification term on the cross-head outputs
+            (BCDL); see :mod:`bckd.distill.crosskd`.
+        loss_distill_crosskd_box: CrossKD's box term: ``KnowledgeDistillationKLDivLoss`` over
+            GFL's box distributions, or ``GIoULoss`` over decoded boxes.
+        crosskd_depth: where CrossKD cuts the heads' towers (``None``: before the teacher's last
+            tower conv).
+        crosskd_align: give the student's features the teacher's per-channel statistics
+            before the teacher's layers, as the official CrossKD code does.
+        channel_adapters: where student and teacher widths differ (FPN for PKD, the towers at
+            the cut for CrossKD), bridge them with trained 1x1 convs that are kept out of
+            ``state_dict()``; without it such pairs are refused.
         data_preprocessor: replaces the student's, when given.
     """
 
@@ -107,6 +139,12 @@ class BCKDDetector(SingleStageDetector):
         loss_distill_cls: dict | None = None,
         loss_distill_loc: dict | None = None,
         loss_distill_ld: dict | None = None,
+        loss_distill_feat: dict | None = None,
+        loss_distill_crosskd_cls: dict | None = None,
+        loss_distill_crosskd_box: dict | None = None,
+        crosskd_depth: int | None = None,
+        crosskd_align: bool = True,
+        channel_adapters: bool = False,
         data_preprocessor: dict | None = None,
     ) -> None:
         student = copy.deepcopy(dict(student))
@@ -123,20 +161,50 @@ class BCKDDetector(SingleStageDetector):
         if use_syncbn and get_world_size() > 1:
             nn.SyncBatchNorm.convert_sync_batchnorm(self)
 
-        if not any((loss_distill_cls, loss_distill_loc, loss_distill_ld)):
-            raise ValueError("BCKDDetector has no distillation loss: set loss_distill_cls, "
-                             "loss_distill_loc or loss_distill_ld (train the plain student config "
-                             "for the no-distillation baseline)")
+        crosskd_terms = (loss_distill_crosskd_cls, loss_distill_crosskd_box)
+        if not any((loss_distill_cls, loss_distill_loc, loss_distill_ld, loss_distill_feat,
+                    *crosskd_terms)):
+            raise ValueError("BCKDDetector has no distillation loss: set one of "
+                             f"{', '.join(_SLOTS)} (train the plain student config for the "
+                             "no-distillation baseline)")
         self._teacher = (build_teacher(teacher, teacher_ckpt),)
         check_distillable(self.bbox_head, self.teacher.bbox_head,
                           needs_distribution=loss_distill_ld is not None)
         self.loss_distill_cls = MODELS.build(loss_distill_cls) if loss_distill_cls else None
         self.loss_distill_loc = MODELS.build(loss_distill_loc) if loss_distill_loc else None
         self.loss_distill_ld = MODELS.build(loss_distill_ld) if loss_distill_ld else None
+        self.loss_distill_feat = MODELS.build(loss_distill_feat) if loss_distill_feat else None
+        self.crosskd = (CrossKD(self.bbox_head, self.teacher.bbox_head, crosskd_depth,
+                                crosskd_align, *crosskd_terms, adapters=channel_adapters)
+                        if any(crosskd_terms) else None)
+        self.distill_adapters = self._build_adapters(channel_adapters)
+        keep_adapters_out_of_checkpoints(self)
 
     @property
     def teacher(self) -> nn.Module:
         return self._teacher[0]
+
+    def _build_adapters(self, enabled: bool) -> nn.ModuleDict:
+        """1x1 convs where the student's width differs from the teacher's: ``feat`` (one per FPN
+        level, for PKD) and ``crosskd_cls``/``crosskd_reg`` (shared by the levels, as the head's
+        convs are). Empty when the widths match."""
+        adapters = nn.ModuleDict()
+        if self.loss_distill_feat is not None:
+            have, want = self.bbox_head.in_channels, self.teacher.bbox_head.in_channels
+            if have != want and not enabled:
+                raise ValueError(f"loss_distill_feat compares FPN features of one shape: the "
+                                 f"student's have {have} channels, the teacher's {want}; set "
+                                 "channel_adapters=True to map the student's with trained 1x1 "
+                                 "convs (kept out of checkpoints)")
+            if have != want:
+                levels = len(self.bbox_head.prior_generator.strides)
+                adapters["feat"] = nn.ModuleList(
+                    channel_adapter(have, want) for _ in range(levels))
+        if self.crosskd is not None:  # CrossKD refused a mismatch without adapters
+            for tower, (have, want) in self.crosskd.widths.items():
+                if have != want:
+                    adapters[f"crosskd_{tower}"] = channel_adapter(have, want)
+        return adapters
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
         super()._apply(fn, recurse)
@@ -150,14 +218,38 @@ class BCKDDetector(SingleStageDetector):
 
     def loss(self, batch_inputs: Tensor, batch_data_samples: SampleList) -> dict[str, Tensor]:
         """The student's own detection losses plus the distillation terms."""
-        outs = self.bbox_head(self.extract_feat(batch_inputs))
+        feats = self.extract_feat(batch_inputs)
+        with self._tap(self.bbox_head, "student") as student_taps:
+            outs = self.bbox_head(feats)
         gt_instances, gt_ignore, img_metas = unpack_gt_instances(batch_data_samples)
         with record_positives(self.bbox_head) as positives:
             losses = self.bbox_head.loss_by_feat(*outs, gt_instances, img_metas, gt_ignore)
         with torch.no_grad():
-            teacher_outs = self.teacher.bbox_head(self.teacher.extract_feat(batch_inputs))
+            teacher_feats = self.teacher.extract_feat(batch_inputs)
+            with self._tap(self.teacher.bbox_head, "teacher") as teacher_taps:
+                teacher_outs = self.teacher.bbox_head(teacher_feats)
         losses.update(self.distill_losses(outs, teacher_outs, img_metas, positives))
+        if self.loss_distill_feat is not None:
+            losses["loss_distill_feat"] = self.feature_loss(feats, teacher_feats)
+        if self.crosskd is not None:
+            adapters = {tower: self.distill_adapters[f"crosskd_{tower}"] for tower in TOWERS
+                        if f"crosskd_{tower}" in self.distill_adapters}
+            losses.update(self.crosskd(self.teacher.bbox_head, student_taps, teacher_taps,
+                                       teacher_outs, img_metas, positives.num_positives(),
+                                       adapters))
         return losses
+
+    def _tap(self, head: nn.Module, role: str) -> AbstractContextManager[dict]:
+        """CrossKD's capture of the tower inputs at its cut while ``head`` runs, if configured."""
+        return self.crosskd.tap(head, role) if self.crosskd is not None else nullcontext({})
+
+    def feature_loss(self, feats: tuple[Tensor, ...], teacher_feats: tuple[Tensor, ...]) -> Tensor:
+        """``loss_distill_feat`` over every FPN level, (B, C, H_l, W_l) each; the student's
+        features pass through their channel adapters first, when there are any."""
+        if "feat" in self.distill_adapters:
+            feats = [adapt(f) for adapt, f in zip(self.distill_adapters["feat"], feats,
+                                                  strict=True)]
+        return self.loss_distill_feat(list(feats), list(teacher_feats))
 
     def distill_losses(
         self,
@@ -167,10 +259,14 @@ class BCKDDetector(SingleStageDetector):
         positives: PositiveRecorder,
     ) -> dict[str, Tensor]:
         """Distillation terms over all valid priors, normalized by the student's positives."""
+        num_pos = positives.num_positives()
+        if all(term is None for term in
+               (self.loss_distill_cls, self.loss_distill_loc, self.loss_distill_ld)):
+            # Only feature or cross-head terms: no per-prior outputs to flatten.
+            return {"distill_num_pos": student_outs[0][0].new_tensor(num_pos)}
         student = flatten_dense_outputs(self.bbox_head, student_outs[0], student_outs[1], img_metas)
         teacher = flatten_dense_outputs(
             self.teacher.bbox_head, teacher_outs[0], teacher_outs[1], img_metas)
-        num_pos = positives.num_positives()
         s_logits, t_logits = _rows(student.logits), _rows(teacher.logits)  # (B*P, C)
         weight = student.valid.reshape(-1).to(s_logits.dtype)  # (B*P,)
 

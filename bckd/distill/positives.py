@@ -26,11 +26,13 @@ class PositiveRecorder:
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self._labels: list[Tensor] = []
+        self._num_pos: float | None = None
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         target = args[1] if len(args) > 1 else kwargs["target"]
         labels = target[0] if isinstance(target, (tuple, list)) else target
         self._labels.append(labels.detach().reshape(-1))
+        self._num_pos = None
 
     def positive_mask(self, batch_size: int, level_sizes: list[int]) -> Tensor:
         """(B, P) bool mask of positive priors, in :func:`flatten_dense_outputs` order.
@@ -50,10 +52,16 @@ class PositiveRecorder:
         return (labels >= 0) & (labels < self.num_classes)
 
     def num_positives(self) -> float:
-        """Positives in this batch, averaged over ranks, at least 1 (the paper's N)."""
-        count = sum(int(((lb >= 0) & (lb < self.num_classes)).sum()) for lb in self._labels)
-        device = self._labels[0].device if self._labels else torch.device("cpu")
-        return max(reduce_mean(torch.tensor(float(count), device=device)).item(), 1.0)
+        """Positives in this batch, averaged over ranks, at least 1 (the paper's N).
+
+        Computed once (an all-reduce across ranks) and kept: several terms normalize by it.
+        """
+        if self._num_pos is None:
+            count = sum(int(((lb >= 0) & (lb < self.num_classes)).sum()) for lb in self._labels)
+            device = self._labels[0].device if self._labels else torch.device("cpu")
+            self._num_pos = max(reduce_mean(torch.tensor(float(count), device=device)).item(),
+                                1.0)
+        return self._num_pos
 
 
 @contextmanager

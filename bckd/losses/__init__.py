@@ -1,21 +1,25 @@
 """BCKD distillation losses: pure functions, and their mmdet-registered modules.
 
-Importing this package registers ``BinaryClassificationDistillationLoss`` and
-``IoULocalizationDistillationLoss`` in ``mmdet.registry.MODELS``.
+Importing this package registers ``BinaryClassificationDistillationLoss``,
+``IoULocalizationDistillationLoss`` and ``PKDLoss`` in ``mmdet.registry.MODELS``.
 """
 
 from bckd.losses.functional import (
     binary_classification_distillation_loss,
     iou_localization_distillation_loss,
+    pearson_feature_distillation_loss,
 )
 from bckd.losses.modules import (
     BinaryClassificationDistillationLoss,
     IoULocalizationDistillationLoss,
+    PKDLoss,
 )
 
 __all__ = [
     "BinaryClassificationDistillationLoss",
     "IoULocalizationDistillationLoss",
+    "PKDLoss",
     "binary_classification_distillation_loss",
     "iou_localization_distillation_loss",
+    "pearson_feature_distillation_loss",
 ]

@@ -1,4 +1,4 @@
-"""The two BCKD distillation losses as pure functions over flattened priors.
+"""The BCKD distillation losses as pure functions over flattened priors, and PKD's feature loss.
 
 Yang et al., "Bridging Cross-task Protocol Inconsistency for Distillation in Dense Object
 Detection", ICCV 2023. Every prior ``i`` of every FPN level and image is one row; callers flatten
@@ -10,8 +10,14 @@ the levels once (``(B, C, H, W)`` per level -> ``(N, C)``) and pass all priors i
   weighted by the largest per-class score gap ``max_c |p_t - p_s|``.
 
 Both reduce like mmdet losses, ``sum_i weight_i * loss_i / avg_factor``, but without mmdet's eps
-in the denominator (callers clamp, ``max(1, num_pos)``). This module imports torch only, so the
-method can be read, tested and reused without mmdet or mmcv.
+in the denominator (callers clamp, ``max(1, num_pos)``).
+
+* PKD (Cao et al., "PKD: General Distillation Framework for Object Detectors via Pearson
+  Correlation Coefficient", NeurIPS 2022): MSE between channel-normalized FPN feature maps, i.e.
+  ``1 - r`` with ``r`` the Pearson correlation of each channel of student and teacher.
+
+This module imports torch only, so the methods can be read, tested and reused without mmdet or
+mmcv.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from torch import Tensor
 __all__ = [
     "binary_classification_distillation_loss",
     "iou_localization_distillation_loss",
+    "pearson_feature_distillation_loss",
 ]
 
 IOU_MODES = ("iou", "giou")
@@ -116,6 +123,51 @@ def iou_localization_distillation_loss(
         uncertainty = gap.abs_().amax(dim=1)  # (N,), u_i
     iou = _aligned_box_iou(student_boxes, teacher_boxes.detach(), mode=iou_mode, eps=eps)  # (N,)
     return _weighted_mean(uncertainty * (1.0 - iou), weight, avg_factor)
+
+
+def pearson_feature_distillation_loss(
+    student_feats: Tensor,
+    teacher_feats: Tensor,
+    per_image: bool = False,
+    eps: float = 1e-6,
+) -> Tensor:
+    """PKD on one feature level: ``mean((norm(F_s) - norm(F_t)) ** 2) / 2``.
+
+    ``norm`` gives each channel zero mean and unit standard deviation,
+    ``(x - mean) / (std + eps)``. As in the authors' code (mmrazor's ``PKDLoss``, copied into
+    CrossKD), the statistics of channel ``c`` are taken over the whole batch, all ``B*H*W``
+    values. Unlike that code, ``std`` is the population one (divisor ``M``, not ``M - 1``):
+    the loss is then exactly ``mean_c (1 - r_c)`` (``eps`` aside), ``r_c`` the Pearson
+    correlation of student and teacher in channel ``c`` (the unbiased one scales it by
+    ``(M - 1) / M``, which is 1/2 on a 1x1 level of two images), and it stays defined on a 1x1
+    level of one image, where the unbiased ``std`` is NaN. The loss ignores each channel's
+    scale and offset.
+
+    Args:
+        student_feats: ``Tensor[B, C, H, W]`` student features (after any channel adapter).
+        teacher_feats: ``Tensor[B, C, H, W]``, same shape; detached here.
+        per_image: take the statistics per image and channel over ``H*W`` instead of per
+            channel over the batch; the loss is then the mean over images and channels of
+            ``1 - r``.
+        eps: added to the standard deviation, as the authors' code does.
+
+    Returns:
+        Scalar tensor, the mean over all ``B*C*H*W`` elements.
+    """
+    if student_feats.ndim != 4 or teacher_feats.shape != student_feats.shape:
+        raise ValueError("PKD needs feature maps of one shape (B, C, H, W): "
+                         f"{student_feats.shape=} {teacher_feats.shape=}")
+    dims = (2, 3) if per_image else (0, 2, 3)
+    normed_s = _standardize(student_feats, dims, eps)
+    normed_t = _standardize(teacher_feats.detach(), dims, eps)
+    return F.mse_loss(normed_s, normed_t) / 2
+
+
+def _standardize(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
+    """``(x - mean) / (std + eps)``, mean and population std over ``dims`` (kept)."""
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True, correction=0)
+    return (x - mean) / (std + eps)
 
 
 def _aligned_box_iou(

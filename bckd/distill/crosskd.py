@@ -1,0 +1,305 @@
+"""CrossKD: the student's head features continue through the teacher's head.
+
+Wang et al., "CrossKD: Cross-Head Knowledge Distillation for Object Detection", CVPR 2024. A
+dense head of the supported kind is two towers of stacked convs (``cls_convs``, ``reg_convs``),
+each ending in a prediction conv, with a per-level ``Scale`` on the regression for GFL and ATSS.
+At depth ``d`` (``0 <= d <= stacked_convs``) CrossKD takes the student's tower features that
+enter the tower's layer ``d`` (layer ``stacked_convs`` is the prediction conv), runs them through
+the teacher's layers ``d, d+1, ...`` and its prediction convs (and ``Scale``), and distills the
+outputs of this cross-head path against the teacher's own predictions:
+
+* classification: BCDL, the QFL-style sigmoid BCE (CrossKD's ``KDQualityFocalLoss``), on every
+  valid prior, normalized by N, the student's positives;
+* box, GFL: KL between the box distributions (mmdet's ``KnowledgeDistillationKLDivLoss``),
+  each prior weighted by the teacher's top class score, normalized by the sum of those weights;
+* box, ATSS / RetinaNet: an IoU loss (``GIoULoss``) between the cross-head and teacher boxes,
+  both decoded with the teacher's coder and anchors, weighted as above, normalized by N.
+
+Following the official code, the student's features are first given the teacher's per-channel
+statistics (``align=True``) and, for ``d > 0``, passed through a ReLU. The teacher's layers get
+no gradient (their parameters are frozen) but pass it to the student's layers below depth ``d``.
+ATSS's centerness branch is not distilled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from mmdet.models.dense_heads import ATSSHead, GFLHead, RetinaHead
+from mmdet.registry import MODELS
+from torch import Tensor, nn
+
+from bckd.distill.dense_outputs import flatten_dense_outputs, flatten_level_maps, valid_priors
+
+__all__ = [
+    "TOWER_HEADS",
+    "CrossKD",
+    "TowerHead",
+    "align_channel_stats",
+    "cross_head_forward",
+    "tap_towers",
+    "tower_head",
+]
+
+TOWERS = ("cls", "reg")
+# Box losses over GFL's per-side distributions; any other box loss compares decoded boxes.
+DISTRIBUTION_LOSSES = ("KnowledgeDistillationKLDivLoss",)
+
+
+@dataclass(frozen=True)
+class TowerHead:
+    """The end of a stacked-conv head's two towers: its prediction convs' attribute names, and
+    whether ``forward_single`` applies ``scales[level]`` to the regression output."""
+
+    cls_out: str
+    reg_out: str
+    scaled: bool
+
+    def layer(self, head: nn.Module, tower: str, depth: int) -> nn.Module:
+        """The layer of ``tower`` ("cls" or "reg") at ``depth``: a tower conv, or past the last
+        one, the prediction conv."""
+        convs = getattr(head, f"{tower}_convs")
+        if depth < len(convs):
+            return convs[depth]
+        return getattr(head, self.cls_out if tower == "cls" else self.reg_out)
+
+
+# Exact types: a subclass may change forward_single (VFNetHead subclasses ATSSHead).
+TOWER_HEADS: dict[type, TowerHead] = {
+    GFLHead: TowerHead("gfl_cls", "gfl_reg", scaled=True),
+    ATSSHead: TowerHead("atss_cls", "atss_reg", scaled=True),
+    RetinaHead: TowerHead("retina_cls", "retina_reg", scaled=False),
+}
+
+
+def tower_head(role: str, head: nn.Module) -> TowerHead:
+    """The layout of ``head``; ``ValueError`` naming the head type when CrossKD cannot cut it."""
+    layout = TOWER_HEADS.get(type(head))
+    if layout is None:
+        supported = ", ".join(t.__name__ for t in TOWER_HEADS)
+        raise ValueError(f"CrossKD does not support the {role} head {type(head).__name__}: it "
+                         "needs stacked-conv towers ending in prediction convs, as in "
+                         f"{supported}")
+    return layout
+
+
+def _channels_out(head: nn.Module, tower: str, depth: int) -> int:
+    """Channels of the features that enter ``tower``'s layer at ``depth``."""
+    if depth == 0:
+        return head.in_channels
+    return getattr(head, f"{tower}_convs")[depth - 1].conv.out_channels
+
+
+def _channels_in(layer: nn.Module) -> int:
+    return layer.conv.in_channels if hasattr(layer, "conv") else layer.in_channels
+
+
+@contextmanager
+def tap_towers(head: nn.Module, layout: TowerHead, depth: int) -> Iterator[dict[str, list[Tensor]]]:
+    """Record, per tower and per FPN level, the input of the tower's layer at ``depth`` while
+    ``head`` runs its usual forward inside the ``with`` block (levels in call order).
+
+    Inputs, not outputs: a ConvModule's ReLU is in place, so a captured pre-activation would be
+    overwritten; the input of layer ``d`` is exactly what the teacher's layer ``d`` receives.
+    """
+    feats: dict[str, list[Tensor]] = {tower: [] for tower in TOWERS}
+    handles = [
+        layout.layer(head, tower, depth).register_forward_pre_hook(
+            lambda module, args, out=feats[tower]: out.append(args[0]))
+        for tower in TOWERS
+    ]
+    try:
+        yield feats
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def align_channel_stats(student: Tensor, teacher: Tensor, eps: float = 1e-6) -> Tensor:
+    """Give ``student`` (B, C, H, W) the per-channel mean and std of ``teacher`` (B, C, H, W).
+
+    ``(s - mean_s) / (std_s + eps) * std_t + mean_t``, statistics of each channel over all
+    ``B*H*W`` values: the official code's ``align_scale``, but with population stds (the
+    official unbiased ones give the same ratio, and NaN on a 1x1 level of a one-image batch).
+    The teacher's statistics are constants (detached).
+    """
+    dims = (0, 2, 3)
+    teacher = teacher.detach()
+    s_std = student.std(dims, keepdim=True, correction=0)
+    normed = (student - student.mean(dims, keepdim=True)) / (s_std + eps)
+    return normed * teacher.std(dims, keepdim=True, correction=0) + teacher.mean(dims, keepdim=True)
+
+
+def cross_head_forward(
+    teacher_head: nn.Module,
+    layout: TowerHead,
+    cls_feats: Sequence[Tensor],
+    reg_feats: Sequence[Tensor],
+    depth: int,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The teacher's layers from ``depth`` on, applied to per-level tower inputs.
+
+    Args:
+        cls_feats, reg_feats: per level (B, C_t, H_l, W_l), the inputs of the teacher's layer at
+            ``depth`` in each tower.
+
+    Returns:
+        Per level, (B, A*C, H_l, W_l) class logits and (B, A*R, H_l, W_l) regression, in the
+        teacher head's own encoding (what its ``forward`` returns as the first two outputs).
+    """
+    cls_scores, bbox_preds = [], []
+    for level, (cls_feat, reg_feat) in enumerate(zip(cls_feats, reg_feats, strict=True)):
+        for conv in teacher_head.cls_convs[depth:]:
+            cls_feat = conv(cls_feat)
+        for conv in teacher_head.reg_convs[depth:]:
+            reg_feat = conv(reg_feat)
+        cls_scores.append(getattr(teacher_head, layout.cls_out)(cls_feat))
+        bbox_pred = getattr(teacher_head, layout.reg_out)(reg_feat)
+        if layout.scaled:
+            bbox_pred = teacher_head.scales[level](bbox_pred).float()  # as forward_single
+        bbox_preds.append(bbox_pred)
+    return cls_scores, bbox_preds
+
+
+class CrossKD(nn.Module):
+    """The two CrossKD terms for one student/teacher pair of stacked-conv heads.
+
+    Holds the loss modules and the cut; it has no parameters. The teacher's head is passed to
+    each call and never stored, so it stays outside the student's module tree; the channel
+    adapters (when widths differ) belong to the detector, which keeps them out of checkpoints.
+
+    Args:
+        student_head, teacher_head: the two dense heads (checked here, not kept).
+        depth: the cut, ``0 <= depth <= stacked_convs``; ``None`` is the teacher's last tower
+            conv (the paper's GFL setting: index 3 of 4 stacked convs).
+        align: give the student's features the teacher's per-channel statistics first.
+        loss_cls: config of the classification term (BCDL), or ``None``.
+        loss_box: config of the box term: ``KnowledgeDistillationKLDivLoss`` over GFL's box
+            distributions, or a box loss such as ``GIoULoss`` over decoded boxes; or ``None``.
+        adapters: whether 1x1 channel adapters will bridge differing widths; without them a
+            width mismatch is refused here.
+    """
+
+    def __init__(
+        self,
+        student_head: nn.Module,
+        teacher_head: nn.Module,
+        depth: int | None,
+        align: bool,
+        loss_cls: dict | None,
+        loss_box: dict | None,
+        adapters: bool,
+    ) -> None:
+        super().__init__()
+        self.student_layout = tower_head("student", student_head)
+        self.teacher_layout = tower_head("teacher", teacher_head)
+        self.depth = len(teacher_head.cls_convs) - 1 if depth is None else depth
+        self.align = align
+        self.distribution = loss_box is not None and loss_box["type"] in DISTRIBUTION_LOSSES
+        self.loss_cls = MODELS.build(loss_cls) if loss_cls else None
+        self.loss_box = MODELS.build(loss_box) if loss_box else None
+        self.widths = self._check(student_head, teacher_head, adapters)
+
+    def _check(self, student: nn.Module, teacher: nn.Module,
+               adapters: bool) -> dict[str, tuple[int, int]]:
+        """Per tower, (student channels, teacher channels) at the cut; raises on misfits."""
+        depth = self.depth
+        for role, head in (("student", student), ("teacher", teacher)):
+            for tower in TOWERS:
+                convs = len(getattr(head, f"{tower}_convs"))
+                if not 0 <= depth <= convs:
+                    raise ValueError(f"crosskd_depth={depth} is outside the {role} head's "
+                                     f"{tower}_convs: 0 <= depth <= {convs}")
+        if self.distribution and not hasattr(teacher, "reg_max"):
+            raise ValueError(f"loss_distill_crosskd_box={DISTRIBUTION_LOSSES[0]} needs box "
+                             "distributions (a GFL-style teacher head); the teacher head is "
+                             f"{type(teacher).__name__}: use an IoU loss such as GIoULoss")
+        widths = {}
+        for tower in TOWERS:
+            have = _channels_out(student, tower, depth)
+            want = _channels_in(self.teacher_layout.layer(teacher, tower, depth))
+            if have != want and not adapters:
+                raise ValueError(f"CrossKD at depth {depth}: the student's {tower} tower gives "
+                                 f"{have} channels, the teacher's layer takes {want}; set "
+                                 "channel_adapters=True to bridge them with a trained 1x1 conv "
+                                 "(kept out of checkpoints)")
+            widths[tower] = (have, want)
+        return widths
+
+    def tap(self, head: nn.Module, role: str) -> AbstractContextManager[dict[str, list[Tensor]]]:
+        """``with crosskd.tap(head, "student") as feats``: the tower inputs at the cut."""
+        layout = self.student_layout if role == "student" else self.teacher_layout
+        return tap_towers(head, layout, self.depth)
+
+    def bridge(self, student: Tensor, teacher: Tensor, adapter: nn.Module | None) -> Tensor:
+        """A student tower input (B, C_s, H, W) -> the teacher layer's input (B, C_t, H, W)."""
+        x = adapter(student) if adapter is not None else student
+        if self.align:
+            x = align_channel_stats(x, teacher)
+        # Inside a tower the teacher's layers take ReLU outputs; the FPN features (depth 0) are
+        # not rectified.
+        return F.relu(x) if self.depth > 0 else x
+
+    def forward(
+        self,
+        teacher_head: nn.Module,
+        student_taps: dict[str, list[Tensor]],
+        teacher_taps: dict[str, list[Tensor]],
+        teacher_outs: tuple,
+        img_metas: list[dict],
+        num_pos: float,
+        adapters: dict[str, nn.Module],
+    ) -> dict[str, Tensor]:
+        """``loss_distill_crosskd_cls`` and ``loss_distill_crosskd_box``.
+
+        Args:
+            teacher_head: the frozen teacher's head.
+            student_taps, teacher_taps: per tower, per level (B, C, H_l, W_l), from :meth:`tap`.
+            teacher_outs: the teacher head's outputs (per-level logits, regression, ...).
+            num_pos: N, the student's positives (at least 1).
+            adapters: per tower ("cls", "reg"), the channel adapter, when there is one.
+        """
+        inputs = {
+            tower: [self.bridge(s, t, adapters.get(tower))
+                    for s, t in zip(student_taps[tower], teacher_taps[tower], strict=True)]
+            for tower in TOWERS
+        }
+        cross_cls, cross_reg = cross_head_forward(
+            teacher_head, self.teacher_layout, inputs["cls"], inputs["reg"], self.depth)
+        t_cls, t_reg = teacher_outs[0], teacher_outs[1]
+        channels = teacher_head.cls_out_channels
+        s_logits = flatten_level_maps(cross_cls, channels).reshape(-1, channels)  # (B*P, C)
+        t_logits = flatten_level_maps(t_cls, channels).reshape(-1, channels)
+        featmap_sizes = [tuple(m.shape[-2:]) for m in t_cls]
+        valid = valid_priors(teacher_head, featmap_sizes, img_metas, t_logits.device)
+        valid = valid.reshape(-1).to(s_logits.dtype)  # (B*P,)
+
+        losses: dict[str, Tensor] = {}
+        if self.loss_cls is not None:
+            losses["loss_distill_crosskd_cls"] = self.loss_cls(
+                s_logits, t_logits, weight=valid, avg_factor=num_pos)
+        if self.loss_box is not None:
+            # CrossKD weighs each prior's box by the teacher's top class score.
+            score = t_logits.detach().sigmoid().amax(dim=-1) * valid  # (B*P,)
+            if self.distribution:
+                losses["loss_distill_crosskd_box"] = self._distribution_loss(
+                    teacher_head, cross_reg, t_reg, score)
+            else:
+                cross = flatten_dense_outputs(teacher_head, cross_cls, cross_reg, img_metas)
+                target = flatten_dense_outputs(teacher_head, t_cls, t_reg, img_metas)
+                losses["loss_distill_crosskd_box"] = self.loss_box(
+                    cross.boxes.reshape(-1, 4), target.boxes.reshape(-1, 4),
+                    weight=score, avg_factor=num_pos)
+        return losses
+
+    def _distribution_loss(self, teacher_head: nn.Module, cross_reg: list[Tensor],
+                           t_reg: list[Tensor], score: Tensor) -> Tensor:
+        """KL over each side's ``reg_max + 1`` bins, ``sum_i s_i sum_k KL_ik / (4 sum_i s_i)``."""
+        bins = teacher_head.reg_max + 1
+        s_dist = flatten_level_maps(cross_reg, 4 * bins).reshape(-1, bins)  # (B*P*4, bins)
+        t_dist = flatten_level_maps(t_reg, 4 * bins).reshape(-1, bins)
+        weight = score[:, None].expand(-1, 4).reshape(-1)  # (B*P*4,)
+        return self.loss_box(s_dist, t_dist, weight=weight, avg_factor=4.0 * score.sum())
