@@ -29,8 +29,12 @@ sample standard deviation over seeds, and the share of the teacher-student gap c
 ``(mAP(method) - mAP(student)) / (mAP(teacher) - mAP(student))`` on the seed means. Written to
 ``<results>/reproduction.{json,md,png}`` (``reproduction_tiny.*`` with ``--tiny``) and logged to
 the same MLflow experiment as a run named ``<prefix>-summary``. Reported as measured: the order
-of the methods is whatever the runs give; two methods whose means differ by less than the sum
-of their standard deviations are marked as not separated by these seeds.
+of the methods is whatever the runs give. Two neighbours of that order are compared by seed
+(``bckd.evaluation.stats``, as ``bckd jobs compare`` does): the mean of the per-seed differences
+of mAP with its 95 % two-sided Student-t interval (n - 1 degrees of freedom over the n seeds
+both have); they are separated only when the interval excludes 0, and with a single shared seed
+the interval is undefined and said so. ``--restat FILE`` recomputes these from the runs recorded
+in a results JSON, without training.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from datetime import datetime
 from pathlib import Path
 
 from common import RESULTS, finish_machine, machine_info, print_table, write_json
+
+from bckd.evaluation.stats import PairedDifference, RunPoint, compare_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("gfl", "atss", "retinanet", "fcos", "rtmdet")
@@ -302,13 +308,51 @@ def collect(runs_plan: list[Run], runs: Runs) -> dict:
         for cell in methods.values():  # a teacher not above the student leaves no gap to close
             cell["gap_closed"] = (cell["mAP_mean"] - s_map) / gap if gap > 0 else math.nan
         cells[family] = {"teacher": teacher, "teacher_mAP": t_map, "student_mAP": s_map,
-                         "teacher_minus_student": t_map - s_map, "methods": methods}
+                         "teacher_minus_student": t_map - s_map, "methods": methods,
+                         "pairs": paired_mAP(per_run, family)}
     jobs = [j for r in runs_plan for j in runs.jobs.get(r.name, [])]
     starts = [j["started_at"] for j in jobs if j["started_at"]]
     ends = [j["ended_at"] for j in jobs if j["ended_at"]]
     return {"runs": per_run, "families": cells,
             "job_hours": sum(x["minutes"] for x in per_run) / 60,
             "first_started": min(starts, default=None), "last_ended": max(ends, default=None)}
+
+
+def paired_mAP(per_run: list[dict], family: str) -> list[dict]:
+    """The students of ``family`` paired by seed (``bckd.evaluation.stats``): per two methods
+    the mean mAP difference over their shared seeds with its 95 % Student-t interval. Only done
+    runs with a mAP count; the teacher (one seed) is not compared."""
+    points = [RunPoint(run_id=x["name"], method=x["method"], seed=x["seed"],
+                       value=None if math.isnan(x["mAP"]) else x["mAP"],
+                       status="FINISHED" if x["state"] == "done" else x["state"])
+              for x in per_run if x["family"] == family and x["method"] != "teacher"]
+    return [asdict(p) for p in compare_methods(points).pairs]
+
+
+def _pair(pairs: list[dict], a: str, b: str) -> PairedDifference | None:
+    """``a - b`` from the pairs of :func:`paired_mAP`, whichever way round it was stored."""
+    for p in pairs:
+        if (p["a"], p["b"]) == (a, b):
+            return PairedDifference(**{**p, "seeds": tuple(p["seeds"])})
+        if (p["a"], p["b"]) == (b, a):  # the other way round: negate, swap the bounds
+            return PairedDifference(
+                a, b, p["n"], tuple(p["seeds"]), -p["mean_diff"], p["std_diff"],
+                None if p["ci_high"] is None else -p["ci_high"],
+                None if p["ci_low"] is None else -p["ci_low"], p["separated"], p["confidence"])
+    return None
+
+
+def pair_note(family: str, a: str, b: str, pair: PairedDifference | None) -> str:
+    """One line on ``a - b``: the paired mean difference, its interval and the verdict."""
+    if pair is None:
+        return f"{family}: {a} and {b} share no seed: not compared"
+    head = (f"{family}: {a} - {b} = {pair.mean_diff:+.2f} mAP, paired over "
+            f"{pair.n} seed{'s' if pair.n != 1 else ''}")
+    if pair.separated is None:
+        return f"{head}: with one shared seed the interval is undefined, no verdict"
+    verdict = "separated" if pair.separated else "not separated"
+    return (f"{head}, {100 * pair.confidence:g} % interval [{pair.ci_low:+.2f}, "
+            f"{pair.ci_high:+.2f}]: {verdict}")
 
 
 def notes(cells: dict) -> list[str]:
@@ -329,12 +373,12 @@ def notes(cells: dict) -> list[str]:
         if order:
             out.append(f"{family}: measured order " + " > ".join(
                 f"{m} {methods[m]['mAP_mean']:.1f}" for m in order))
+        # neighbours in the measured order, paired by seed: separated only when the 95 %
+        # interval of the mean difference excludes 0 (a results JSON from before pairing has no
+        # "pairs": it is recomputed from its runs by --restat)
+        pairs = fam.get("pairs", [])
         for a, b in zip(order, order[1:], strict=False):
-            ca, cb = methods[a], methods[b]
-            diff = ca["mAP_mean"] - cb["mAP_mean"]
-            if diff <= ca["mAP_std"] + cb["mAP_std"]:
-                out.append(f"{family}: {a} and {b} differ by {diff:.2f} mAP, within the seed "
-                           f"spread ({ca['mAP_std']:.2f} + {cb['mAP_std']:.2f}): not separated")
+            out.append(pair_note(family, a, b, _pair(pairs, a, b)))
     return out
 
 
@@ -472,7 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-attempts", type=int, default=3)
     p.add_argument("--poll", type=float, default=None, help="seconds between looks (15; 3)")
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--restat", type=Path, default=None, metavar="JSON",
+                   help="recompute the paired statistics and notes of this results JSON (and "
+                   "the .md beside it) from the runs it records; trains nothing")
     args = p.parse_args(argv)
+    if args.restat is not None:
+        return restat(args.restat)
 
     base = TINY if args.tiny else Schedule()
     s = Schedule(**{**asdict(base), **{k: v for k, v in dict(
@@ -530,6 +579,29 @@ def main(argv: list[str] | None = None) -> int:
             stack.stop()
 
 
+def restat(path: Path) -> int:
+    """Recompute ``pairs`` and ``notes`` of a results JSON from the per-run mAPs it records, and
+    rewrite it (and the notes of the .md beside it). Everything measured is left as it was."""
+    report = json.loads(path.read_text())
+    for family, fam in report["families"].items():
+        fam["pairs"] = paired_mAP(report["runs"], family)
+    old, new = report["notes"], notes(report["families"])
+    report["notes"] = new
+    write_json(path, report)
+    md = path.with_suffix(".md")
+    if md.is_file():
+        text = md.read_text()
+        block = "".join(f"- {line}\n" for line in old)
+        if block in text:
+            md.write_text(text.replace(block, "".join(f"- {line}\n" for line in new)))
+            print(f"wrote {md}")
+        else:
+            print(f"{md}: its notes differ from {path.name}; left alone", file=sys.stderr)
+    for line in new:
+        print("  " + line)
+    return 0
+
+
 def report(result: dict, runs_plan: list[Run], s: Schedule, args, machine: dict, stem: str,
            mlflow_uri: str | None, wall_s: float, prefix: str) -> int:
     cells = result["families"]
@@ -552,7 +624,9 @@ def report(result: dict, runs_plan: list[Run], s: Schedule, args, machine: dict,
                   + "".join(f"- {line}\n" for line in said)
                   + f"\nmAP etc.: COCO bbox metrics x100 of the final epoch on {s.num_val} val "
                   "images; mean ± sample std over seeds; gap closed = (method - student) / "
-                  "(teacher - student) on seed means.\nMachine: "
+                  "(teacher - student) on seed means; neighbours in the measured order paired "
+                  "by seed: mean difference and its 95 % Student-t interval, separated when it "
+                  "excludes 0.\nMachine: "
                   f"{machine['cpu_count']} cores; jobs from {result['first_started']} to "
                   f"{result['last_ended']}, {result['job_hours']:.2f} h of job time, "
                   f"{args.parallel} at a time.\n")

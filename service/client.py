@@ -60,5 +60,6 @@ class Client:
     def configs(self) -> dict:
         return self._json(self.http.get("/v1/configs"))
 
-    def compare(self, experiment: str) -> dict:
-        return self._json(self.http.get(f"/v1/experiments/{experiment}/compare"))
+    def compare(self, experiment: str, metric: str | None = None) -> dict:
+        params = {"metric": metric} if metric else {}
+        return self._json(self.http.get(f"/v1/experiments/{experiment}/compare", params=params))

@@ -5,17 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from service.models import JobKind, JobStatus
 
 __all__ = [
-    "CompareRow", "ComparePublic", "ConfigPublic", "ConfigUpload", "ConfigsPublic", "Health",
-    "JobCreate", "JobLinks", "JobPublic", "JobsPublic", "LogsPublic", "Readiness", "Resources",
+    "CompareMethod", "ComparePair", "CompareRow", "ComparePublic", "ConfigPublic",
+    "ConfigUpload", "ConfigsPublic", "Health", "JobCreate", "JobLinks", "JobPublic", "JobsPublic",
+    "LogsPublic", "Readiness", "Resources",
 ]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-OverrideValue = str | int | float | bool | None | list[str | int | float | bool]
+OverrideValue = JsonValue  # any JSON: the config policy judges the merged config
 
 
 class Resources(BaseModel):
@@ -113,16 +114,52 @@ class CompareRow(BaseModel):
     run_name: str | None
     status: str
     job_id: str | None
-    params: dict[str, str]
-    metrics: dict[str, float]
+    params: dict[str, str]  # the run tags method/student/teacher/dataset, model, epochs, seed...
+    metrics: dict[str, float]  # as logged: COCO AP in [0, 1], -1 where COCO finds it undefined
     link: str
+    seed: int | None = None  # cfg.randomness.seed; None: no fixed seed
+    # What the statistics did with the run (bckd.evaluation.stats): paired and unpaired runs
+    # count in their method's mean, only paired ones in a difference, excluded ones in nothing.
+    use: Literal["paired", "unpaired", "excluded"] = "excluded"
+    note: str | None = None  # why unpaired or excluded
+
+
+class CompareMethod(BaseModel):
+    """One method over its counted runs (one per seed), in the unit of ``ComparePublic.unit``."""
+
+    method: str
+    n: int  # runs counted: the latest FINISHED run of each seed, plus unseeded FINISHED runs
+    mean: float
+    std: float | None  # sample standard deviation (n - 1); None with one run
+    seeds: list[int]
+    run_ids: list[str]
+
+
+class ComparePair(BaseModel):
+    """``a - b`` paired by seed: the mean of the per-seed differences and its Student-t
+    interval at ``ComparePublic.confidence`` (t quantile with n - 1 degrees of freedom)."""
+
+    a: str
+    b: str
+    n: int  # shared seeds
+    seeds: list[int]
+    mean_diff: float
+    std_diff: float | None  # sample std of the per-seed differences; None with one seed
+    ci_low: float | None  # None with fewer than 2 shared seeds: the interval is undefined
+    ci_high: float | None
+    separated: bool | None  # the interval excludes 0; None when it is undefined
 
 
 class ComparePublic(BaseModel):
     experiment: str
     experiment_id: str
     metric_keys: list[str]
-    runs: list[CompareRow]
+    runs: list[CompareRow]  # newest first
+    metric: str = "coco/bbox_mAP"  # the metric of methods and pairs
+    unit: str = "COCO points (x100)"
+    confidence: float = 0.95
+    methods: list[CompareMethod] = []  # highest mean first
+    pairs: list[ComparePair] = []  # every two methods sharing a seed, a before b in methods
 
 
 class Health(BaseModel):

@@ -1,25 +1,64 @@
-"""Compare the runs of an MLflow experiment: key params and COCO metrics, with run links."""
+"""Compare the runs of an MLflow experiment: key params and COCO metrics, with run links, and the
+seed statistics of the methods (``bckd.evaluation.stats``)."""
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from bckd.evaluation.stats import Comparison, RunPoint, compare_methods, parse_seed
 from service.deps import CurrentUser, SettingsDep
-from service.schemas import ComparePublic, CompareRow
+from service.schemas import CompareMethod, ComparePair, ComparePublic, CompareRow
 from service.tracking import get_tracking
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
+DEFAULT_METRIC = "coco/bbox_mAP"
+POINTS = 100.0  # COCO AP in [0, 1] is reported in points, as papers print it
+
+
+def _points(value: float | None) -> float | None:
+    """A COCO metric in points; ``None`` for a missing one or COCO's -1 (undefined: e.g. APs of a
+    set without small objects)."""
+    return None if value is None or value < 0 else POINTS * value
+
+
+def _run_point(row: dict, metric: str) -> RunPoint:
+    return RunPoint(run_id=row["run_id"], method=row["params"].get("method"),
+                    seed=parse_seed(row["params"].get("seed")),
+                    value=_points(row["metrics"].get(metric)), status=row["status"])
+
+
+def _statistics(rows: list[dict], metric: str) -> Comparison:
+    # Tracking.compare lists the runs start_time DESC: the first of a (method, seed) is the latest
+    return compare_methods([_run_point(r, metric) for r in rows])
+
 
 @router.get("/{experiment}/compare", response_model=ComparePublic)
-def compare(experiment: str = Path(max_length=128), *, _: CurrentUser,
-            settings: SettingsDep) -> ComparePublic:
+def compare(experiment: str = Path(max_length=128), *, user: CurrentUser, settings: SettingsDep,
+            metric: str = Query(DEFAULT_METRIC, max_length=250,
+                                description="the metric of the method statistics")
+            ) -> ComparePublic:
     tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
     try:
-        found = tracking.compare(experiment)
+        found = tracking.compare(experiment, None if user.admin else user.name)
     except Exception as err:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"MLflow: {err}") from err
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"experiment {experiment!r} not found")
     exp_id, rows = found
     keys = sorted({k for r in rows for k in r["metrics"]})
-    return ComparePublic(experiment=experiment, experiment_id=exp_id, metric_keys=keys,
-                         runs=[CompareRow(**r) for r in rows])
+    if metric != DEFAULT_METRIC and metric not in keys:  # a typo would give empty statistics
+        msg = (f"no run of {experiment!r} has the metric {metric!r}; "
+               f"known: {', '.join(keys) or 'none'}")
+        # FastAPI's own validation shape, as every other 422 of the API
+        raise HTTPException(422, [{"loc": ["query", "metric"], "msg": msg, "type": "value_error"}])
+    stats = _statistics(rows, metric)
+    runs = [CompareRow(**r, seed=parse_seed(r["params"].get("seed")), use=u.role, note=u.note)
+            for r, u in zip(rows, stats.runs, strict=True)]
+    return ComparePublic(
+        experiment=experiment, experiment_id=exp_id, metric_keys=keys, runs=runs, metric=metric,
+        confidence=stats.confidence,
+        methods=[CompareMethod(method=m.method, n=m.n, mean=m.mean, std=m.std,
+                               seeds=list(m.seeds), run_ids=list(m.run_ids))
+                 for m in stats.methods],
+        pairs=[ComparePair(a=p.a, b=p.b, n=p.n, seeds=list(p.seeds), mean_diff=p.mean_diff,
+                           std_diff=p.std_diff, ci_low=p.ci_low, ci_high=p.ci_high,
+                           separated=p.separated) for p in stats.pairs])
