@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
-__all__ = ["load_state_dict", "mmengine_safe_globals"]
+__all__ = ["load_state_dict", "mmengine_safe_globals", "weights_safe_globals"]
 
 
 def _numpy_globals() -> list:
@@ -32,8 +32,22 @@ def _numpy_globals() -> list:
 
 
 @contextmanager
+def weights_safe_globals() -> Iterator[None]:
+    """The narrowest allow-list that reads weights: tensors and numpy values, no callables.
+
+    For every checkpoint a request names (a teacher, ``load_from``, a pretrained backbone):
+    its bytes are not ours, and ``getattr`` in an allow-list lets a pickle reach attributes of
+    whatever else is allowed.
+    """
+    with torch.serialization.safe_globals(_numpy_globals()):
+        yield
+
+
+@contextmanager
 def mmengine_safe_globals() -> Iterator[None]:
-    """Allow-list the non-tensor types mmengine puts in its checkpoints, inside the block."""
+    """Allow-list the non-tensor types mmengine puts in its checkpoints, inside the block.
+
+    Only for the job's own checkpoints (a resume, the export of its final weights)."""
     # HistoryBuffer pickles its bound statistics methods as ``getattr(buffer, "min")``, and numpy
     # arrays in the message hub as ``_codecs.encode`` bytes: both must be allowed for a resume.
     with torch.serialization.safe_globals([HistoryBuffer, getattr, codecs.encode,
@@ -42,8 +56,10 @@ def mmengine_safe_globals() -> Iterator[None]:
 
 
 def load_state_dict(path: str, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The model weights of an mmengine checkpoint (or of a bare state dict file)."""
-    with mmengine_safe_globals():
+    """The model weights of a checkpoint or a bare state dict file, read with
+    :func:`weights_safe_globals` (a full training checkpoint with mmengine's message hub is
+    refused: export its weights, as every job does in ``final.pth``)."""
+    with weights_safe_globals():
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     state = checkpoint.get("state_dict", checkpoint)
     # Checkpoints saved from a DDP-wrapped model carry a "module." prefix.

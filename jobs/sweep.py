@@ -4,6 +4,7 @@
     bckd sweep configs/synth/bckd_gfl.py --num-samples 8        # alpha1, alpha2, beta; ASHA
     bckd sweep configs/synth/bckd_gfl.py --num-samples 16 --search optuna --search-space my.yaml
     python -m jobs.sweep configs/synth/bckd_gfl.py --num-samples 3 --name sweep_gfl
+    python -m jobs.sweep --spec JOB.json                        # a job file the service wrote
 
 Each trial is one `bckd train` job; its MLflow run nests under the sweep's parent run. Running
 the same --name again restores the sweep (finished trials kept, unfinished ones resumed).
@@ -24,8 +25,11 @@ __all__ = ["add_parser", "main", "run"]
 def _arguments(parser: argparse.ArgumentParser) -> None:
     from mmengine.config import DictAction
 
-    parser.add_argument("config", help="mmengine/mmdet config file (a BCKD config for the "
-                        "default search space)")
+    parser.add_argument("config", nargs="?", help="mmengine/mmdet config file (a BCKD config "
+                        "for the default search space)")
+    parser.add_argument("--spec", default=None, metavar="FILE",
+                        help="a job file written by the service: config, typed overrides, "
+                        "resources, trials, name and roots (instead of CONFIG and its options)")
     parser.add_argument("--num-samples", type=int, default=8,
                         help="trials sampled from the space (times each grid point) (8)")
     parser.add_argument("--search-space", default=None, metavar="FILE",
@@ -62,18 +66,39 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="iterations between a trial's progress lines and MLflow writes (10)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from bckd.tune.sweep import SweepSpec, run_sweep
+def _spec(args: argparse.Namespace):
+    from bckd.engine.jobfile import read_job_file
+    from bckd.tune.sweep import SweepSpec
 
-    spec = SweepSpec(
-        config=args.config, num_samples=args.num_samples, search_space=args.search_space,
-        scheduler=args.scheduler, search=args.search, max_concurrent=args.max_concurrent,
-        metric=args.metric, mode=args.mode, name=args.name, experiment=args.experiment,
-        address=args.address, num_workers=args.num_workers, cpus_per_worker=args.cpus_per_worker,
-        use_gpu=args.use_gpu, cfg_options=dict(args.cfg_options or {}), work_dir=args.work_dir,
-        grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed,
-        progress_interval=args.progress_interval)
-    result = run_sweep(spec)
+    common = dict(search_space=args.search_space, scheduler=args.scheduler, search=args.search,
+                  max_concurrent=args.max_concurrent, metric=args.metric, mode=args.mode,
+                  address=args.address, grace_period=args.grace_period,
+                  reduction_factor=args.reduction_factor, seed=args.seed,
+                  progress_interval=args.progress_interval)
+    if args.spec is None:
+        if args.config is None:
+            raise ValueError("give a CONFIG file, or --spec FILE")
+        return SweepSpec(
+            config=args.config, num_samples=args.num_samples, name=args.name,
+            experiment=args.experiment, num_workers=args.num_workers,
+            cpus_per_worker=args.cpus_per_worker, use_gpu=args.use_gpu,
+            cfg_options=dict(args.cfg_options or {}), work_dir=args.work_dir, **common)
+    if args.config is not None or args.cfg_options:
+        raise ValueError("--spec FILE holds the config and its overrides: give no CONFIG or "
+                         "--cfg-options with it")
+    job = read_job_file(args.spec)
+    return SweepSpec(
+        config=str(job.config_path()), num_samples=job.num_samples, name=job.name,
+        experiment=job.experiment, num_workers=job.num_workers,
+        cpus_per_worker=job.cpus_per_worker, use_gpu=job.gpus_per_worker > 0,
+        cfg_options=job.overrides, work_dir=job.run_dir, tags=job.tags, policy=job.policy(),
+        **common)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bckd.tune.sweep import run_sweep
+
+    result = run_sweep(_spec(args))
     print(f"bckd: sweep {result.name} {result.status} in {result.wall_s:.0f} s; "
           f"mlflow_run_id={result.parent_run_id}; best_run_id={result.best_run_id}", flush=True)
     if result.status == "FAILED":

@@ -4,6 +4,7 @@
     bckd train configs/synth/gfl_teacher.py                     # -> work_dirs/gfl_teacher/final.pth
     bckd train configs/synth/bckd_gfl.py --num-workers 2        # distills from that teacher
     python -m jobs.train configs/synth/bckd_gfl.py --name bckd_gfl --experiment synth
+    python -m jobs.train --spec JOB.json                        # a job file the service wrote
 
 Running the same --name again resumes from its last checkpoint. The job prints
 ``bckd: mlflow_run_id=<id>`` and writes ``<work_dir>/run.json``; see docs/JOBS.md.
@@ -23,7 +24,10 @@ __all__ = ["add_parser", "main", "run"]
 def _arguments(parser: argparse.ArgumentParser) -> None:
     from mmengine.config import DictAction
 
-    parser.add_argument("config", help="mmengine/mmdet config file")
+    parser.add_argument("config", nargs="?", help="mmengine/mmdet config file")
+    parser.add_argument("--spec", default=None, metavar="FILE",
+                        help="a job file written by the service: config, typed overrides, "
+                        "resources, name and roots (instead of CONFIG and its options)")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (1)")
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (nccl)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
@@ -46,16 +50,34 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="iterations between progress lines and MLflow writes (10)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from bckd.engine.launch import JobSpec, run_job
+def _spec(args: argparse.Namespace):
+    from bckd.engine.jobfile import read_job_file
+    from bckd.engine.launch import JobSpec
 
-    spec = JobSpec(
-        config=args.config, num_workers=args.num_workers, use_gpu=args.use_gpu,
-        cpus_per_worker=args.cpus_per_worker, cfg_options=dict(args.cfg_options or {}),
-        experiment=args.experiment, name=args.name, address=args.address,
-        work_dir=args.work_dir, storage_path=args.storage_path, max_failures=args.max_failures,
-        progress_interval=args.progress_interval)
-    result = run_job(spec)
+    common = dict(address=args.address, storage_path=args.storage_path,
+                  max_failures=args.max_failures, progress_interval=args.progress_interval)
+    if args.spec is None:
+        if args.config is None:
+            raise ValueError("give a CONFIG file, or --spec FILE")
+        return JobSpec(
+            config=args.config, num_workers=args.num_workers, use_gpu=args.use_gpu,
+            cpus_per_worker=args.cpus_per_worker, cfg_options=dict(args.cfg_options or {}),
+            experiment=args.experiment, name=args.name, work_dir=args.work_dir, **common)
+    if args.config is not None or args.cfg_options:
+        raise ValueError("--spec FILE holds the config and its overrides: give no CONFIG or "
+                         "--cfg-options with it")
+    job = read_job_file(args.spec)
+    return JobSpec(
+        config=str(job.config_path()), num_workers=job.num_workers,
+        use_gpu=job.gpus_per_worker > 0, cpus_per_worker=job.cpus_per_worker,
+        cfg_options=job.overrides, experiment=job.experiment, name=job.name,
+        work_dir=job.run_dir, tags=job.tags, policy=job.policy(), **common)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bckd.engine.launch import run_job
+
+    result = run_job(_spec(args))
     print(f"bckd: run {result.name} {result.status} in {result.wall_s:.0f} s; "
           f"mlflow_run_id={result.mlflow_run_id}; final={result.final_checkpoint}", flush=True)
     if result.status == "FAILED":

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Principal", "TokenTable", "add_token", "hash_token", "new_token",
            "write_admin_token"]
+
+
+OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a plain path component
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,10 @@ class TokenTable:
             parts = line.split()
             if len(parts) != 3 or parts[2] not in ("admin", "user") or len(parts[0]) != 64:
                 raise ValueError(f"tokens line {n}: expected '<sha256-hex> <name> admin|user'")
+            if not OWNER_NAME.match(parts[1]):
+                raise ValueError(f"tokens line {n}: name {parts[1]!r} must be letters, digits, "
+                                 "'_', '-' or '.', starting with a letter or digit (it names "
+                                 "the owner's directory)")
             self._by_hash[parts[0].lower()] = Principal(parts[1], parts[2] == "admin")
 
     @classmethod

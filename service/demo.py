@@ -94,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             return job["id"]
 
         teacher = submit("teacher", "train", "synth/gfl_teacher", args.teacher_epochs)
-        if follow(client, {"teacher": teacher})["teacher"]["status"] != "SUCCEEDED":
+        trained = follow(client, {"teacher": teacher})["teacher"]
+        if trained["status"] != "SUCCEEDED":
             print("the teacher failed; see `bckd jobs logs " + teacher + "`", file=sys.stderr)
             return 1
-        ckpt = f"work_dirs/{exp}-teacher/final.pth"  # written by jobs.train in the project root
+        # the teacher's weights as the job logged them to its MLflow run
+        ckpt = f"runs:/{trained['mlflow_run_id']}/checkpoints/final.pth"
         students = {
             "baseline": submit("baseline", "train", "synth/gfl_student", args.student_epochs),
             "bckd": submit("bckd", "distill", "synth/bckd_gfl", args.student_epochs,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from service.db import migrate
+from service.errors import Invalid
 from service.reconciler import Reconciler, Submitter
 from service.routes import api_router
 from service.settings import get_settings
@@ -54,6 +55,14 @@ class _TooLarge(Exception):
     pass
 
 
+async def invalid_field(request: Request, err: Invalid) -> JSONResponse:
+    """A refused field in FastAPI's own validation shape: ``detail[0].loc`` names it."""
+    where = "header" if err.field == "Idempotency-Key" else "body"
+    return JSONResponse({"detail": [{"loc": [where, *err.field.split(".")],
+                                     "msg": f"{err.field}: {err.msg}", "type": "value_error"}]},
+                        status_code=err.status)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
@@ -74,8 +83,12 @@ def create_app() -> FastAPI:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     app = FastAPI(title="bckd", version="1", lifespan=lifespan,
-                  description="BCKD distillation jobs on Ray, tracked in MLflow.")
+                  description="BCKD distillation jobs on Ray, tracked in MLflow.",
+                  # operationId = the route function's name: stable, short, and what the
+                  # OpenAPI links of POST /v1/jobs name
+                  generate_unique_id_function=lambda route: route.name)
     app.include_router(api_router)
+    app.add_exception_handler(Invalid, invalid_field)
     app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
     return app
 

@@ -6,10 +6,19 @@ import enum
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["TERMINAL", "Base", "Job", "JobKind", "JobStatus", "new_job_id", "utcnow"]
+__all__ = ["TERMINAL", "Base", "Job", "JobKind", "JobStatus", "Run", "new_job_id", "utcnow"]
 
 
 class JobKind(enum.StrEnum):
@@ -78,3 +87,24 @@ class Job(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+
+
+class Run(Base):
+    """One owner's named run: its directory, and the config every job of that name must have.
+
+    The key (owner, name) makes names unique per owner in the database itself. A job claims
+    the run by moving ``active_job_id`` from the value it read (a compare-and-set UPDATE), so of
+    two concurrent resubmissions exactly one trains in the directory.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (PrimaryKeyConstraint("owner", "name", name="pk_runs"),)
+
+    owner: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    experiment: Mapped[str] = mapped_column(String(128))
+    config_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the resolved config
+    config: Mapped[dict] = mapped_column(JSON)  # flat resolved config: names the keys of a 409
+    active_job_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

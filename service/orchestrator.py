@@ -8,27 +8,29 @@ answers once the row is committed; Ray is called from another thread (``submit_n
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bckd.engine.jobfile import JobFile
 from service.auth import Principal
 from service.db import session_scope
-from service.entrypoints import JobCommand, build_entrypoint
-from service.models import TERMINAL, Job, JobStatus, new_job_id, utcnow
-from service.ray_jobs import RayJobs, UnknownJob
+from service.entrypoints import build_entrypoint
+from service.errors import Invalid
+from service.models import TERMINAL, Job, JobStatus, Run, new_job_id, utcnow
+from service.owners import OwnerDirs
+from service.ray_jobs import ClusterTotals, RayJobs, UnknownJob
 from service.schemas import JobCreate
-from service.settings import Settings
+from service.settings import PROJECT_ROOT, Settings
 from service.tracking import Tracking
-from service.validation import Invalid, ValidatedJob
+from service.validation import ValidatedJob, validate_job
 
-__all__ = ["archive_logs", "cancel_job", "create_job", "reconcile_once", "submit_new",
-           "submit_row"]
+__all__ = ["archive_logs", "cancel_job", "create_job", "find_duplicate", "read_archive",
+           "reconcile_once", "submit_new", "submit_row"]
 
 log = logging.getLogger("bckd.service")
 RUN_ID_RE = re.compile(r"bckd: mlflow_run_id=([0-9a-f]{32})")
@@ -42,52 +44,62 @@ def aware(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
-def _resolve_teacher(req: JobCreate, job_id: str, v: ValidatedJob, settings: Settings,
-                     tracking: Tracking) -> None:
+def find_duplicate(session: Session, user: Principal, req: JobCreate, idem_key: str | None
+                   ) -> Job | None:
+    """The job of an earlier request with this key, answered before Ray or MLflow is asked;
+    409 if the key came with another body."""
+    found = _by_key(session, user.name, idem_key) if idem_key is not None else None
+    return _same_request(found, req) if found is not None else None
+
+
+def resolve_teacher(req: JobCreate, user: Principal, owner: OwnerDirs,
+                    tracking: Tracking) -> str | None:
+    """A ``runs:/<run id>/<path>`` teacher, downloaded into the owner's directory; only a run
+    of the caller's own, one an admin marked shared, or any run for an admin."""
     if req.teacher_ckpt is None or not req.teacher_ckpt.startswith("runs:/"):
-        return
+        return None
     run_id = req.teacher_ckpt.removeprefix("runs:/").split("/", 1)[0]
     try:
-        tracking.run(run_id)
+        run = tracking.run(run_id)
     except Exception as err:
         raise Invalid("teacher_ckpt", f"no MLflow run {run_id!r}") from err
+    if not user.admin and not tracking.visible_to(run, user.name):
+        raise Invalid("teacher_ckpt", f"no MLflow run {run_id!r}")  # as if absent: no leak
     try:
-        local = tracking.download(req.teacher_ckpt, settings.data_dir.resolve() / "teachers"
-                                  / job_id)
+        local = tracking.download(req.teacher_ckpt, owner.teacher_dir(req.teacher_ckpt))
     except Exception as err:
         raise Invalid("teacher_ckpt", f"cannot fetch {req.teacher_ckpt!r}: {err}") from err
-    v.cfg_options["model.teacher_ckpt"] = str(local)
+    return str(local)
 
 
-def create_job(session: Session, user: Principal, req: JobCreate, v: ValidatedJob,
-               idem_key: str | None, settings: Settings, tracking: Tracking
+def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
+               settings: Settings, tracking: Tracking, totals: ClusterTotals | None
                ) -> tuple[Job, bool]:
-    """Write the row (or find the one of an earlier request with this key); True if new."""
-    if idem_key is not None:
-        found = _by_key(session, user.name, idem_key)
-        if found is not None:
-            return _same_request(found, req), False
+    """Validate, claim the run's name, write the job file and the row; True if the job is new
+    (False: a concurrent request with the same key won, and this is its job)."""
     job_id = new_job_id()
-    _resolve_teacher(req, job_id, v, settings, tracking)
-    config_path = v.config_path
-    if v.upload is not None:
-        upload_dir = settings.data_dir.resolve() / "configs"
-        upload_dir.mkdir(parents=True, exist_ok=True)
-        path = upload_dir / f"{job_id}.json"
-        path.write_text(json.dumps(v.upload, indent=1))
-        config_path = str(path)
     name = req.name or job_id
-    cmd = JobCommand(kind=req.kind, config=config_path, name=name, experiment=req.experiment,
-                     num_workers=req.resources.num_workers,
-                     cpus_per_worker=req.resources.cpus_per_worker,
-                     gpus_per_worker=req.resources.gpus_per_worker,
-                     num_samples=req.num_samples, cfg_options=v.cfg_options)
+    owner = OwnerDirs.of(settings, user.name)
+    run_dir = owner.run_dir(name)
+    teacher = resolve_teacher(req, user, owner, tracking)
+    v = validate_job(req, settings, user.name, run_dir, teacher, totals)
+    _claim_run(session, user.name, name, req, v, job_id)
+    job_file = owner.job_file(job_id)
+    JobFile(kind=str(req.kind), name=name, experiment=req.experiment, owner=user.name,
+            run_dir=str(run_dir), configs_dir=str(settings.configs_dir.resolve()),
+            read_roots=[str(r) for r in settings.read_roots(user.name)],
+            base_dir=str(PROJECT_ROOT),
+            config_file=str(v.config_file) if v.config_file is not None else None,
+            config_data=v.config_data, overrides=v.overrides,
+            num_workers=req.resources.num_workers, cpus_per_worker=req.resources.cpus_per_worker,
+            gpus_per_worker=req.resources.gpus_per_worker, num_samples=req.num_samples,
+            tags={"bckd.owner": user.name, "bckd.job_id": job_id,
+                  "bckd.config_hash": v.config_hash}).write(job_file)
     job = Job(id=job_id, owner=user.name, idempotency_key=idem_key, kind=req.kind, name=name,
-              experiment=req.experiment, config=v.config_label if v.upload is None else
-              config_path, request=req.model_dump(mode="json"),
-              entrypoint=build_entrypoint(cmd, settings.job_python, settings.job_module),
-              status=JobStatus.PENDING, attempts=0, created_at=utcnow(),
-              cancel_requested=False)
+              experiment=req.experiment, config=v.config_label, request=req.model_dump(mode="json"),
+              entrypoint=build_entrypoint(req.kind, job_file, settings.job_python,
+                                          settings.job_module),
+              status=JobStatus.PENDING, attempts=0, created_at=utcnow(), cancel_requested=False)
     session.add(job)
     try:
         session.commit()
@@ -98,6 +110,45 @@ def create_job(session: Session, user: Principal, req: JobCreate, v: ValidatedJo
             raise
         return _same_request(found, req), False
     return job, True
+
+
+def _claim_run(session: Session, owner: str, name: str, req: JobCreate, v: ValidatedJob,
+               job_id: str) -> None:
+    """Make ``job_id`` the one job of the run (owner, name), or refuse with 409.
+
+    A new name creates the run (the primary key settles a race). A known name is a rerun: it
+    resumes only with the same resolved config, and only when the run's last job has ended;
+    the claim is a compare-and-set on ``active_job_id``, so two racing reruns cannot both win.
+    """
+    run = session.get(Run, (owner, name))
+    if run is None:
+        session.add(Run(owner=owner, name=name, kind=str(req.kind), experiment=req.experiment,
+                        config_hash=v.config_hash, config=v.resolved, active_job_id=job_id,
+                        created_at=utcnow()))
+        try:
+            session.commit()
+            return
+        except IntegrityError:  # the same name, submitted at the same moment
+            session.rollback()
+            run = session.get(Run, (owner, name))
+    if run.config_hash != v.config_hash:
+        changed = sorted(k for k in set(run.config) | set(v.resolved)
+                         if run.config.get(k) != v.resolved.get(k))
+        shown = ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else "")
+        raise Invalid("name", f"run {name!r} exists with another config (differs in: {shown}); "
+                      "a rerun resumes only with the same config: choose a new name", 409)
+    previous = run.active_job_id
+    active = session.get(Job, previous) if previous else None
+    if active is not None and active.status not in TERMINAL:
+        raise Invalid("name", f"run {name!r} has an unfinished job {active.id}", 409)
+    claimed = session.execute(
+        update(Run).where(Run.owner == owner, Run.name == name,
+                          Run.active_job_id.is_(None) if previous is None
+                          else Run.active_job_id == previous)
+        .values(active_job_id=job_id)).rowcount
+    session.commit()
+    if claimed != 1:
+        raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
 
 
 def _same_request(job: Job, req: JobCreate) -> Job:
@@ -164,18 +215,18 @@ def _finish(session: Session, job: Job, status: JobStatus, message: str | None) 
     session.commit()
 
 
-def archive_logs(settings: Settings, job_id: str, text: str) -> None:
-    """Durable copy of a job's log (Ray's dies with the cluster)."""
-    d = settings.data_dir.resolve() / "logs"
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f"{job_id}.log.tmp"
+def archive_logs(settings: Settings, job: Job, text: str) -> None:
+    """Durable copy of a job's log (Ray's dies with the cluster), in its owner's directory."""
+    path = OwnerDirs.of(settings, job.owner).log_file(job.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".log.tmp")
     tmp.write_text(text)
-    tmp.replace(d / f"{job_id}.log")
+    tmp.replace(path)
 
 
-def read_archive(settings: Settings, job_id: str) -> str | None:
-    p = settings.data_dir.resolve() / "logs" / f"{job_id}.log"
-    return p.read_text(errors="replace") if p.exists() else None
+def read_archive(settings: Settings, job: Job) -> str | None:
+    path = OwnerDirs.of(settings, job.owner).log_file(job.id)
+    return path.read_text(errors="replace") if path.exists() else None
 
 
 def _ts(ms: int | None) -> datetime | None:
@@ -214,7 +265,7 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
     except Exception:
         text = None
     if text is not None:
-        archive_logs(settings, job.id, text)
+        archive_logs(settings, job, text)
         if job.mlflow_run_id is None and (m := RUN_ID_RE.search(text)):
             job.mlflow_run_id = m.group(1)
             if tracking is not None:

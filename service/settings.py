@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PROJECT_ROOT", "Settings", "get_settings"]
@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     mlflow_uri: str = "http://127.0.0.1:5000"  # tracking server the jobs log to
     mlflow_public_url: str = ""  # public link to the MLflow UI; empty: mlflow_uri
     configs_dir: Path = PROJECT_ROOT / "configs"  # trusted configs shipped with the product
-    # Paths a request may name (data sets, checkpoints); the data dir is always allowed.
+    # Shared paths every request may read (data sets, checkpoints), besides its owner's own
+    # directory under data_dir/owners; the rest of data_dir (tokens, database) never.
     data_roots: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "data",
                                                             PROJECT_ROOT / "work_dirs"])
     tokens_file: Path | None = None  # lines "<sha256-hex> <name> <role>"
@@ -47,8 +48,24 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'service.db'}"
 
     @property
-    def allowed_roots(self) -> list[Path]:
-        return [p.resolve() for p in [*self.data_roots, self.data_dir]]
+    def owners_dir(self) -> Path:
+        return self.data_dir.resolve() / "owners"
+
+    def read_roots(self, owner: str) -> list[Path]:
+        """What a request of ``owner`` may read: the shared data roots and its own directory."""
+        return [*(p.resolve() for p in self.data_roots), self.owners_dir / owner]
+
+    @model_validator(mode="after")
+    def _data_roots_apart_from_state(self) -> Settings:
+        # A data root that holds the data dir would expose tokens, the database and every
+        # owner's runs to every request; one inside it would mix shared and private files.
+        state = self.data_dir.resolve()
+        for root in self.data_roots:
+            root = root.resolve()
+            if state.is_relative_to(root) or root.is_relative_to(state):
+                raise ValueError(f"BCKD_DATA_ROOTS: {root} overlaps the service's data dir "
+                                 f"{state}; keep data roots apart from it")
+        return self
 
 
 @lru_cache

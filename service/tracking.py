@@ -6,12 +6,18 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["Tracking", "get_tracking"]
+__all__ = ["OWNER_TAG", "SHARED_TAG", "Tracking", "get_tracking"]
+
+OWNER_TAG = "bckd.owner"
+SHARED_TAG = "bckd.shared"
 
 # What a comparison shows of each run: run tags set by jobs.train, then a few flat params.
 KEY_TAGS = ("method", "student", "teacher", "dataset")
 KEY_PARAMS = {"model": "cfg.model.type", "epochs": "cfg.train_cfg.max_epochs",
-              "lr": "cfg.optim_wrapper.optimizer.lr", "config": "config"}
+              "lr": "cfg.optim_wrapper.optimizer.lr", "config": "config",
+              # randomness.seed of the config ("None" when unset): the pairing key of the
+              # compare statistics (bckd.evaluation.stats)
+              "seed": "cfg.randomness.seed"}
 
 
 class Tracking:
@@ -47,12 +53,30 @@ class Tracking:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
                                                         tracking_uri=self.uri))
 
-    def compare(self, experiment: str) -> tuple[str, list[dict]] | None:
+    @staticmethod
+    def visible_to(run, viewer: str) -> bool:
+        """A run is its owner's (tag ``bckd.owner``, set by the job from its job file), and
+        everyone's once an admin marked it shared."""
+        tags = run.data.tags
+        return tags.get(OWNER_TAG) == viewer or tags.get(SHARED_TAG) == "true"
+
+    def set_shared(self, run_id: str, shared: bool) -> None:
+        self.client.set_tag(run_id, SHARED_TAG, "true" if shared else "false")
+
+    def compare(self, experiment: str, viewer: str | None) -> tuple[str, list[dict]] | None:
+        """The experiment's runs that ``viewer`` may see (all of them for ``None``, an admin);
+        None when the experiment does not exist or holds none of them."""
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             return None
-        runs = self.client.search_runs([exp.experiment_id], max_results=500,
-                                       order_by=["attributes.start_time DESC"])
+        # MLflow's filter has no OR: one search for the viewer's runs, one for shared runs
+        filters = [""] if viewer is None else [f"tags.`{OWNER_TAG}` = '{viewer}'",
+                                               f"tags.`{SHARED_TAG}` = 'true'"]
+        found = {r.info.run_id: r for f in filters for r in self.client.search_runs(
+            [exp.experiment_id], filter_string=f, max_results=500)}
+        if viewer is not None and not found:
+            return None  # not an experiment of theirs: as if it did not exist
+        runs = sorted(found.values(), key=lambda r: r.info.start_time or 0, reverse=True)
         rows = []
         for r in runs:
             metrics = {k: v for k, v in r.data.metrics.items()

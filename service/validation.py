@@ -1,49 +1,48 @@
 """Checks of a JobCreate before anything reaches Ray; each failure names the offending field.
 
-Configs under ``configs/`` are trusted code shipped with the product, so they are loaded with
-mmengine (which executes ``.py`` configs). Uploaded configs are data only: parsed with
-``yaml.safe_load`` / ``json.loads``, never executed, and refused if they could pull code in
-(``_base_``, ``custom_imports``).
+The request's own fields are checked here; its config, with every override applied, goes
+through the one config policy (:mod:`bckd.engine.policy`) that the job applies again before it
+builds anything. Shipped configs (``configs/**.py``) are trusted code and are loaded with
+mmengine; an uploaded config is data, parsed and never executed.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-from fastapi import HTTPException, status
-
+from bckd.engine.config import (
+    MISSING,
+    apply_overrides,
+    flatten_config,
+    lookup,
+    parse_config_data,
+)
+from bckd.engine.policy import ConfigPolicy, PolicyError, Roots
+from service.errors import Invalid
 from service.models import JobKind
 from service.ray_jobs import ClusterTotals
 from service.schemas import JobCreate
 from service.settings import PROJECT_ROOT, Settings
 
-__all__ = ["Invalid", "ValidatedJob", "list_configs", "load_trusted_config", "validate_job"]
+__all__ = ["DISTILLER", "ValidatedJob", "is_distill_config", "list_configs", "validate_job"]
 
 DISTILLER = "BCKDDetector"
-PATH_KEYS = ("data_root", "ann_file", "load_from", "teacher_ckpt", "resume_from")  # key endings
-# An upload may not pull code in: no _base_ (.py bases run), custom_imports only of the product.
-TRUSTED_IMPORTS = re.compile(r"^(bckd|mmdet)(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-def Invalid(field: str, msg: str, code: int = status.HTTP_422_UNPROCESSABLE_CONTENT
-            ) -> HTTPException:
-    """A 4xx in FastAPI's own validation shape: ``detail[0].loc`` names the field."""
-    return HTTPException(code, [{"loc": ["body", *field.split(".")], "msg": f"{field}: {msg}",
-                                 "type": "value_error"}])
 
 
 @dataclass
 class ValidatedJob:
-    config_path: str  # what the job opens, relative to the project root when under configs/
-    config_label: str
-    cfg_options: dict[str, str] = field(default_factory=dict)
-    upload: dict | None = None  # the parsed upload, stored as JSON by the caller
+    config_label: str  # the config's name, or "upload"
+    config_file: Path | None  # a shipped config
+    config_data: dict | None  # or an upload, as data
+    overrides: dict[str, Any]  # typed, with data_root and teacher_ckpt folded in
+    resolved: dict[str, str]  # the resolved config, flat: what a rerun must match
+    config_hash: str
 
 
 def list_configs(configs_dir: Path) -> list[tuple[str, Path]]:
@@ -76,99 +75,65 @@ def resolve_config(configs_dir: Path, name: str) -> Path:
 def _load(path: str, mtime: float) -> dict:
     from mmengine.config import Config
 
-    # custom_imports (bckd.losses, torch, mmdet) are the job's business, not the API's
     return Config.fromfile(path, import_custom_modules=False, format_python_code=False).to_dict()
 
 
 def load_trusted_config(path: Path) -> dict:
+    """A shipped config as a dict (cached per file version): a copy the caller may change."""
     try:
-        return _load(str(path), path.stat().st_mtime)
+        return copy.deepcopy(_load(str(path), path.stat().st_mtime))
     except Exception as err:  # a broken shipped config: name it rather than a 500
         raise Invalid("config", f"{path.name} failed to load: {type(err).__name__}: {err}"
                       ) from err
 
 
-def parse_upload(fmt: str, content: str) -> dict:
-    try:
-        data = yaml.safe_load(content) if fmt == "yaml" else json.loads(content)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise Invalid("config_upload.content", f"not valid {fmt}: {err}") from err
-    if not isinstance(data, dict):
-        raise Invalid("config_upload.content", "must be a mapping of config keys")
-    if "_base_" in data:
-        raise Invalid("config_upload.content._base_",
-                      "not allowed in an uploaded config (a base config is code)")
-    if "custom_imports" in data:
-        ci = data["custom_imports"]
-        imports = ci.get("imports") if isinstance(ci, dict) else None
-        imports = [imports] if isinstance(imports, str) else imports
-        if not isinstance(imports, list) or not all(
-                isinstance(m, str) and TRUSTED_IMPORTS.match(m) for m in imports):
-            raise Invalid("config_upload.content.custom_imports",
-                          "only modules of bckd or mmdet may be imported by an upload")
-    if not isinstance(data.get("model"), dict):
-        raise Invalid("config_upload.content.model", "an uploaded config needs a model mapping")
-    try:
-        json.dumps(data)
-    except (TypeError, ValueError) as err:
-        raise Invalid("config_upload.content", f"not JSON-representable: {err}") from err
-    return data
+def is_distill_config(path: Path) -> bool:
+    model = load_trusted_config(path).get("model")
+    return isinstance(model, dict) and model.get("type") == DISTILLER
 
 
-_MISSING = object()
+def _field(key: str, req: JobCreate, injected: dict[str, str]) -> str:
+    """The request field a policy error at config ``key`` came from."""
+    for option in [*req.overrides, *injected]:
+        name = option.removeprefix("+")
+        if key == name or key.startswith(name + ".") or (key and name.startswith(key + ".")):
+            return injected.get(option) or f"overrides.{option}"
+    if key == "config":
+        return "config" if req.config is not None else "config_upload"
+    base = "config" if req.config is not None else "config_upload.content"
+    return f"{base}.{key}" if key else base
 
 
-def _lookup(cfg: Any, dotted: str) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list | tuple) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+def _folded_options(req: JobCreate, cfg: Any, teacher: str | None) -> dict[str, str]:
+    """Config keys set from the request's own fields -> that field (for error locations)."""
+    injected: dict[str, str] = {}
+    if req.data_root is not None:
+        if isinstance(cfg.get("data_root"), str):  # the configs' own variable, as mmdet's have
+            injected["data_root"] = "data_root"
+        for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            if lookup(cfg, f"{split}.dataset.data_root") is not MISSING:
+                injected[f"{split}.dataset.data_root"] = "data_root"
+        for ev in ("val_evaluator", "test_evaluator"):
+            if isinstance(lookup(cfg, f"{ev}.ann_file"), str):
+                injected[f"{ev}.ann_file"] = "data_root"
+    if teacher is not None:
+        injected["model.teacher_ckpt"] = "teacher_ckpt"
+    return injected
+
+
+def _options(req: JobCreate, cfg: Any, injected: dict[str, str], teacher: str | None
+             ) -> dict[str, Any]:
+    options: dict[str, Any] = dict(req.overrides)
+    for key, source in injected.items():
+        if key in options or f"+{key}" in options:  # one setting, one name
+            raise Invalid(f"overrides.{key}", f"also set by the request's {source}; give one")
+        if source == "teacher_ckpt":
+            options[key] = teacher
+        elif key.endswith("ann_file"):
+            options[key] = str(Path(req.data_root) / "annotations" / Path(lookup(cfg, key)).name)
         else:
-            return _MISSING
-    return node
-
-
-def _literal(value: Any) -> str:
-    """A value as mmengine's ``--cfg-options k=v`` parser reads it back."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ",".join(_literal(v) for v in value) + "]"
-    return str(value)
-
-
-def _check_type(key: str, old: Any, new: Any) -> None:
-    ok = True
-    if isinstance(old, bool):
-        ok = isinstance(new, bool)
-    elif isinstance(old, int | float):
-        ok = isinstance(new, int | float) and not isinstance(new, bool)
-    elif isinstance(old, dict):
-        ok = False  # replacing a whole section by a scalar breaks the config
-    elif isinstance(old, list | tuple):
-        ok = isinstance(new, list)
-    if not ok:
-        raise Invalid(f"overrides.{key}",
-                      f"value {new!r} does not fit the config's {type(old).__name__} {old!r}")
-
-
-def check_path(settings: Settings, fld: str, value: str, must_exist: bool = True) -> Path:
-    if not value:
-        raise Invalid(fld, "empty path")
-    try:
-        path = Path(value)
-        path = (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
-        exists = path.exists()
-    except (OSError, ValueError) as err:  # a name too long, or with a NUL byte
-        raise Invalid(fld, f"{value!r} is not a valid path: {err}") from err
-    if not any(path.is_relative_to(root) for root in settings.allowed_roots):
-        roots = ", ".join(str(r) for r in settings.allowed_roots)
-        raise Invalid(fld, f"{value!r} is outside the allowed data roots ({roots})")
-    if must_exist and not exists:
-        raise Invalid(fld, f"{value!r} does not exist")
-    return path
+            options[key] = req.data_root.rstrip("/") + "/"
+    return options
 
 
 def check_resources(req: JobCreate, totals: ClusterTotals) -> None:
@@ -191,12 +156,13 @@ def check_resources(req: JobCreate, totals: ClusterTotals) -> None:
                       f"cluster's {totals.gpus} GPUs")
 
 
-def _num_classes(model: dict) -> Any:
+def _num_classes(model: Any) -> Any:
     head = model.get("bbox_head") if isinstance(model, dict) else None
     return head.get("num_classes") if isinstance(head, dict) else None
 
 
-def _check_distill(req: JobCreate, cfg: dict, settings: Settings) -> None:
+def _check_kind(req: JobCreate, cfg: dict) -> bool:
+    """The kind fits the config; True for a distillation config."""
     model = cfg.get("model", {})
     is_distill = isinstance(model, dict) and model.get("type") == DISTILLER
     if req.kind == JobKind.distill and not is_distill:
@@ -205,66 +171,54 @@ def _check_distill(req: JobCreate, cfg: dict, settings: Settings) -> None:
         raise Invalid("kind", f"this config is a {DISTILLER}; submit it as kind distill")
     if not is_distill and req.teacher_ckpt:
         raise Invalid("teacher_ckpt", f"only a {DISTILLER} config takes a teacher checkpoint")
-    if not is_distill:
-        return
-    teacher = model.get("teacher")
-    if isinstance(teacher, str) and teacher.endswith(".py"):
-        tpath = Path(teacher)
-        if tpath.resolve().is_relative_to(settings.configs_dir.resolve()) and tpath.is_file():
-            teacher = load_trusted_config(tpath).get("model")
-    student = model.get("student")
-    if isinstance(teacher, dict) and isinstance(student, dict):
-        t, s = _num_classes(teacher), _num_classes(student)
-        if t is not None and s is not None and t != s:
-            raise Invalid("config", f"teacher/student mismatch: teacher has {t} classes, "
-                          f"student {s}")
+    return is_distill
 
 
-def validate_job(req: JobCreate, settings: Settings, totals: ClusterTotals | None
-                 ) -> ValidatedJob:
+def _check_classes(model: dict) -> None:
+    from bckd.distill import teacher_model_config  # the policy has checked the teacher config
+
+    teacher, student = teacher_model_config(model.get("teacher")), model.get("student")
+    t, s = _num_classes(teacher), _num_classes(student)
+    if t is not None and s is not None and t != s:
+        raise Invalid("config", f"teacher/student mismatch: teacher has {t} classes, student {s}")
+
+
+def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
+                 teacher: str | None, totals: ClusterTotals | None) -> ValidatedJob:
+    """Check a request whose run will live in ``run_dir``; ``teacher`` is its teacher
+    checkpoint as a local path (a ``runs:/`` reference already downloaded)."""
+    from mmengine.config import Config
+
     if (req.config is None) == (req.config_upload is None):
         raise Invalid("config", "give exactly one of config (a name) or config_upload")
+    if req.teacher_ckpt is not None and teacher is None:
+        teacher = req.teacher_ckpt
+    policy = ConfigPolicy(settings.configs_dir, Roots(
+        read=tuple(settings.read_roots(owner)), write=run_dir.resolve(), base=PROJECT_ROOT))
     if req.config is not None:
-        path = resolve_config(settings.configs_dir, req.config)
-        cfg = load_trusted_config(path)
-        try:
-            rel = str(path.relative_to(PROJECT_ROOT))  # the job runs in the project root
-        except ValueError:
-            rel = str(path)
-        out = ValidatedJob(config_path=rel, config_label=req.config)
+        file = resolve_config(settings.configs_dir, req.config)
+        data, label = load_trusted_config(file), req.config
     else:
-        cfg = parse_upload(req.config_upload.format, req.config_upload.content)
-        out = ValidatedJob(config_path="", config_label="upload", upload=cfg)
-
-    _check_distill(req, cfg, settings)
-
-    for key, value in req.overrides.items():
-        old = _lookup(cfg, key)
-        if old is _MISSING:
-            raise Invalid(f"overrides.{key}", "no such key in the config")
-        _check_type(key, old, value)
-        if key.rsplit(".", 1)[-1] in PATH_KEYS and isinstance(value, str):
-            check_path(settings, f"overrides.{key}", value)
-        out.cfg_options[key] = _literal(value)
-
-    if req.data_root is not None:
-        root = check_path(settings, "data_root", req.data_root)
-        if not root.is_dir():
-            raise Invalid("data_root", f"{req.data_root!r} is not a directory")
-        for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            if _lookup(cfg, f"{split}.dataset.data_root") is not _MISSING:
-                out.cfg_options[f"{split}.dataset.data_root"] = f"{root}/"
-        for ev in ("val_evaluator", "test_evaluator"):
-            ann = _lookup(cfg, f"{ev}.ann_file")
-            if isinstance(ann, str):
-                out.cfg_options[f"{ev}.ann_file"] = str(root / "annotations" / Path(ann).name)
-
-    if req.teacher_ckpt is not None and not req.teacher_ckpt.startswith("runs:/"):
-        ckpt = check_path(settings, "teacher_ckpt", req.teacher_ckpt)
-        if not ckpt.is_file():
-            raise Invalid("teacher_ckpt", f"{req.teacher_ckpt!r} is not a file")
-        out.cfg_options["model.teacher_ckpt"] = str(ckpt)
-
+        file, label = None, "upload"
+        try:
+            data = parse_config_data(req.config_upload.content, req.config_upload.format)
+        except PolicyError as err:
+            raise Invalid(_field(err.key, req, {}), err.message) from None
+    distill = _check_kind(req, data)
+    injected = _folded_options(req, data, teacher)
+    options = _options(req, data, injected, teacher)
+    try:
+        cfg = apply_overrides(Config(copy.deepcopy(data)), options, policy,
+                              trusted=file is not None)
+    except PolicyError as err:
+        raise Invalid(_field(err.key, req, injected), err.message) from None
+    resolved = cfg.to_dict()
+    if distill:
+        _check_classes(resolved["model"])
+    if req.data_root is not None and not (PROJECT_ROOT / req.data_root).is_dir():
+        raise Invalid("data_root", f"{req.data_root!r} is not a directory")
     if totals is not None:
         check_resources(req, totals)
-    return out
+    flat = {**flatten_config(resolved), "kind": str(req.kind), "experiment": req.experiment}
+    digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
+    return ValidatedJob(label, file, data if file is None else None, options, flat, digest)

@@ -10,43 +10,56 @@ against the driver's working directory, because Ray workers do not share it.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from mmengine.config import Config, ConfigDict
+from mmengine.utils import import_modules_from_strings
+
+from bckd.engine.policy import ConfigPolicy, PolicyError, check_config
 
 __all__ = [
+    "MISSING",
     "RunInfo",
+    "apply_overrides",
     "check_dataset",
     "check_override_keys",
+    "check_override_value",
     "check_teacher",
     "describe_run",
     "flatten_config",
+    "init_registries",
     "load_config",
+    "lookup",
+    "parse_config_data",
     "resolve_paths",
 ]
 
-_MISSING = object()
+MISSING = object()
 
 
-def _lookup(cfg: Any, parts: list[str]) -> Any:
-    """The value at a dotted path (list items by integer index), or ``_MISSING``."""
+def lookup(cfg: Any, dotted: str) -> Any:
+    """The value at a dotted key (list items by integer index, negative from the end), or
+    :data:`MISSING`. The empty key is the whole config."""
     node = cfg._cfg_dict if isinstance(cfg, Config) else cfg
-    for part in parts:
+    for part in dotted.split(".") if dotted else []:
         if isinstance(node, Mapping):
             if part not in node:
-                return _MISSING
+                return MISSING
             node = node[part]
-        elif isinstance(node, (list, tuple)) and part.lstrip("-").isdigit():
+        elif isinstance(node, list | tuple) and part.lstrip("-").isdigit():
             index = int(part)
             if not -len(node) <= index < len(node):
-                return _MISSING
+                return MISSING
             node = node[index]
         else:
-            return _MISSING
+            return MISSING
     return node
 
 
@@ -63,39 +76,112 @@ def check_override_keys(cfg: Config, options: Mapping[str, Any]) -> dict[str, An
         name = key.removeprefix("+")
         parts = name.split(".")
         if add:
-            parent = _lookup(cfg, parts[:-1])
+            parent = lookup(cfg, name.rpartition(".")[0])
             if not isinstance(parent, Mapping):
-                raise ValueError(f"--cfg-options {name}: {'.'.join(parts[:-1])!r} is not a dict "
-                                 "in the config")
-        elif _lookup(cfg, parts) is _MISSING:
+                raise PolicyError(name, f"override {name!r}: {'.'.join(parts[:-1])!r} is not a "
+                                  "dict in the config")
+        elif lookup(cfg, name) is MISSING:
             hint = _closest_existing(cfg, parts)
-            raise ValueError(f"--cfg-options key {name!r} does not exist in the config "
-                             f"({hint}); prefix it with '+' to add a new key")
+            raise PolicyError(name, f"override key {name!r} does not exist in the config "
+                              f"({hint}); prefix it with '+' to add a new key")
         merged[name] = value
     return merged
 
 
+def check_override_value(key: str, old: Any, new: Any) -> None:
+    """An override keeps the kind of value it replaces: a number stays a number, a flag a flag,
+    a list a list, and a whole section is not replaced by a scalar."""
+    if old is MISSING or old is None:
+        return
+    if isinstance(old, bool):
+        ok = isinstance(new, bool)
+    elif isinstance(old, int | float):
+        ok = isinstance(new, int | float) and not isinstance(new, bool)
+    elif isinstance(old, Mapping):
+        ok = isinstance(new, Mapping)
+    elif isinstance(old, list | tuple):
+        ok = isinstance(new, list | tuple)
+    else:
+        ok = True
+    if not ok:
+        raise PolicyError(key, f"override value {new!r} does not fit the config's "
+                          f"{type(old).__name__} {old!r}")
+
+
 def _closest_existing(cfg: Config, parts: list[str]) -> str:
     for depth in range(len(parts) - 1, -1, -1):
-        node = _lookup(cfg, parts[:depth])
-        if node is not _MISSING:
+        node = lookup(cfg, ".".join(parts[:depth]))
+        if node is not MISSING:
             where = ".".join(parts[:depth]) or "the top level"
             keys = sorted(node.keys()) if isinstance(node, Mapping) else []
             return f"{where} has keys {keys}" if keys else f"{where} has no key {parts[depth]!r}"
     return "no such key"
 
 
-def load_config(path: str | os.PathLike, options: Mapping[str, Any] | None = None) -> Config:
-    """Read an mmengine config file and apply checked ``--cfg-options``."""
+def parse_config_data(text: str, fmt: str) -> dict:
+    """A config that is data (YAML or JSON), parsed without running anything.
+
+    Raises :class:`PolicyError` for text that does not parse, is not a mapping, or would pull
+    code in (``_base_``, ``custom_imports``); the rest of the policy runs in :func:`load_config`.
+    """
+    try:
+        data = yaml.safe_load(text) if fmt == "yaml" else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError, RecursionError) as err:
+        raise PolicyError("", f"not valid {fmt}: {err}") from None
+    if not isinstance(data, dict):
+        raise PolicyError("", "a config is a mapping of config keys")
+    for key in ("_base_", "custom_imports"):
+        if key in data:
+            raise PolicyError(key, "not allowed in a config given as data (it would run code)")
+    if not isinstance(data.get("model"), dict):
+        raise PolicyError("model", "a config needs a model mapping")
+    return data
+
+
+def load_config(path: str | os.PathLike, options: Mapping[str, Any] | None = None,
+                policy: ConfigPolicy | None = None) -> Config:
+    """Read a config, apply checked overrides, and hold the result to the config policy.
+
+    Without ``policy`` (a person at a terminal with their own config) a ``.py`` config is
+    loaded with mmengine and only the policy's rule on registered names applies. With one (a
+    request), only a shipped ``.py`` under ``policy.configs_dir`` is executed; a ``.json`` or
+    ``.yaml`` config is data, parsed by :func:`parse_config_data`, and every path must fall in
+    the policy's roots.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix in (".json", ".yaml", ".yml") and policy is not None:
+        fmt = "json" if path.suffix == ".json" else "yaml"
+        data = parse_config_data(path.read_text(), fmt)
+        return apply_overrides(Config(data, filename=str(path)), options, policy, trusted=False)
+    if policy is not None and policy.configs_dir is not None and not (
+            path.suffix == ".py" and path.resolve().is_relative_to(policy.configs_dir.resolve())):
+        raise PolicyError("config", f"{str(path)!r} is neither a shipped config nor a JSON or "
+                          "YAML config")
     try:
         cfg = Config.fromfile(str(path))
     except (SyntaxError, NameError, KeyError, TypeError, ImportError) as err:
         raise ValueError(f"config {path} does not load: {type(err).__name__}: {err}") from None
+    return apply_overrides(cfg, options, policy, trusted=True)
+
+
+def apply_overrides(cfg: Config, options: Mapping[str, Any] | None,
+                    policy: ConfigPolicy | None, trusted: bool) -> Config:
+    """Merge checked overrides into ``cfg`` (in place) and hold the result to the policy.
+
+    ``trusted``: ``cfg`` is a shipped (or the terminal user's own) config, whose
+    ``custom_imports`` are imported and are then the only value that key may have.
+    """
+    trusted_imports = copy.deepcopy(cfg.get("custom_imports")) if trusted else None
     if options:
-        cfg.merge_from_dict(check_override_keys(cfg, options))
+        checked = check_override_keys(cfg, options)
+        for key, value in checked.items():
+            check_override_value(key, lookup(cfg, key), value)
+        cfg.merge_from_dict(checked)
+    if trusted_imports:
+        import_modules_from_strings(**trusted_imports)
+    check_config(cfg.to_dict(), policy or ConfigPolicy(configs_dir=None), trusted_imports)
     return cfg
 
 
@@ -177,14 +263,24 @@ def check_teacher(cfg: Config) -> None:
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"teacher checkpoint not found: {ckpt} (train the teacher first, "
                                 "e.g. `bckd train <teacher config>`, or set model.teacher_ckpt)")
-    from mmengine.registry import init_default_scope
-    from mmengine.utils import import_modules_from_strings
-
     from bckd.distill import build_teacher
 
-    import_modules_from_strings(**cfg.get("custom_imports", {"imports": []}))
-    init_default_scope(cfg.get("default_scope", "mmdet"))
+    init_registries(cfg)
     build_teacher(model["teacher"], ckpt)
+
+
+def init_registries(cfg: Config) -> None:
+    """Register what a checked config may build, before building it: its own (checked)
+    ``custom_imports``, this project's modules (an uploaded config has no imports of its own),
+    and mmdet as the default scope."""
+    from mmengine.registry import init_default_scope
+
+    import bckd.distill  # noqa: F401  (registers BCKDDetector)
+    import bckd.losses  # noqa: F401  (registers the distillation losses)
+
+    if cfg.get("custom_imports"):
+        import_modules_from_strings(**cfg.custom_imports)
+    init_default_scope(cfg.get("default_scope", "mmdet"))
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class JobSpec:
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow run tags (sweep parent)
     callbacks: list = field(default_factory=list)  # ray.train UserCallbacks (Tune reporting)
     stop_requested: Any = None  # () -> bool: stopped from outside (a Tune scheduler): KILLED
+    policy: Any = None  # bckd.engine.policy.ConfigPolicy of a submitted job; None at a terminal
 
 
 @dataclass
@@ -77,7 +78,7 @@ def prepare(spec: JobSpec) -> Prepared:
     """Everything that can fail on bad input, before Ray or MLflow are touched."""
     from bckd.engine.config import check_dataset, check_teacher, load_config, resolve_paths
 
-    cfg = load_config(spec.config, spec.cfg_options)
+    cfg = load_config(spec.config, spec.cfg_options, spec.policy)
     name = spec.name or Path(spec.config).stem
     if not name or "/" in name:
         raise ValueError(f"--name must be a plain name, got {name!r}")
@@ -270,12 +271,26 @@ def _finish(result: JobResult, ray_result, policy: dict, writer, work_dir: Path)
     result.final_checkpoint = _export_student(ray_result.checkpoint, work_dir / "final.pth")
     best = None
     if policy["score_key"]:
-        mode = "max" if policy["score_rule"] == "greater" else "min"
-        best = ray_result.get_best_checkpoint(policy["score_key"], mode)
+        best = _best_checkpoint(ray_result, policy["score_key"], policy["score_rule"])
     result.best_checkpoint = _export_student(best or ray_result.checkpoint,
                                              work_dir / "best.pth")
     writer.log_artifact(result.final_checkpoint, "checkpoints")
     writer.log_artifact(result.best_checkpoint, "checkpoints")
+
+
+def _best_checkpoint(ray_result, key: str, rule: str):
+    """The kept checkpoint with the best ``key``, or None.
+
+    Not ``Result.get_best_checkpoint``: it reads ``coco/bbox_mAP`` as a nested key (``coco`` ->
+    ``bbox_mAP``), which the flat metrics of a restored checkpoint manager (a rerun of a
+    finished run) do not have, and then raises.
+    """
+    scored = [(ckpt, metrics[key]) for ckpt, metrics in ray_result.best_checkpoints or []
+              if isinstance(metrics.get(key), int | float)]
+    if not scored:
+        return None
+    pick = max if rule == "greater" else min
+    return pick(scored, key=lambda pair: pair[1])[0]
 
 
 def _fit_with_signals(trainer, stop_flag, writer, work_dir: Path, grace_s: float):

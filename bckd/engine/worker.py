@@ -70,12 +70,30 @@ def _prepare_cfg(job: WorkerJob, resume_from: str | None):
     return cfg
 
 
+def _allow_list_checkpoints(runner, own: bool) -> None:
+    """Run mmengine's checkpoint load with the allow-list the checkpoint's origin deserves.
+
+    mmengine 0.10.7 loads with ``torch.load(weights_only=True)``; resuming from the job's own
+    Ray checkpoint needs its HistoryBuffer (and ``getattr``) allow-listed on torch >= 2.6. A
+    ``load_from`` checkpoint a request named gets only the weights allow-list.
+    """
+    from bckd.checkpoint import mmengine_safe_globals, weights_safe_globals
+
+    load_or_resume = runner.load_or_resume
+    allow = mmengine_safe_globals if own else weights_safe_globals
+
+    def guarded() -> None:
+        with allow():
+            load_or_resume()
+
+    runner.load_or_resume = guarded  # Runner.train calls it once, on this instance
+
+
 def build_runner(job: WorkerJob, resume_from: str | None = None):
     """An mmengine Runner for this rank with the MLflow, Ray, progress and audit hooks."""
-    from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
-    from mmengine.utils import import_modules_from_strings
 
+    from bckd.engine.config import init_registries
     from bckd.engine.hooks import (
         MLflowLoggerHook,
         ProgressHook,
@@ -85,10 +103,9 @@ def build_runner(job: WorkerJob, resume_from: str | None = None):
     from bckd.engine.stop import StopHook
 
     cfg = _prepare_cfg(job, resume_from)
-    if cfg.get("custom_imports"):
-        import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.get("default_scope", "mmdet"))
+    init_registries(cfg)
     runner = Runner.from_cfg(cfg)
+    _allow_list_checkpoints(runner, own=resume_from is not None)
     runner.register_hook(MLflowLoggerHook(
         job.tracking_uri, job.mlflow_run_id, resumed=job.mlflow_resumed or resume_from is not None,
         flush_interval=job.progress_interval,
@@ -111,7 +128,6 @@ def train_worker(config: dict) -> dict:
     import ray.train
     import torch.distributed as dist
 
-    from bckd.checkpoint import mmengine_safe_globals
     from bckd.engine.hooks import CHECKPOINT_FILE, node_identity, params_sha256
     from bckd.engine.stop import StopRequested
 
@@ -127,14 +143,11 @@ def train_worker(config: dict) -> dict:
             directory = stack.enter_context(checkpoint.as_directory())
             resume_from = str(Path(directory) / CHECKPOINT_FILE)
         runner, audit = build_runner(job, resume_from)
-        # mmengine 0.10.7 resumes with torch.load(weights_only=True), which on torch >= 2.6
-        # needs its HistoryBuffer and numpy types allow-listed.
         stopped = False
-        with mmengine_safe_globals():
-            try:
-                runner.train()
-            except StopRequested:
-                stopped = True
+        try:
+            runner.train()
+        except StopRequested:
+            stopped = True
 
     mine = {"rank": runner.rank, **node_identity(), "params_sha256": params_sha256(runner.model),
             "resumed_from": resume_from, "seen": audit.seen}

@@ -62,6 +62,8 @@ class SweepSpec:
     progress_interval: int = 10
     local_num_cpus: int | None = None
     trial_memory_mb: int = 256  # what a trial's driver process reserves (it holds no CPU)
+    tags: dict[str, str] = field(default_factory=dict)  # on the parent and every trial's run
+    policy: Any = None  # bckd.engine.policy.ConfigPolicy of a submitted sweep; None at a terminal
 
 
 @dataclass
@@ -190,12 +192,17 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     start = time.monotonic()
     _check_spec(spec)
     params = load_space(spec.search_space) if spec.search_space else DEFAULT_SPACE
+    shadowed = sorted({p.key for p in params} & {k.removeprefix("+") for k in spec.cfg_options})
+    if shadowed:
+        raise ValueError(f"--cfg-options {shadowed} also in the search space: the sweep samples "
+                         "those keys; drop them from the fixed overrides or from the space")
     name = spec.name or f"sweep_{Path(spec.config).stem}"
     sweep_dir = Path(spec.work_dir or Path("work_dirs") / name).resolve()
     job = JobSpec(config=str(Path(spec.config).resolve()), num_workers=spec.num_workers,
                   use_gpu=spec.use_gpu, cpus_per_worker=spec.cpus_per_worker,
                   cfg_options=dict(spec.cfg_options), experiment=spec.experiment,
-                  progress_interval=spec.progress_interval)
+                  progress_interval=spec.progress_interval, tags=dict(spec.tags),
+                  policy=spec.policy)
     # The checks of one job (config, overrides, data, teacher), then the space against it.
     cfg = prepare(replace(job, name=name, work_dir=str(sweep_dir / "trials" / "check"))).cfg
     check_space(params, cfg)
@@ -218,7 +225,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         tracking_uri = default_tracking_uri(sweep_dir.parent, cfg.get("mlflow_tracking_uri"))
         previous = read_run_json(sweep_dir) or {}
         parent_id = open_run(tracking_uri, spec.experiment, name,
-                             {"bckd.sweep": name, "bckd.sweep.role": "parent"},
+                             {"bckd.sweep": name, "bckd.sweep.role": "parent", **spec.tags},
                              run_id=previous.get("mlflow_run_id") if restoring else None)
         print(f"bckd: mlflow_run_id={parent_id} (parent of the trials' runs)", flush=True)
         write_run_json(sweep_dir, mlflow_run_id=parent_id, experiment=spec.experiment,
@@ -340,7 +347,7 @@ def _summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
             {"trial_id": best["trial_id"], "run_id": best["run_id"], spec.metric: best["best"],
              "cfg_options": best["config"]}, indent=2) + "\n")
         writer.log_artifact(best_json)
-        best_cfg = load_config(spec.config, {**spec.cfg_options, **best["config"]})
+        best_cfg = load_config(spec.config, {**spec.cfg_options, **best["config"]}, spec.policy)
         best_cfg.dump(str(sweep_dir / "best_config.py"))
         writer.log_artifact(sweep_dir / "best_config.py")
     plot = plot_weights(trials, params, spec.metric, sweep_dir / "weights_vs_metric.png",

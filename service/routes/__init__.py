@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from service.routes import configs, experiments, health, jobs
+from service.routes import configs, experiments, health, jobs, runs
 
 __all__ = ["api_router"]
 
@@ -11,3 +11,4 @@ api_router.include_router(health.router)
 api_router.include_router(jobs.router)
 api_router.include_router(configs.router)
 api_router.include_router(experiments.router)
+api_router.include_router(runs.router)

@@ -5,7 +5,7 @@ from fastapi import APIRouter
 from service.deps import CurrentUser, SettingsDep
 from service.schemas import ConfigPublic, ConfigsPublic
 from service.settings import PROJECT_ROOT
-from service.validation import DISTILLER, list_configs
+from service.validation import is_distill_config, list_configs
 
 router = APIRouter(prefix="/configs", tags=["configs"])
 
@@ -18,7 +18,5 @@ def read_configs(_: CurrentUser, settings: SettingsDep) -> ConfigsPublic:
             shown = str(path.relative_to(PROJECT_ROOT))
         except ValueError:
             shown = str(path)
-        data.append(ConfigPublic(name=name, path=shown,
-                                 distill=f"type='{DISTILLER}'" in path.read_text()
-                                 or f'type="{DISTILLER}"' in path.read_text()))
+        data.append(ConfigPublic(name=name, path=shown, distill=is_distill_config(path)))
     return ConfigsPublic(data=data, count=len(data))

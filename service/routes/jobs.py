@@ -13,17 +13,20 @@ from sqlalchemy import func, select
 from service.db import session_scope
 from service.deps import CurrentUser, RayDep, SessionDep, SettingsDep, SubmitterDep
 from service.models import TERMINAL, Job, JobKind, JobStatus
-from service.orchestrator import cancel_job, create_job, read_archive
+from service.orchestrator import cancel_job, create_job, find_duplicate, read_archive
 from service.schemas import JobCreate, JobLinks, JobPublic, JobsPublic, LogsPublic
 from service.settings import Settings
 from service.tracking import get_tracking
-from service.validation import validate_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128,
                                        description="a retried submission returns the same job")]
 NOT_FOUND = {404: {"description": "no such job, or not yours"}}
+# OpenAPI links from a submitted job to the routes that take its id (schemathesis follows them
+# in its stateful phase: submit, then read, cancel and tail the job it made).
+JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
+             for name, op in (("read", "read_job"), ("cancel", "cancel"), ("logs", "read_logs"))}
 
 
 def _public(job: Job, settings: Settings, metrics: dict[str, float] | None = None
@@ -47,21 +50,27 @@ def _own_job(session, user, job_id: str) -> Job:
 
 
 @router.post("", response_model=JobPublic, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": JobPublic, "description": "the job of an earlier "
-                              "request with this Idempotency-Key"},
-                        409: {"description": "Idempotency-Key reused for another request"}})
+             responses={201: {"links": JOB_LINKS},
+                        200: {"model": JobPublic, "links": JOB_LINKS,
+                              "description": "the job of an earlier request with this "
+                              "Idempotency-Key"},
+                        409: {"description": "Idempotency-Key reused for another request, or "
+                              "a run name taken by another config or an unfinished job"}})
 def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
            settings: SettingsDep, response: Response, submitter: SubmitterDep,
            idem_key: IdemKey = None) -> JobPublic:
     """Validate, store the job as PENDING and answer; the job goes to Ray right after."""
+    known = find_duplicate(session, user, req, idem_key)
+    if known is not None:  # a retry: answered from the table alone
+        response.status_code = status.HTTP_200_OK
+        return _public(known, settings)
     try:
         totals = ray.totals()
     except Exception as err:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"Ray cluster unreachable: {err}") from err
-    validated = validate_job(req, settings, totals)
     tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
-    job, new = create_job(session, user, req, validated, idem_key, settings, tracking)
+    job, new = create_job(session, user, req, idem_key, settings, tracking, totals)
     if new:
         submitter.submit(job.id, ray)
     else:
@@ -132,7 +141,7 @@ def read_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
               tail: Annotated[int, Query(ge=1, le=100_000)] = 200) -> LogsPublic:
     job = _own_job(session, user, job_id)
     text, source = _logs(job, ray)
-    if source == "none" and (archived := read_archive(settings, job.id)) is not None:
+    if source == "none" and (archived := read_archive(settings, job)) is not None:
         text, source = archived, "archive"
     lines = text.splitlines()
     return LogsPublic(job_id=job.id, source=source, text="\n".join(lines[-tail:]),
@@ -156,7 +165,7 @@ def _follow(job_id: str, ray, settings: Settings, poll_s: float = 1.0) -> Iterat
         done = job is None or job.status in TERMINAL
         text, source = _logs(job, ray) if job is not None else ("", "none")
         if source == "none":
-            text = read_archive(settings, job_id) or ""
+            text = (read_archive(settings, job) if job is not None else None) or ""
         if len(text) > sent:
             yield text[sent:]
             sent = len(text)

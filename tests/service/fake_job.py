@@ -1,7 +1,8 @@
 """Stand-in for ``jobs.train`` with the same command line: logs to MLflow, honours SIGINT.
 
-``python tests/service/fake_job.py CONFIG --name N --experiment E [...] [--cfg-options k=v]``;
-``--cfg-options train_cfg.max_epochs=E`` runs 4 E steps of 0.25 s (default E = 8).
+``python tests/service/fake_job.py --spec JOB.json`` reads the job file the service wrote
+(``bckd.engine.jobfile``); the override ``train_cfg.max_epochs: E`` runs 4 E steps of 0.25 s
+(default E = 8). It tags its run as jobs.train does (``bckd.owner``, ``bckd.job_id``, ...).
 """
 
 from __future__ import annotations
@@ -13,27 +14,21 @@ import time
 
 import mlflow
 
+from bckd.engine.jobfile import read_job_file
+
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("config")
-    p.add_argument("--name", required=True)
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--cpus-per-worker", type=float, default=1)
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--cfg-options", nargs="*", default=[])
-    args = p.parse_args()
-    opts = dict(o.split("=", 1) for o in args.cfg_options)
-    steps = int(opts.get("train_cfg.max_epochs", 8)) * 4
+    p.add_argument("--spec", required=True)
+    job = read_job_file(p.parse_args().spec)
+    steps = int(job.overrides.get("train_cfg.max_epochs", 8)) * 4
 
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    mlflow.set_experiment(args.experiment)
-    run = mlflow.start_run(run_name=args.name)
+    mlflow.set_experiment(job.experiment)
+    run = mlflow.start_run(run_name=job.name, tags=job.tags)
     print(f"bckd: mlflow_run_id={run.info.run_id}", flush=True)
-    mlflow.log_params({"config": args.config, "kind": "fake"})
+    mlflow.log_params({"config": job.config_file or "upload", "kind": "fake"})
     status = "FINISHED"
     for step in range(steps):
         if stop["now"]:

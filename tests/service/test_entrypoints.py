@@ -1,31 +1,49 @@
-"""Kind -> the job's command line (the contract with jobs.train and jobs.sweep)."""
+"""Kind -> the job's command line: the job file is its only argument (the contract with
+jobs.train and jobs.sweep), and the job file reads back with its JSON types."""
 
+import json
 import shlex
 
-from service.entrypoints import JobCommand, build_entrypoint
+import pytest
+
+from bckd.engine.jobfile import JobFile, read_job_file
+from service.entrypoints import build_entrypoint
 
 
-def test_train_and_distill_run_jobs_train_with_overrides_quoted():
-    cmd = JobCommand(kind="distill", config="configs/synth/bckd_gfl.py", name="s", experiment="e",
-                     num_workers=2, cpus_per_worker=1.0,
-                     cfg_options={"model.teacher_ckpt": "/d/a b.pth", "train_cfg.max_epochs": "2"})
-    argv = shlex.split(build_entrypoint(cmd))
-    assert argv[:4] == ["python", "-m", "jobs.train", "configs/synth/bckd_gfl.py"]
-    assert argv[argv.index("--num-workers") + 1] == "2"
-    assert argv[argv.index("--cpus-per-worker") + 1] == "1"
-    assert argv[-2:] == ["model.teacher_ckpt=/d/a b.pth", "train_cfg.max_epochs=2"]
-    assert "--use-gpu" not in argv and "--num-samples" not in argv
+def test_train_distill_and_sweep_pass_only_the_job_file(tmp_path):
+    spec = tmp_path / "a b" / "job.json"
+    assert shlex.split(build_entrypoint("distill", spec)) == [
+        "python", "-m", "jobs.train", "--spec", str(spec)]
+    assert shlex.split(build_entrypoint("sweep", spec, python="/venv/bin/python"))[:3] == [
+        "/venv/bin/python", "-m", "jobs.sweep"]
+    assert build_entrypoint("train", spec, module="tests/x.py").startswith("python tests/x.py ")
 
 
-def test_sweep_runs_jobs_sweep_with_samples_and_gpus():
-    cmd = JobCommand(kind="sweep", config="c.py", name="s", experiment="e", num_samples=4,
-                     gpus_per_worker=1, cpus_per_worker=0.5)
-    argv = shlex.split(build_entrypoint(cmd, python="/venv/bin/python"))
-    assert argv[:3] == ["/venv/bin/python", "-m", "jobs.sweep"]
-    assert argv[argv.index("--num-samples") + 1] == "4" and "--use-gpu" in argv
-    assert argv[argv.index("--cpus-per-worker") + 1] == "0.5"
+def job_file(tmp_path, **extra) -> JobFile:
+    return JobFile(kind="train", name="n", experiment="e", owner="alice",
+                   run_dir=str(tmp_path / "run"), configs_dir=str(tmp_path),
+                   read_roots=[str(tmp_path)], base_dir=str(tmp_path), config_data={"model": {}},
+                   **extra)
 
 
-def test_a_script_path_replaces_the_module():
-    cmd = JobCommand(kind="train", config="c.py", name="s", experiment="e")
-    assert build_entrypoint(cmd, module="tests/x.py").startswith("python tests/x.py c.py ")
+def test_values_keep_their_json_types_through_the_job_file(tmp_path):
+    overrides = {"a.b": "None", "c": "True", "d": "a,b", "e": None, "f": [1, 2.5], "g": False}
+    job_file(tmp_path, overrides=overrides).write(tmp_path / "job.json")
+    assert read_job_file(tmp_path / "job.json").overrides == overrides
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"version": 2}, "version 1"),
+    ({"kind": "shell"}, "kind"),
+    ({"run_dir": "relative/dir"}, "absolute"),
+    ({"read_roots": ["/ok", "rel"]}, "absolute"),
+    ({"num_workers": "2"}, "num_workers"),
+    ({"config_file": "/x.py"}, "exactly one"),
+    ({"entrypoint": "rm -rf /"}, "unknown fields"),
+])
+def test_a_bad_job_file_names_its_field(tmp_path, change, needle):
+    job_file(tmp_path).write(tmp_path / "job.json")
+    data = json.loads((tmp_path / "job.json").read_text())
+    (tmp_path / "job.json").write_text(json.dumps({**data, **change}))
+    with pytest.raises(ValueError, match=needle):
+        read_job_file(tmp_path / "job.json")

@@ -98,7 +98,7 @@ def test_status_follows_ray_and_the_run_id_is_read_from_the_log(env):
     job = reconcile(settings, ray, tracking)
     assert job.status == "RUNNING" and job.mlflow_run_id == "a" * 32
     assert tracking.tagged == [("a" * 32, "bckd-test")]
-    assert (settings.data_dir / "logs" / "bckd-test.log").read_text() == ray.logs_text
+    assert (settings.owners_dir / "alice" / "logs" / "bckd-test.log").read_text() == ray.logs_text
     ray.jobs["bckd-test"] = "SUCCEEDED"
     job = reconcile(settings, ray, tracking)
     assert job.status == "SUCCEEDED" and job.ended_at is not None

@@ -1,0 +1,102 @@
+"""The job file: one JSON document that says everything a submitted job is.
+
+The service writes it and the job reads it (``python -m jobs.train --spec FILE``), so a value
+keeps its JSON type from the REST body to the config (``"None"`` stays a string, ``[1, 2]`` a
+list), where a shell command line and ``--cfg-options`` would re-parse it. It also carries what
+the config policy needs to hold the job to the same roots as the API did.
+
+The file is trusted as to *where* (its roots, run directory and configs directory: the service
+wrote them), never as to *what*: its config and overrides go through the policy again in
+:func:`bckd.engine.config.load_config` before anything is built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bckd.engine.policy import ConfigPolicy, Roots
+
+__all__ = ["JobFile", "read_job_file"]
+
+VERSION = 1
+KINDS = ("train", "distill", "sweep")
+
+
+@dataclass
+class JobFile:
+    kind: str  # train | distill | sweep
+    name: str  # the run's name: its directory and its MLflow run name
+    experiment: str
+    owner: str
+    run_dir: str  # absolute; the job's work_dir, where all its outputs go
+    configs_dir: str  # shipped configs: the only .py files a job may execute
+    read_roots: list[str]  # absolute; data sets and the owner's own directory
+    base_dir: str  # relative paths in the config resolve against it (the job's cwd)
+    config_file: str | None = None  # a shipped config, absolute
+    config_data: dict | None = None  # or an uploaded config, as data
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> JSON value
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    num_samples: int = 1  # sweeps: trials
+    tags: dict[str, str] = field(default_factory=dict)  # MLflow run tags (owner, job id, hash)
+    version: int = VERSION
+
+    def policy(self) -> ConfigPolicy:
+        roots = Roots(read=tuple(Path(r) for r in self.read_roots), write=Path(self.run_dir),
+                      base=Path(self.base_dir))
+        return ConfigPolicy(configs_dir=Path(self.configs_dir), roots=roots)
+
+    def config_path(self) -> Path:
+        """The config the job loads: the shipped file, or the upload written as JSON into the run
+        directory (so that the MLflow run and the work dir keep what was asked)."""
+        if self.config_file is not None:
+            return Path(self.config_file)
+        path = Path(self.run_dir) / "request_config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.config_data, indent=1))
+        return path
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(path)
+
+
+def read_job_file(path: str | Path) -> JobFile:
+    """Read and type-check a job file; raise ``ValueError`` naming the first bad field."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--spec {path}: cannot read the job file: {err}") from None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise ValueError(f"--spec {path}: not a version {VERSION} job file")
+    types = {"kind": str, "name": str, "experiment": str, "owner": str, "run_dir": str,
+             "configs_dir": str, "read_roots": list, "base_dir": str, "overrides": dict,
+             "num_workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
+             "num_samples": int, "tags": dict}
+    unknown = set(data) - set(types) - {"config_file", "config_data", "version"}
+    if unknown:
+        raise ValueError(f"--spec {path}: unknown fields {sorted(unknown)}")
+    for key, kind in types.items():
+        if key in data and not isinstance(data[key], kind):
+            raise ValueError(f"--spec {path}: {key} has the wrong type "
+                             f"({type(data[key]).__name__})")
+    if data.get("kind") not in KINDS:
+        raise ValueError(f"--spec {path}: kind must be one of {KINDS}")
+    if (data.get("config_file") is None) == (data.get("config_data") is None):
+        raise ValueError(f"--spec {path}: give exactly one of config_file and config_data")
+    missing = [k for k in ("run_dir", "configs_dir", "base_dir", "read_roots") if k not in data]
+    if missing:
+        raise ValueError(f"--spec {path}: missing fields {missing}")
+    for value in (data["run_dir"], data["configs_dir"], data["base_dir"], *data["read_roots"]):
+        if not isinstance(value, str) or not Path(value).is_absolute():
+            raise ValueError(f"--spec {path}: {value!r} must be an absolute path")
+    try:
+        return JobFile(**data)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(f"--spec {path}: {err}") from None
