@@ -26,6 +26,7 @@ cluster totals it reads from Ray's state API on every POST to check the resource
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -100,6 +101,17 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> float:
     return time.monotonic() - t0
 
 
+def empty_coco_layout(root: Path) -> Path:
+    """The directories and files a synthetic config reads, empty: the submit path checks that
+    they exist, and the stand-in job reads none of them."""
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}.json").write_text(
+            '{"images": [], "annotations": [], "categories": []}')
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=50)
@@ -124,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-svc-") as tmp:
         noop = Path(tmp) / "noop_job.py"
         noop.write_text("# stand-in job: does nothing\n")
+        data = empty_coco_layout(Path(tmp) / "data" / "empty")
         stack = Stack(StackConfig(
             data_dir=Path(tmp) / "state", api_port=free_port(), dashboard_port=free_port(),
             mlflow_port=free_port(), num_cpus=args.cpus,
-            extra_env={"BCKD_JOB_MODULE": str(noop)}))
+            extra_env={"BCKD_JOB_MODULE": str(noop),
+                       "BCKD_DATA_ROOTS": json.dumps([str(data.parent)])}))
         print("starting the embedded stack ...", flush=True)
         t0 = time.monotonic()
         stack.start()
@@ -141,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             from ray.job_submission import JobSubmissionClient
 
             token = stack.admin_token_file.read_text().strip()
-            body = {"kind": "train", "config": CONFIG}
+            body = {"kind": "train", "config": CONFIG, "data_root": str(data)}
             api = [Client(stack.api_url, token, timeout=60) for _ in range(args.clients)]
             raw = [JobSubmissionClient(stack.ray_url) for _ in range(args.clients)]
 

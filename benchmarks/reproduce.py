@@ -21,8 +21,9 @@ milestone follows the epochs (``param_scheduler.1``: at 3/4 of them), the seed i
 ``randomness.seed``. The script is resumable: a run whose MLflow run FINISHED (or whose job
 SUCCEEDED) is skipped; a job that is running is waited for; one that ended FAILED, STOPPED or
 LOST is submitted again under the same name, so the job resumes from its last checkpoint
-(``work_dirs/<name>``), at most ``--max-attempts`` times. ``--parallel`` jobs run at once (1 CPU
-each). ``--max-minutes`` stops submitting after that long and waits for the jobs in flight.
+(its run directory in the service), at most ``--max-attempts`` times. ``--parallel`` jobs
+run at once (1 CPU each). ``--max-minutes`` stops submitting after that long and waits for the
+jobs in flight.
 
 Results: the final epoch's COCO mAP, AP50, AP75, APs of each run; per method the mean and
 sample standard deviation over seeds, and the share of the teacher-student gap closed,
@@ -547,19 +548,21 @@ def main(argv: list[str] | None = None) -> int:
     from service.client import Client
 
     machine = machine_info("cpu")
+    # the data set lives beside the stack's state, never in it (data roots stay apart from it)
+    tiny_data = args.data_dir.with_name(f"{args.data_dir.name}-data") / "tiny"
+    data = (args.data or (tiny_data if args.tiny else ROOT / "data/repro")).resolve()
     stack = None
     if args.url is None:
         from service.stack import Stack, StackConfig, free_port
 
         stack = Stack(StackConfig(data_dir=args.data_dir, api_port=free_port(),
-                                  dashboard_port=free_port(), mlflow_port=free_port()))
+                                  dashboard_port=free_port(), mlflow_port=free_port(),
+                                  extra_env={"BCKD_DATA_ROOTS": json.dumps([str(data.parent)])}))
         print(f"starting Ray, MLflow and the API (state in {args.data_dir}) ...", flush=True)
         stack.start()
         url, token_file, mlflow_uri = stack.api_url, stack.admin_token_file, stack.mlflow_url
     else:
         url, token_file, mlflow_uri = args.url, args.token_file, args.mlflow_uri
-    data = args.data or (args.data_dir / "data" / "tiny" if args.tiny else ROOT / "data/repro")
-    data = data.resolve()
     t0 = time.monotonic()
     try:
         ensure_data(data, s)

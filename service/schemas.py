@@ -53,7 +53,9 @@ class JobCreate(BaseModel):
         None, max_length=1024, description="distill: checkpoint path or runs:/<run_id>/<path>")
     resources: Resources = Field(default_factory=Resources)
     num_samples: int = Field(1, ge=1, le=1000, description="sweep: number of trials")
-    name: Name | None = Field(None, description="work_dirs/<name> and MLflow run name")
+    name: Name | None = Field(None, description="the run's name, unique per owner: its "
+                              "directory and its MLflow run name; the same name with the same "
+                              "config resumes the run")
     experiment: Name = "bckd"
 
 

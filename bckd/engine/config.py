@@ -22,7 +22,7 @@ import yaml
 from mmengine.config import Config, ConfigDict
 from mmengine.utils import import_modules_from_strings
 
-from bckd.engine.policy import ConfigPolicy, PolicyError, check_config
+from bckd.engine.policy import ConfigPolicy, PolicyError, check_config, check_size
 
 __all__ = [
     "MISSING",
@@ -128,6 +128,7 @@ def parse_config_data(text: str, fmt: str) -> dict:
         data = yaml.safe_load(text) if fmt == "yaml" else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError, RecursionError) as err:
         raise PolicyError("", f"not valid {fmt}: {err}") from None
+    check_size(data)
     if not isinstance(data, dict):
         raise PolicyError("", "a config is a mapping of config keys")
     for key in ("_base_", "custom_imports"):
@@ -177,6 +178,7 @@ def apply_overrides(cfg: Config, options: Mapping[str, Any] | None,
     if options:
         checked = check_override_keys(cfg, options)
         for key, value in checked.items():
+            check_size(value, key)
             check_override_value(key, lookup(cfg, key), value)
         cfg.merge_from_dict(checked)
     if trusted_imports:

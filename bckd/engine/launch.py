@@ -84,7 +84,9 @@ def prepare(spec: JobSpec) -> Prepared:
         raise ValueError(f"--name must be a plain name, got {name!r}")
     work_dir = Path(spec.work_dir or Path("work_dirs") / name).resolve()
     cfg.work_dir = str(work_dir)
-    resolve_paths(cfg)
+    # relative paths resolve where the policy resolved them (the service's project root)
+    roots = spec.policy.roots if spec.policy is not None else None
+    resolve_paths(cfg, roots.base if roots is not None else None)
     if cfg.get("train_cfg", {}).get("type", "EpochBasedTrainLoop") != "EpochBasedTrainLoop":
         raise ValueError("jobs train with mmengine's EpochBasedTrainLoop; the config has "
                          f"train_cfg.type={cfg.train_cfg.get('type')!r}")

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigPolicy", "PolicyError", "Roots", "check_config", "registered_names"]
+__all__ = ["ConfigPolicy", "PolicyError", "Roots", "check_config", "check_size",
+           "registered_names"]
 
 # Keys whose string value a registry looks up (mmengine's build_from_cfg, build_runner_from_cfg,
 # build_optim_wrapper, FSDP's policies).
@@ -59,6 +60,8 @@ NMS_OPS = frozenset({"nms", "soft_nms"})
 EVALUATING = frozenset({"RFSearchHook",  # mmcv: eval(op), eval(search_op + 'RFSearchOp')
                         "CameraMotionCompensation"})  # mmdet: eval(warp_mode)
 NAME = re.compile(r"^(?:(?P<scope>[A-Za-z_][A-Za-z0-9_]*)\.)?[A-Za-z_][A-Za-z0-9_]*$")
+MAX_DEPTH = 32  # mmdet's deepest configs nest about 8 levels
+MAX_NODES = 100_000  # values in one config: a YAML alias bomb expands past this at once
 IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
@@ -115,6 +118,27 @@ def registered_names() -> dict[str, set[str]]:
         names.setdefault(reg.scope, set()).update(reg.module_dict)
         todo.extend(reg.children.values())
     return names
+
+
+def check_size(data: Any, key: str = "") -> None:
+    """Refuse data nested deeper than ``MAX_DEPTH`` or with more than ``MAX_NODES`` values.
+
+    Parsed YAML shares aliased nodes, so a few hundred bytes can stand for billions of values;
+    this walk counts shared nodes as often as a later walk or ``json.dumps`` would visit them,
+    and stops at the limit instead of expanding them.
+    """
+    todo, seen = [(data, 0)], 0
+    while todo:
+        node, depth = todo.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise PolicyError(key, f"more than {MAX_NODES} values (aliases expanded)")
+        if depth > MAX_DEPTH:
+            raise PolicyError(key, f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, Mapping):
+            todo.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list | tuple):
+            todo.extend((v, depth + 1) for v in node)
 
 
 def check_config(cfg: Mapping, policy: ConfigPolicy,

@@ -289,7 +289,8 @@ def test_a_two_worker_distillation_runs_one_worker_on_each_host(cluster):
 def test_losing_the_worker_host_fails_the_job_then_a_rerun_resumes(cluster):
     name = "two-hosts-killed"
     job_id = _submit(cluster, name, max_epochs=3)
-    snapshot = cluster.tmp / "work_dirs" / name / "ray_train" / "checkpoint_manager_snapshot.json"
+    run_dir = cluster.tmp / "state" / "owners" / "admin" / "runs" / name  # the owner's run dir
+    snapshot = run_dir / "ray_train" / "checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + 240
     while not (snapshot.exists() and "checkpoint_iter_" in snapshot.read_text()):
         assert time.monotonic() < deadline, _log(cluster, job_id)[-3000:]

@@ -206,3 +206,15 @@ def test_load_config_holds_an_uploaded_json_config_to_the_policy(tmp_path, roots
     with pytest.raises(PolicyError) as info:
         load_config(evil, None, policy)
     assert info.value.key == "config" and not marker.exists()
+
+
+def test_an_alias_bomb_and_deep_nesting_are_refused_before_they_expand():
+    from bckd.engine.config import parse_config_data
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)) + "model: {type: GFL}\n"
+    with pytest.raises(PolicyError, match="more than"):
+        parse_config_data(bomb, "yaml")
+    with pytest.raises(PolicyError, match="deeper"):
+        parse_config_data('{"model": {}, "x": ' + "[" * 40 + "]" * 40 + "}", "json")
