@@ -6,27 +6,17 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["add_command", "run_command"]
+from bckd.commandline import Handler, run_handler
+
+__all__ = ["run_module"]
 
 
-def add_command(
-    sub: argparse._SubParsersAction,
-    name: str,
-    summary: str,
-    doc: str | None,
-    arguments: Callable[[argparse.ArgumentParser], None],
-    handler: Callable[[argparse.Namespace], int],
-) -> argparse.ArgumentParser:
-    """Register ``bckd <name>``: its one-line ``summary``, the module ``doc`` as description."""
-    parser = sub.add_parser(name, help=summary, description=doc,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_module(name: str, doc: str | None, arguments: Callable[[argparse.ArgumentParser], None],
+               handler: Handler, argv: Sequence[str] | None = None) -> int:
+    """``python -m jobs.<name> ARGS`` parses and runs as ``bckd <name> ARGS`` does, without
+    going through the ``bckd`` dispatcher (which sits above this layer)."""
+    parser = argparse.ArgumentParser(prog=f"bckd {name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     arguments(parser)
-    parser.set_defaults(handler=handler)
-    return parser
-
-
-def run_command(name: str, argv: Sequence[str] | None = None) -> int:
-    """``python -m jobs.<name> ARGS`` is ``bckd <name> ARGS`` (same parsing and error output)."""
-    from bckd.cli import main
-
-    return main([name, *(sys.argv[1:] if argv is None else argv)])
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_handler(handler, args)

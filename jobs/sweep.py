@@ -17,7 +17,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs import add_command, run_command
+from bckd.commandline import add_command
+from jobs import run_module
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -114,7 +115,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command("sweep", argv)
+    return run_module("sweep", __doc__, _arguments, run, argv)
 
 
 if __name__ == "__main__":

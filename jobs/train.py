@@ -16,7 +16,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs import add_command, run_command
+from bckd.commandline import add_command
+from jobs import run_module
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -93,7 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command("train", argv)
+    return run_module("train", __doc__, _arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data if args.data.is_absolute() else PROJECT_ROOT / args.data
         if not (data / "annotations" / "instances_val.json").exists():
             print(f"writing the synthetic data set to {data} ...", flush=True)
-            subprocess.run([sys.executable, "-m", "bckd.cli", "data", "synth", "--out",
+            subprocess.run([sys.executable, "-m", "cli", "data", "synth", "--out",
                             str(data), "--num-train", str(args.num_train), "--num-val",
                             str(args.num_val), "--image-size", str(args.image_size), "--quiet"],
                            check=True, cwd=PROJECT_ROOT)

@@ -17,10 +17,10 @@ from jobtools import BCKD_CONFIG, ROOT, TEACHER_CONFIG, make_synth, tiny
 from mlflow.tracking import MlflowClient
 
 from bckd.checkpoint import load_state_dict
-from bckd.cli import main as cli_main
 from bckd.engine.cluster import connect
 from bckd.engine.launch import JobSpec, run_job
 from bckd.engine.tracking import read_run_json
+from cli import main as cli_main
 
 pytestmark = pytest.mark.slow
 

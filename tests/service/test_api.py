@@ -364,7 +364,7 @@ def test_compare_table_lists_runs_with_metrics_and_links(stack, alice):
 
 
 def test_cli_client_lists_and_compares(stack, capsys):
-    from bckd.cli import main
+    from cli import main
 
     args = ["jobs", "--url", stack.api_url, "--token", TOKENS["alice"]]
     assert main([*args, "list", "--status", "SUCCEEDED"]) == 0

@@ -120,7 +120,7 @@ def test_route_returns_method_means_and_the_paired_interval(stack, runs):
 
 def test_cli_prints_the_method_table_the_paired_interval_and_the_unpaired_run(stack, runs):
     proc = subprocess.run(
-        [sys.executable, "-m", "bckd.cli", "jobs", "--url", stack.api_url, "--token", TOKEN,
+        [sys.executable, "-m", "cli", "jobs", "--url", stack.api_url, "--token", TOKEN,
          "compare", EXPERIMENT], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout

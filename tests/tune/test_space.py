@@ -9,8 +9,8 @@ import ray
 from jobtools import BCKD_CONFIG  # tests/jobs, on the path from conftest.py
 from mmengine.config import Config
 
-from bckd.cli import main as cli_main
 from bckd.tune.space import DEFAULT_SPACE, check_space, load_space, parse_space, to_tune
+from cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
