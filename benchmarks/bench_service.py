@@ -51,7 +51,6 @@ GOAL_RATIO = 1.2  # service p99 / raw p99
 GOAL_P99_MS = 100.0
 CONFIG = "synth/gfl_student"  # a trusted config the API validates (loaded once, then cached)
 TERMINAL_RAY = ("SUCCEEDED", "FAILED", "STOPPED")
-TERMINAL_API = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
 
 
 def hammer(clients: list, per_client: int, request: Callable) -> tuple[list[float], list, list]:
@@ -129,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(int(args.timeout))
 
     from service.client import Client
+    from service.models import TERMINAL
     from service.stack import Stack, StackConfig, free_port
 
     machine = machine_info("cpu")
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def api_done():
                 return api[0].list(limit=1)["count"] == sum(
-                    api[0].list(status=s, limit=1)["count"] for s in TERMINAL_API)
+                    api[0].list(status=s, limit=1)["count"] for s in TERMINAL)
 
             print(f"raw submit: {args.clients} clients x {args.submits}", flush=True)
             lat, raw_ids, err = hammer(raw, args.submits, raw_submit)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 __all__ = ["add_parser"]
 
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from service.cli import compare_table
 from service.client import Client
+from service.models import TERMINAL
 from service.settings import PROJECT_ROOT
-
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
 
 
 def _progress(client: Client, job_id: str) -> str:

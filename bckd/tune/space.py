@@ -132,7 +132,7 @@ def _parse_entry(key: str, spec: Any, source: str) -> Param:
 def check_space(params: tuple[Param, ...], cfg) -> None:
     """Raise ``ValueError`` naming the entry unless every key exists in ``cfg`` as a leaf whose
     current value is compatible (a number stays a number)."""
-    from bckd.engine.config import check_override_keys
+    from bckd.engine.config import check_override_keys, lookup
 
     for param in params:
         where = f"search space entry {param.key!r} ({param.name})"
@@ -141,7 +141,7 @@ def check_space(params: tuple[Param, ...], cfg) -> None:
         except ValueError as err:
             reason = str(err).split("(", 1)[-1].split(")", 1)[0]
             raise ValueError(f"{where}: the key does not exist in the config ({reason})") from None
-        current = _get(cfg, param.key)
+        current = lookup(cfg, param.key)  # exists: checked just above
         if isinstance(current, Mapping):
             raise ValueError(f"{where}: the config holds a dict there "
                              f"(keys {sorted(current)}); sweep one of its keys")
@@ -151,13 +151,6 @@ def check_space(params: tuple[Param, ...], cfg) -> None:
         if isinstance(current, str) and param.kind in RANGE_TYPES:
             raise ValueError(f"{where}: the config holds the string {current!r}; "
                              f"a {param.kind} range would replace it with numbers")
-
-
-def _get(cfg, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        node = node[int(part)] if isinstance(node, (list, tuple)) else node[part]
-    return node
 
 
 def to_tune(params: tuple[Param, ...]) -> dict[str, Any]:
