@@ -75,16 +75,16 @@ def resolve_teacher(req: JobCreate, user: Principal, owner: OwnerDirs,
 def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
                settings: Settings, tracking: Tracking, totals: ClusterTotals | None
                ) -> tuple[Job, bool]:
-    """Validate, claim the run's name, write the job file and the row; True if the job is new
-    (False: a concurrent request with the same key won, and this is its job)."""
+    """Validate, write the job file, then claim the run's name and insert the row in one
+    transaction; True if the job is new (False: a concurrent request with the same key won,
+    and this is its job)."""
     job_id = new_job_id()
     name = req.name or job_id
     owner = OwnerDirs.of(settings, user.name)
     run_dir = owner.run_dir(name)
     teacher = resolve_teacher(req, user, owner, tracking)
     v = validate_job(req, settings, user.name, run_dir, teacher, totals)
-    _claim_run(session, user.name, name, req, v, job_id)
-    job_file = owner.job_file(job_id)
+    job_file = owner.job_file(job_id)  # an orphan if the claim below fails: never submitted
     JobFile(kind=str(req.kind), name=name, experiment=req.experiment, owner=user.name,
             run_dir=str(run_dir), configs_dir=str(settings.configs_dir.resolve()),
             read_roots=[str(r) for r in settings.read_roots(user.name)],
@@ -100,37 +100,36 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
               entrypoint=build_entrypoint(req.kind, job_file, settings.job_python,
                                           settings.job_module),
               status=JobStatus.PENDING, attempts=0, created_at=utcnow(), cancel_requested=False)
-    session.add(job)
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent request with the same key won the insert
-        session.rollback()
-        found = _by_key(session, user.name, idem_key) if idem_key else None
-        if found is None:
-            raise
-        return _same_request(found, req), False
-    return job, True
+    for _ in range(2):  # a second pass when the name was created at the same moment
+        _claim_run(session, user.name, name, req, v, job_id)
+        session.add(job)
+        try:
+            session.commit()  # the claim and the row together: a run's job always exists
+            return job, True
+        except IntegrityError:  # the same key, or the same new name, won the insert
+            session.rollback()
+            found = _by_key(session, user.name, idem_key) if idem_key else None
+            if found is not None:
+                return _same_request(found, req), False
+    raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
 
 
 def _claim_run(session: Session, owner: str, name: str, req: JobCreate, v: ValidatedJob,
                job_id: str) -> None:
-    """Make ``job_id`` the one job of the run (owner, name), or refuse with 409.
+    """Make ``job_id`` the one job of the run (owner, name) in the open transaction, or refuse
+    with 409.
 
-    A new name creates the run (the primary key settles a race). A known name is a rerun: it
-    resumes only with the same resolved config, and only when the run's last job has ended;
-    the claim is a compare-and-set on ``active_job_id``, so two racing reruns cannot both win.
+    A new name creates the run (its primary key settles a race at commit). A known name is a
+    rerun: it resumes only with the same resolved config, and only when the run's last job has
+    ended; the claim is a compare-and-set on ``active_job_id``, so of two racing reruns one
+    updates no row and is refused.
     """
     run = session.get(Run, (owner, name))
     if run is None:
         session.add(Run(owner=owner, name=name, kind=str(req.kind), experiment=req.experiment,
                         config_hash=v.config_hash, config=v.resolved, active_job_id=job_id,
                         created_at=utcnow()))
-        try:
-            session.commit()
-            return
-        except IntegrityError:  # the same name, submitted at the same moment
-            session.rollback()
-            run = session.get(Run, (owner, name))
+        return
     if run.config_hash != v.config_hash:
         changed = sorted(k for k in set(run.config) | set(v.resolved)
                          if run.config.get(k) != v.resolved.get(k))
@@ -146,8 +145,8 @@ def _claim_run(session: Session, owner: str, name: str, req: JobCreate, v: Valid
                           Run.active_job_id.is_(None) if previous is None
                           else Run.active_job_id == previous)
         .values(active_job_id=job_id)).rowcount
-    session.commit()
     if claimed != 1:
+        session.rollback()
         raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
 
 

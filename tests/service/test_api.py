@@ -219,6 +219,24 @@ def test_concurrent_duplicates_with_one_idempotency_key_make_one_job(stack, alic
     assert r.status_code == 409 and "Idempotency-Key" in r.text
 
 
+def test_concurrent_submissions_of_one_new_name_make_one_job(stack, alice):
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"name": "race", "overrides": {"train_cfg.max_epochs": 1}}
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: submit(client(stack, TOKENS["alice"]), **body),
+                                range(4)))
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 3, [a.text for a in answers]
+    assert all(a.json()["detail"][0]["loc"] == ["body", "name"]
+               for a in answers if a.status_code == 409)
+    winner = next(a.json() for a in answers if a.status_code == 201)
+    wait_for(alice, winner["id"], finished)
+    # the run's job ended: the same config under the same name resumes it
+    again = submit(alice, **body)
+    assert again.status_code == 201, again.text
+    wait_for(alice, again.json()["id"], finished)
+
+
 def test_list_filters_and_paginates(stack, alice, admin):
     page = alice.get("/v1/jobs", params={"status": "SUCCEEDED", "kind": "train",
                                          "limit": 1}).json()
