@@ -264,9 +264,9 @@ class _Walker:
 
     def check_path(self, value: Any, path: str, read: bool, base: Path | None = None,
                    checkpoint: bool = False) -> None:
-        if value is None or isinstance(value, bool):
+        if value is None or isinstance(value, bool) or value == "":  # unset, as mmengine reads it
             return
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str):
             raise PolicyError(path, f"{value!r} is not a path")
         if "://" in value or "::" in value:
             if checkpoint and value.startswith(CHECKPOINT_SCHEMES) and ".." not in value:
