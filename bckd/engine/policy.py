@@ -216,7 +216,7 @@ class _Walker:
     def check_name(self, value: Any, path: str) -> None:
         if not isinstance(value, str):
             raise PolicyError(path, f"{value!r} is not a registered name")
-        match = NAME.match(value)
+        match = NAME.fullmatch(value)
         if match is None:
             raise PolicyError(path, f"{value!r} is not a registered name (import paths and "
                               "other code are refused)")
@@ -259,7 +259,7 @@ class _Walker:
         if "://" in value or value.startswith(("/", "~")) or ".." in Path(value).parts:
             raise PolicyError(path, f"{value!r} looks like a path or URL, but "
                               f"{path.rsplit('.', 1)[-1]!r} is not a path key")
-        if IMPORT_PATH.match(value) and importlib.util.find_spec(value.split(".")[0]):
+        if IMPORT_PATH.fullmatch(value) and importlib.util.find_spec(value.split(".")[0]):
             raise PolicyError(path, f"{value!r} looks like a Python import path")
 
     def check_path(self, value: Any, path: str, read: bool, base: Path | None = None,

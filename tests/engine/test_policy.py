@@ -75,7 +75,8 @@ def test_a_clean_request_config_passes(tmp_path, roots):
 @pytest.mark.parametrize("name", ["os.system", "builtins.eval", "eval", "exec", "open",
                                   "subprocess.Popen", "posix.system", "mmdet.os",
                                   "mmengine.utils.import_modules_from_strings", "evil.Thing",
-                                  "importlib.import_module", "__import__", "GFL ; rm"])
+                                  "importlib.import_module", "__import__", "GFL ; rm", "GFL\n",
+                                  "mmcv.ops.nms", "ＧＦＬ"])
 def test_a_type_that_is_not_a_registered_class_is_refused(tmp_path, roots, where, name):
     cfg = base_config(tmp_path)
     node = cfg
