@@ -17,10 +17,9 @@ import pytest
 
 from service.auth import hash_token
 from service.stack import Stack, StackConfig, free_port
+from tests.service.servicetools import TOKENS, client, finished, wait_for
 
 HERE = Path(__file__).parent
-TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
 TOY: dict[str, str] = {}  # the toy data set's directory, set by the stack fixture
 
 pytestmark = pytest.mark.slow
@@ -48,43 +47,6 @@ def stack(tmp_path_factory):
     st.root = root
     yield st
     st.stop()
-
-
-def client(stack: Stack, token: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=stack.api_url, headers=headers, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def admin(stack):
-    return client(stack, stack.admin_token_file.read_text().strip())
-
-
-@pytest.fixture(scope="module")
-def alice(stack):
-    return client(stack, TOKENS["alice"])
-
-
-@pytest.fixture(scope="module")
-def bob(stack):
-    return client(stack, TOKENS["bob"])
-
-
-def wait_for(c: httpx.Client, job_id: str, pred, timeout: float = 90.0) -> dict:
-    deadline = time.monotonic() + timeout
-    job = {}
-    while time.monotonic() < deadline:
-        r = c.get(f"/v1/jobs/{job_id}")
-        if r.status_code == 200:
-            job = r.json()
-            if pred(job):
-                return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} never got there: {job}")
-
-
-def finished(job: dict) -> bool:
-    return job["status"] in TERMINAL
 
 
 def submit(c: httpx.Client, key: str | None = None, **body) -> httpx.Response:

@@ -9,7 +9,6 @@ the compare table.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -18,9 +17,9 @@ from mlflow.tracking import MlflowClient
 from service.auth import hash_token
 from service.stack import Stack, StackConfig, free_port
 from tests.jobs.jobtools import make_synth
+from tests.service.servicetools import wait_all
 
 TOKEN = "carol-token-0123456789"
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
 # method config -> (the method name in MLflow, the terms it must log)
 METHODS = {
     "synth/crosskd_gfl": ("crosskd", ("loss_distill_crosskd_cls", "loss_distill_crosskd_box")),
@@ -55,16 +54,6 @@ def body(stack: Stack, kind: str, config: str, **extra) -> dict:
                  "val_dataloader.persistent_workers": False}
     return {"kind": kind, "config": config, "data_root": str(stack.data), "experiment": "methods",
             "overrides": overrides, **extra}
-
-
-def wait_all(c: httpx.Client, ids: list[str], timeout: float = 900) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = [c.get(f"/v1/jobs/{i}").json() for i in ids]
-        if all(j["status"] in TERMINAL for j in jobs):
-            return jobs
-        time.sleep(2)
-    raise AssertionError(f"jobs did not finish: {jobs}")
 
 
 def test_crosskd_pkd_and_bckd_pkd_train_through_the_service(stack):

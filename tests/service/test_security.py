@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,10 +21,9 @@ import pytest
 from service.auth import hash_token
 from service.stack import Stack, StackConfig, free_port
 from tests.jobs.jobtools import make_synth
+from tests.service.servicetools import TOKENS, wait_all
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
 
 pytestmark = pytest.mark.slow
 
@@ -48,26 +46,6 @@ def stack(tmp_path_factory):
     st.root, st.data = root, data
     yield st
     st.stop()
-
-
-def client(stack: Stack, token: str) -> httpx.Client:
-    return httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"},
-                        timeout=60)
-
-
-@pytest.fixture(scope="module")
-def alice(stack):
-    return client(stack, TOKENS["alice"])
-
-
-@pytest.fixture(scope="module")
-def bob(stack):
-    return client(stack, TOKENS["bob"])
-
-
-@pytest.fixture(scope="module")
-def admin(stack):
-    return client(stack, stack.admin_token_file.read_text().strip())
 
 
 def tiny_overrides(epochs: int = 1) -> dict:
@@ -252,16 +230,6 @@ def test_the_job_entrypoint_refuses_an_attack_that_bypassed_the_api(stack, tmp_p
         assert f"bckd: error: {key}:" in r.stderr, (label, r.stderr[-3000:])
     assert not marker.exists() and not (stack.root / "pwned").exists()
     assert not (run_dir / "run.json").exists()  # failed before any MLflow run was opened
-
-
-def wait_all(c: httpx.Client, ids: list[str], timeout: float = 600) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs = [c.get(f"/v1/jobs/{i}").json() for i in ids]
-        if all(j["status"] in TERMINAL for j in jobs):
-            return jobs
-        time.sleep(1)
-    raise AssertionError(f"jobs did not finish: {jobs}")
 
 
 def test_two_users_one_name_separate_runs_and_reads(stack, alice, bob, admin):

@@ -1,0 +1,42 @@
+"""Helpers of the service tests (not conftest.py, so modules can import them by name): API
+clients per user and the waits on job states."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from service.stack import Stack
+
+TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
+
+
+def client(stack: Stack, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=stack.api_url, headers=headers, timeout=60)
+
+
+def wait_for(c: httpx.Client, job_id: str, pred, timeout: float = 90.0,
+             poll_s: float = 0.3) -> dict:
+    """The job once ``pred(job)`` holds; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < deadline:
+        r = c.get(f"/v1/jobs/{job_id}")
+        if r.status_code == 200:
+            job = r.json()
+            if pred(job):
+                return job
+        time.sleep(poll_s)
+    raise AssertionError(f"job {job_id} never got there: {job}")
+
+
+def finished(job: dict) -> bool:
+    return job["status"] in TERMINAL
+
+
+def wait_all(c: httpx.Client, ids: list[str], timeout: float = 900) -> list[dict]:
+    """Every job of ``ids`` once all have ended (a real training takes minutes here)."""
+    return [wait_for(c, i, finished, timeout=timeout, poll_s=1.0) for i in ids]
