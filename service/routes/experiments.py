@@ -20,15 +20,25 @@ def _points(value: float | None) -> float | None:
     return None if value is None or value < 0 else POINTS * value
 
 
-def _run_point(row: dict, metric: str) -> RunPoint:
-    return RunPoint(run_id=row["run_id"], method=row["params"].get("method"),
-                    seed=parse_seed(row["params"].get("seed")),
-                    value=_points(row["metrics"].get(metric)), status=row["status"])
+def _groups(rows: list[dict]) -> dict[str, str | None]:
+    """Run id -> the group its value counts in: its method, or ``method (model)`` when runs of
+    one method trained different models (a teacher trained plain is no seed of the plain
+    student)."""
+    models: dict[str | None, set] = {}
+    for row in rows:
+        models.setdefault(row["params"].get("method"), set()).add(row["params"].get("student"))
+    return {row["run_id"]: (method if len(models[method]) <= 1 or method is None
+                            else f"{method} ({row['params'].get('student')})")
+            for row in rows for method in [row["params"].get("method")]}
 
 
 def _statistics(rows: list[dict], metric: str) -> Comparison:
     # Tracking.compare lists the runs start_time DESC: the first of a (method, seed) is the latest
-    return compare_methods([_run_point(r, metric) for r in rows])
+    groups = _groups(rows)
+    return compare_methods([
+        RunPoint(run_id=r["run_id"], method=groups[r["run_id"]],
+                 seed=parse_seed(r["params"].get("seed")),
+                 value=_points(r["metrics"].get(metric)), status=r["status"]) for r in rows])
 
 
 @router.get("/{experiment}/compare", response_model=ComparePublic)

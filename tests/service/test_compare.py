@@ -151,3 +151,15 @@ def test_cli_prints_the_method_table_the_paired_interval_and_the_unpaired_run(st
     assert "duplicate" in old and runs["plain-s0"][:8] in old
     assert any("kd-running" in line and "RUNNING" in line and "excluded:" in line
                for line in lines)
+
+
+def test_runs_of_one_method_but_other_models_are_separate_groups():
+    from service.routes.experiments import _groups
+
+    def row(run_id, method, student):
+        return {"run_id": run_id, "params": {"method": method, "student": student}}
+
+    rows = [row("t", "plain", "GFL/R18-w32"), row("s", "plain", "GFL/R18-w16"),
+            row("b", "bckd", "GFL/R18-w16"), row("x", None, None)]
+    assert _groups(rows) == {"t": "plain (GFL/R18-w32)", "s": "plain (GFL/R18-w16)",
+                             "b": "bckd", "x": None}
