@@ -182,6 +182,8 @@ def attacks(stack: Stack) -> dict[str, tuple[dict, str]]:
         # malformed, deep and oversized
         "deep upload": ({"kind": "train", "config_upload": {
             "format": "json", "content": "[" * 50_000 + "]" * 50_000}}, "config_upload.content"),
+        "deep override": ({**shipped, "overrides": {"+deep": json.loads("[" * 40 + "]" * 40)}},
+                          "overrides.+deep"),
         "upload not a mapping": ({"kind": "train", "config_upload": {
             "format": "json", "content": "[1, 2]"}}, "config_upload.content"),
     }
