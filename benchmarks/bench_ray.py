@@ -134,7 +134,8 @@ def run_ray(config: str, options: dict, work: Path, name: str, workers: int, cpu
             local_cpus: int) -> dict:
     from mlflow.tracking import MlflowClient
 
-    from bckd.engine.launch import JobSpec, run_job
+    from bckd.engine.launch import run_job
+    from bckd.engine.spec import JobSpec
 
     spec = JobSpec(config=config, num_workers=workers, cpus_per_worker=cpus,
                    cfg_options=dict(options), experiment="bench_ray", name=name,

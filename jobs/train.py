@@ -53,7 +53,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace):
     from bckd.engine.jobfile import read_job_file
-    from bckd.engine.launch import JobSpec
+    from bckd.engine.spec import JobSpec
 
     common = dict(address=args.address, storage_path=args.storage_path,
                   max_failures=args.max_failures, progress_interval=args.progress_interval)

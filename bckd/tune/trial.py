@@ -25,7 +25,7 @@ TRIAL_TAG = "bckd.sweep.trial_id"
 class TrialBase:
     """What every trial shares (sent once to the object store by ``tune.with_parameters``)."""
 
-    job: Any  # bckd.engine.launch.JobSpec: config (absolute), workers, the sweep's cfg_options
+    job: Any  # bckd.engine.spec.JobSpec: config (absolute), workers, the sweep's cfg_options
     sweep_name: str
     sweep_dir: str
     tracking_uri: str

@@ -9,7 +9,8 @@ import ray
 from jobtools import TEACHER_CONFIG, make_synth, tiny
 from ray.cluster_utils import Cluster
 
-from bckd.engine.launch import JobSpec, run_job
+from bckd.engine.launch import run_job
+from bckd.engine.spec import JobSpec
 from service.stack import free_port
 
 pytestmark = pytest.mark.slow

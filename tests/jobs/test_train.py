@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from bckd.checkpoint import load_state_dict
 from bckd.engine.cluster import connect
-from bckd.engine.launch import JobSpec, run_job
+from bckd.engine.launch import run_job
+from bckd.engine.spec import JobSpec
 from bckd.engine.tracking import read_run_json
 from cli import main as cli_main
 
