@@ -69,7 +69,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace):
     from bckd.engine.jobfile import read_job_file
-    from bckd.tune.sweep import SweepSpec
+    from bckd.tune.spec import SweepSpec
 
     common = dict(search_space=args.search_space, scheduler=args.scheduler, search=args.search,
                   max_concurrent=args.max_concurrent, metric=args.metric, mode=args.mode,

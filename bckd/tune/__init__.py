@@ -6,6 +6,7 @@ Modules import Ray Tune and MLflow lazily where they can, so ``bckd --help`` sta
 """
 
 from bckd.tune.space import DEFAULT_SPACE, Param, load_space
-from bckd.tune.sweep import SweepResult, SweepSpec, run_sweep
+from bckd.tune.spec import SweepResult, SweepSpec
+from bckd.tune.sweep import run_sweep
 
 __all__ = ["DEFAULT_SPACE", "Param", "SweepResult", "SweepSpec", "load_space", "run_sweep"]

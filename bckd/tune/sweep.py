@@ -18,83 +18,25 @@
 Trial drivers hold no CPU (a little ``memory`` only: Tune needs some resource per trial), so
 the CPUs of the cluster go to the trials' Ray Train workers, which Tune does not see; the
 number of trials at once is therefore capped with ``max_concurrent_trials``.
+
+The spec is :mod:`bckd.tune.spec`, the search and scheduler :mod:`bckd.tune.search`, step 5
+:mod:`bckd.tune.summary`; this module is the order of the steps.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SweepResult", "SweepSpec", "run_sweep"]
+from bckd.tune.spec import SweepResult, SweepSpec, check_spec
+
+__all__ = ["run_sweep"]
 
 TUNE_DIR = "tune"  # <sweep_dir>/tune: Tune's experiment state (what Tuner.restore reads)
-SCHEDULERS = ("asha", "fifo")
-SEARCHES = ("random", "optuna")
-
-
-@dataclass
-class SweepSpec:
-    config: str
-    num_samples: int = 8  # samples of the space (times each grid point)
-    search_space: str | None = None  # YAML/JSON file; default: bckd.tune.space.DEFAULT_SPACE
-    scheduler: str = "asha"
-    search: str = "random"
-    max_concurrent: int | None = None  # default: as many trials as the cluster fits at once
-    metric: str = "coco/bbox_mAP"
-    mode: str = "max"
-    name: str | None = None  # default: sweep_<config stem>; the same name again restores
-    experiment: str = "bckd"
-    address: str | None = None
-    num_workers: int = 1  # per trial
-    cpus_per_worker: float = 1.0
-    use_gpu: bool = False
-    cfg_options: dict[str, Any] = field(default_factory=dict)  # for every trial
-    work_dir: str | None = None  # default: work_dirs/<name>
-    grace_period: int = 1  # ASHA: epochs before a trial can be stopped
-    reduction_factor: float = 2.0  # ASHA: keep the best 1/rf at each rung (4 cuts too hard
-    # for the handful of trials a CPU sweep runs)
-    seed: int | None = None  # of the search algorithm
-    progress_interval: int = 10
-    local_num_cpus: int | None = None
-    trial_memory_mb: int = 256  # what a trial's driver process reserves (it holds no CPU)
-    tags: dict[str, str] = field(default_factory=dict)  # on the parent and every trial's run
-    policy: Any = None  # bckd.engine.policy.ConfigPolicy of a submitted sweep; None at a terminal
-
-
-@dataclass
-class SweepResult:
-    name: str
-    sweep_dir: str
-    parent_run_id: str
-    status: str  # FINISHED, FAILED (every trial failed) or KILLED (interrupted)
-    best_trial_id: str | None = None
-    best_run_id: str | None = None
-    best_value: float | None = None
-    best_config: dict[str, Any] = field(default_factory=dict)
-    trials: list[dict] = field(default_factory=list)  # trial_id, outcome, config, best, epochs
-    restored: bool = False
-    wall_s: float = 0.0
-
-
-def _check_spec(spec: SweepSpec) -> None:
-    if spec.scheduler not in SCHEDULERS:
-        raise ValueError(f"--scheduler must be one of {SCHEDULERS}, got {spec.scheduler!r}")
-    if spec.search not in SEARCHES:
-        raise ValueError(f"--search must be one of {SEARCHES}, got {spec.search!r}")
-    if spec.mode not in ("max", "min"):
-        raise ValueError(f"--mode must be max or min, got {spec.mode!r}")
-    if spec.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {spec.num_samples}")
-    if spec.max_concurrent is not None and spec.max_concurrent < 1:
-        raise ValueError(f"--max-concurrent must be >= 1, got {spec.max_concurrent}")
-    if spec.grace_period < 1 or spec.reduction_factor <= 1:
-        raise ValueError("ASHA needs --grace-period >= 1 and --reduction-factor > 1, got "
-                         f"{spec.grace_period} and {spec.reduction_factor}")
 
 
 def _trials_that_fit(resources) -> int:
@@ -109,49 +51,6 @@ def _trials_that_fit(resources) -> int:
             break
         count += 1
     return count
-
-
-def _check_search(spec: SweepSpec, params: tuple) -> None:
-    if spec.search != "optuna":
-        return
-    if any(p.kind == "grid" for p in params):
-        raise ValueError("--search optuna cannot sweep a grid entry; use choice, or --search "
-                         "random")
-    try:
-        import optuna  # noqa: F401
-    except ImportError as err:
-        raise ValueError(f"--search optuna needs the optuna package ({err})") from None
-
-
-def _searcher(spec: SweepSpec, max_concurrent: int):
-    """Random or Optuna search, limited to ``max_concurrent`` trials at once (Tune ignores
-    ``max_concurrent_trials`` for a BasicVariantGenerator passed in, so it is set here)."""
-    if spec.search == "random":
-        from ray.tune.search import BasicVariantGenerator
-
-        return BasicVariantGenerator(random_state=spec.seed, max_concurrent=max_concurrent)
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
-    return ConcurrencyLimiter(OptunaSearch(seed=spec.seed), max_concurrent=max_concurrent)
-
-
-def _scheduler(spec: SweepSpec, max_epochs: int):
-    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
-
-    if spec.scheduler == "fifo":
-        return FIFOScheduler()
-    if spec.grace_period > max_epochs:
-        raise ValueError(f"--grace-period {spec.grace_period} is past the config's last epoch "
-                         f"(train_cfg.max_epochs={max_epochs})")
-    # Time is the epoch the job reports (it continues across a resume, unlike Tune's
-    # training_iteration). stop_last_trials=False: a trial that reaches the last epoch ends
-    # by itself, so its job finishes (exports its checkpoints, ends its run FINISHED) instead
-    # of being killed by the scheduler at the same moment.
-    return AsyncHyperBandScheduler(time_attr="epoch", max_t=max_epochs,
-                                   grace_period=spec.grace_period,
-                                   reduction_factor=spec.reduction_factor,
-                                   stop_last_trials=False)
 
 
 def _parent_params(spec: SweepSpec, params: tuple, max_concurrent: int,
@@ -176,7 +75,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     from ray import tune
 
     from bckd.engine.cluster import WorkerResources, check_resources, connect
-    from bckd.engine.launch import JobSpec, prepare
+    from bckd.engine.spec import JobSpec, prepare
     from bckd.engine.tracking import (
         RunWriter,
         default_tracking_uri,
@@ -185,12 +84,14 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         write_run_json,
     )
     from bckd.tune.progress import TrialTable
+    from bckd.tune.search import check_search, scheduler, searcher
     from bckd.tune.space import DEFAULT_SPACE, check_space, load_space, space_json, to_tune
+    from bckd.tune.summary import summarize
     from bckd.tune.tracking import ChildRunCloser
     from bckd.tune.trial import TrialBase, run_trial
 
     start = time.monotonic()
-    _check_spec(spec)
+    check_spec(spec)
     params = load_space(spec.search_space) if spec.search_space else DEFAULT_SPACE
     shadowed = sorted({p.key for p in params} & {k.removeprefix("+") for k in spec.cfg_options})
     if shadowed:
@@ -207,8 +108,8 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     cfg = prepare(replace(job, name=name, work_dir=str(sweep_dir / "trials" / "check"))).cfg
     check_space(params, cfg)
     max_epochs = int(cfg.train_cfg.max_epochs)
-    scheduler = _scheduler(spec, max_epochs)
-    _check_search(spec, params)
+    trial_scheduler = scheduler(spec, max_epochs)
+    check_search(spec, params)
 
     started_cluster = connect(spec.address, spec.local_num_cpus)
     try:
@@ -256,13 +157,13 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                 param_space=to_tune(params),
                 tune_config=tune.TuneConfig(
                     metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                    scheduler=scheduler, search_alg=_searcher(spec, max_concurrent),
+                    scheduler=trial_scheduler, search_alg=searcher(spec, max_concurrent),
                     trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(sweep_dir),
                                           callbacks=callbacks, verbose=0),
             )
         grid = tuner.fit()
-        result = _summarize(grid, spec, params, max_epochs, name, sweep_dir, parent_id,
+        result = summarize(grid, spec, params, max_epochs, name, sweep_dir, parent_id,
                             tracking_uri, writer)
         result.restored = restoring
         write_run_json(sweep_dir, status=result.status, best_trial_id=result.best_trial_id,
@@ -277,94 +178,3 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
 
 def _trial_dirname(trial) -> str:
     return trial.trial_id  # Tune's default holds every swept value: too long for some paths
-
-
-def _best_value(values, mode: str) -> float | None:
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not finite:
-        return None
-    return max(finite) if mode == "max" else min(finite)
-
-
-def _trial_best(client, run_id: str | None, frame, metric: str, mode: str) -> float | None:
-    """A trial's best metric at any epoch, from its child run's history (what the MLflow UI
-    shows; it can hold one evaluation more than Tune saw, when the trial finished an epoch while
-    the scheduler was stopping it), else from what the trial reported to Tune."""
-    if run_id is not None:
-        best = _best_value([m.value for m in client.get_metric_history(run_id, metric)], mode)
-        if best is not None:
-            return best
-    return _best_value(frame[metric] if frame is not None and metric in frame else [], mode)
-
-
-def _summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
-               sweep_dir: Path, parent_id: str, tracking_uri: str, writer) -> SweepResult:
-    """Per-trial rows, best trial, the parent's tags/metrics/artifacts and its end status."""
-    from mlflow.tracking import MlflowClient
-
-    from bckd.engine.config import load_config
-    from bckd.tune.plot import plot_weights
-    from bckd.tune.progress import format_table
-    from bckd.tune.tracking import child_runs, reconcile_children
-    from bckd.tune.trial import TRIAL_TAG, outcome
-
-    keys = [p.key for p in params]
-    client = MlflowClient(tracking_uri)
-    runs = {r.data.tags.get(TRIAL_TAG): r.info.run_id for r in child_runs(client, parent_id)}
-    trials = []
-    for trial_result in grid:
-        metrics = trial_result.metrics or {}
-        trial_id = metrics.get("trial_id") or Path(trial_result.path).name
-        trials.append({
-            "trial_id": trial_id,
-            "outcome": outcome(metrics, max_epochs, error=trial_result.error is not None),
-            "config": {k: trial_result.config.get(k) for k in keys},
-            "best": _trial_best(client, runs.get(trial_id), trial_result.metrics_dataframe,
-                                spec.metric, spec.mode),
-            "epochs": metrics.get("epoch", 0),
-            "run_id": runs.get(trial_id),
-            "error": None if trial_result.error is None else str(trial_result.error)[:500],
-        })
-    trials.sort(key=lambda t: t["trial_id"])
-    unfinished = [t for t in trials if t["outcome"] == "UNFINISHED"]
-    reconcile_children(tracking_uri, parent_id, {t["trial_id"]: t["outcome"] for t in trials})
-
-    scored = [t for t in trials if t["best"] is not None]
-    best = (max if spec.mode == "max" else min)(scored, key=lambda t: t["best"]) \
-        if scored else None
-    status = "KILLED" if unfinished else (
-        "FAILED" if all(t["outcome"] == "ERROR" for t in trials) else "FINISHED")
-    result = SweepResult(name, str(sweep_dir), parent_id, status, trials=trials)
-    names = {p.key: p.name for p in params}
-    if best is not None:
-        result.best_trial_id, result.best_run_id = best["trial_id"], best["run_id"]
-        result.best_value, result.best_config = best["best"], best["config"]
-        writer.log_metrics({f"best/{spec.metric}": best["best"]}, step=len(trials))
-        writer.set_tags({"best_trial_id": best["trial_id"], "best_run_id": best["run_id"] or "",
-                         **{f"best.{names[k]}": v for k, v in best["config"].items()}})
-        best_json = sweep_dir / "best_config.json"
-        best_json.write_text(json.dumps(
-            {"trial_id": best["trial_id"], "run_id": best["run_id"], spec.metric: best["best"],
-             "cfg_options": best["config"]}, indent=2) + "\n")
-        writer.log_artifact(best_json)
-        best_cfg = load_config(spec.config, {**spec.cfg_options, **best["config"]}, spec.policy)
-        best_cfg.dump(str(sweep_dir / "best_config.py"))
-        writer.log_artifact(sweep_dir / "best_config.py")
-    plot = plot_weights(trials, params, spec.metric, sweep_dir / "weights_vs_metric.png",
-                        best_trial_id=result.best_trial_id)
-    writer.log_artifact(plot, "plots")
-    table = sweep_dir / "trials.json"
-    table.write_text(json.dumps(trials, indent=2, default=str) + "\n")
-    writer.log_artifact(table)
-    counts = {o: sum(t["outcome"] == o for t in trials)
-              for o in ("COMPLETED", "STOPPED", "ERROR", "UNFINISHED")}
-    writer.log_metrics({f"trials/{o.lower()}": n for o, n in counts.items()}, step=len(trials))
-    writer.terminate(status)
-
-    columns = ["trial_id", "outcome", *names.values(), "epochs", "best", "run_id"]
-    rows = [{**t, **{names[k]: v for k, v in t["config"].items()}} for t in trials]
-    print(f"bckd: sweep {name} {status}: {counts}\n{format_table(rows, columns)}", flush=True)
-    if best is not None:
-        print(f"bckd: best trial {best['trial_id']} {spec.metric}={best['best']:.4f} "
-              f"run={best['run_id']} cfg_options={best['config']}", flush=True)
-    return result
