@@ -3,12 +3,9 @@
 from bckd.distill.compat import check_distillable
 from bckd.distill.crosskd import CrossKD
 from bckd.distill.dense_outputs import BOX_DECODERS, DenseOutputs, flatten_dense_outputs
-from bckd.distill.detector import (
-    BCKDDetector,
-    build_teacher,
-    method_name,
-    teacher_model_config,
-)
+from bckd.distill.detector import BCKDDetector
+from bckd.distill.methods import method_name
+from bckd.distill.teacher import build_teacher, teacher_model_config
 
 __all__ = [
     "BCKDDetector",

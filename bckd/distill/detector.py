@@ -1,9 +1,12 @@
-"""``BCKDDetector``: a dense student detector trained against a frozen dense teacher."""
+"""``BCKDDetector``: a dense student detector trained against a frozen dense teacher.
+
+The teacher is built by :mod:`bckd.distill.teacher`; :mod:`bckd.distill.methods` names the
+method a config's distillation slots make.
+"""
 
 from __future__ import annotations
 
 import copy
-import logging
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -11,85 +14,19 @@ from mmdet.models.detectors import SingleStageDetector
 from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmengine.config import Config
 from mmengine.dist import get_world_size
-from mmengine.hub import get_config
-from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from bckd.checkpoint import load_state_dict
 from bckd.distill.adapters import channel_adapter, keep_adapters_out_of_checkpoints
 from bckd.distill.compat import check_distillable
-from bckd.distill.crosskd import TOWERS, CrossKD
+from bckd.distill.crosskd import CrossKD
 from bckd.distill.dense_outputs import DenseOutputs, flatten_dense_outputs, flatten_level_maps
+from bckd.distill.methods import SLOTS
 from bckd.distill.positives import PositiveRecorder, record_positives
+from bckd.distill.teacher import build_teacher
+from bckd.distill.towers import TOWERS
 
-__all__ = ["BCKDDetector", "build_teacher", "method_name", "teacher_model_config"]
-
-# The distillation slots of a BCKDDetector config, in the order method names list them.
-_SLOTS = ("loss_distill_cls", "loss_distill_loc", "loss_distill_ld",
-          "loss_distill_crosskd_cls", "loss_distill_crosskd_box", "loss_distill_feat")
-
-# (slot, loss type) -> the method's name in the papers' tables.
-_TERM_NAMES = {
-    ("loss_distill_cls", "BinaryClassificationDistillationLoss"): "bcdl",
-    ("loss_distill_loc", "IoULocalizationDistillationLoss"): "ildl",
-    ("loss_distill_cls", "KnowledgeDistillationKLDivLoss"): "kd",
-    ("loss_distill_ld", "KnowledgeDistillationKLDivLoss"): "ld",
-    ("loss_distill_crosskd_cls", "BinaryClassificationDistillationLoss"): "crosskd",
-    ("loss_distill_crosskd_box", "KnowledgeDistillationKLDivLoss"): "crosskd",
-    ("loss_distill_crosskd_box", "GIoULoss"): "crosskd",
-    ("loss_distill_feat", "PKDLoss"): "pkd",
-}
-
-
-def method_name(model: dict) -> str:
-    """A model config's method: ``plain``, ``kd``, ``ld``, ``bcdl``, ``ildl``, ``bckd``,
-    ``crosskd`` or ``pkd``; combinations joined by ``+`` (``bckd+pkd``), unknown terms named by
-    their loss type."""
-    if model.get("type") != "BCKDDetector":
-        return "plain"
-    names: list[str] = []
-    for slot in _SLOTS:
-        if model.get(slot):
-            name = _TERM_NAMES.get((slot, model[slot]["type"]), model[slot]["type"])
-            if name not in names:  # CrossKD's two slots are one method
-                names.append(name)
-    if names[:2] == ["bcdl", "ildl"]:
-        names[:2] = ["bckd"]
-    return "+".join(names)
-
-
-def teacher_model_config(teacher: dict | str) -> dict:
-    """The teacher's model config: given inline, or the ``model`` of a config file
-    (``"mmdet::gfl/..."`` names a config shipped inside the mmdet package)."""
-    if not isinstance(teacher, str):
-        return copy.deepcopy(teacher)
-    return (get_config(teacher) if "::" in teacher else Config.fromfile(teacher)).model
-
-
-def build_teacher(teacher: dict | str, checkpoint: str | None) -> nn.Module:
-    """Build a detector from a model config (or a config file's ``model``), load its weights and
-    freeze it: eval mode, no gradients.
-
-    Raises:
-        FileNotFoundError: the config or checkpoint file does not exist.
-        ValueError: the checkpoint's weights do not fit the config (keys or shapes named).
-    """
-    model = MODELS.build(teacher_model_config(teacher))
-    if checkpoint is None:
-        print_log("teacher_ckpt is None: the teacher keeps its random initialization",
-                  logger="current", level=logging.WARNING)
-    else:
-        state = load_state_dict(checkpoint)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"teacher_ckpt {checkpoint!r} does not match the teacher config: "
-                             f"{err}") from None
-    model.requires_grad_(False)
-    return model.eval()
-
+__all__ = ["BCKDDetector"]
 
 @MODELS.register_module()
 class BCKDDetector(SingleStageDetector):
@@ -165,7 +102,7 @@ class BCKDDetector(SingleStageDetector):
         if not any((loss_distill_cls, loss_distill_loc, loss_distill_ld, loss_distill_feat,
                     *crosskd_terms)):
             raise ValueError("BCKDDetector has no distillation loss: set one of "
-                             f"{', '.join(_SLOTS)} (train the plain student config for the "
+                             f"{', '.join(SLOTS)} (train the plain student config for the "
                              "no-distillation baseline)")
         self._teacher = (build_teacher(teacher, teacher_ckpt),)
         check_distillable(self.bbox_head, self.teacher.bbox_head,

@@ -262,7 +262,7 @@ def check_teacher(cfg: Config) -> None:
     ckpt = model.get("teacher_ckpt")
     if ckpt is None:
         return  # the distiller warns that the teacher stays random
-    if not Path(ckpt).is_file():
+    if "://" not in ckpt and not Path(ckpt).is_file():  # a URL is fetched by build_teacher
         raise FileNotFoundError(f"teacher checkpoint not found: {ckpt} (train the teacher first, "
                                 "e.g. `bckd train <teacher config>`, or set model.teacher_ckpt)")
     from bckd.distill import build_teacher
@@ -313,7 +313,7 @@ def describe_run(cfg: Config) -> RunInfo:
         weights = {k: float(v["loss_weight"]) for k, v in model.get("bbox_head", {}).items()
                    if k.startswith("loss_") and isinstance(v, Mapping) and "loss_weight" in v}
         return RunInfo("plain", _model_name(model), "", data, weights)
-    from bckd.distill.detector import method_name, teacher_model_config
+    from bckd.distill import method_name, teacher_model_config
 
     terms = {k: v for k, v in model.items() if k.startswith("loss_distill") and v}
     weights = {k: float(v.get("loss_weight", 1.0)) for k, v in terms.items()}

@@ -1,0 +1,48 @@
+"""The teacher of a distillation run: its model config (inline, a file, or ``mmdet::...``) and
+the frozen detector built from it with its checkpoint's weights."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from mmdet.registry import MODELS
+from mmengine.config import Config
+from mmengine.hub import get_config
+from mmengine.logging import print_log
+from torch import nn
+
+from bckd.checkpoint import load_state_dict
+
+__all__ = ["build_teacher", "teacher_model_config"]
+
+
+def teacher_model_config(teacher: dict | str) -> dict:
+    """The teacher's model config: given inline, or the ``model`` of a config file
+    (``"mmdet::gfl/..."`` names a config shipped inside the mmdet package)."""
+    if not isinstance(teacher, str):
+        return copy.deepcopy(teacher)
+    return (get_config(teacher) if "::" in teacher else Config.fromfile(teacher)).model
+
+
+def build_teacher(teacher: dict | str, checkpoint: str | None) -> nn.Module:
+    """Build a detector from a model config (or a config file's ``model``), load its weights and
+    freeze it: eval mode, no gradients.
+
+    Raises:
+        FileNotFoundError: the config or checkpoint file does not exist.
+        ValueError: the checkpoint's weights do not fit the config (keys or shapes named).
+    """
+    model = MODELS.build(teacher_model_config(teacher))
+    if checkpoint is None:
+        print_log("teacher_ckpt is None: the teacher keeps its random initialization",
+                  logger="current", level=logging.WARNING)
+    else:
+        state = load_state_dict(checkpoint)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"teacher_ckpt {checkpoint!r} does not match the teacher config: "
+                             f"{err}") from None
+    model.requires_grad_(False)
+    return model.eval()
