@@ -1,5 +1,6 @@
 """Datasets: the synthetic COCO-format detection data every model here trains on."""
 
-from bckd.data.synth import SynthConfig, category_names, class_probabilities, generate, validate
+from bckd.data.scene import category_names, class_probabilities
+from bckd.data.synth import SynthConfig, generate, validate
 
 __all__ = ["SynthConfig", "category_names", "class_probabilities", "generate", "validate"]
