@@ -24,6 +24,14 @@ STAMP="$VENV/.bckd-setup"
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
+# Headless Chromium renders the API's docs pages in tests/service/test_docs_offline.py. Checked
+# before the stamp, so a machine whose .venv is current still gets it; `command -v` when present.
+if ! command -v chromium >/dev/null; then
+    log "installing chromium (apt) for the docs test"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+fi
+
 # The stamp holds a hash of pyproject.toml and this script: any change re-runs the install.
 want_stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" && -z "${BCKD_FORCE_SETUP:-}" ]]; then

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from service.db import migrate
 from service.errors import Invalid
@@ -55,6 +56,33 @@ class _TooLarge(Exception):
     pass
 
 
+# The docs pages may load from their own origin only. The assets are local (fastapi-offline), but
+# ReDoc's bundle still draws its footer logo from a CDN; the policy keeps the browser from
+# asking, so nothing of the docs leaves the machine. Inline: the pages' own start-up script and
+# the styles the bundles inject; blob: ReDoc's search worker.
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
+               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:")
+
+
+class DocsPolicy:
+    """Add ``DOCS_POLICY`` as the Content-Security-Policy of the responses under ``paths``."""
+
+    def __init__(self, app, paths: tuple[str, ...]):
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(self.paths):
+            return await self.app(scope, receive, send)
+
+        async def with_policy(msg):
+            if msg["type"] == "http.response.start":
+                msg["headers"] = [*msg.get("headers", []),
+                                  (b"content-security-policy", DOCS_POLICY.encode())]
+            await send(msg)
+
+        await self.app(scope, receive, with_policy)
+
+
 async def invalid_field(request: Request, err: Invalid) -> JSONResponse:
     """A refused field in FastAPI's own validation shape: ``detail[0].loc`` names it."""
     where = "header" if err.field == "Idempotency-Key" else "body"
@@ -82,7 +110,10 @@ def create_app() -> FastAPI:
     # An MLflow server that is down must fail a request in seconds, not after minutes of retry.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    app = FastAPI(title="bckd", version="1", lifespan=lifespan,
+    # /docs and /redoc from the Swagger UI and ReDoc files that fastapi-offline ships (mounted at
+    # /static-offline-docs, favicon too, no Google fonts): FastAPI's defaults load them from a
+    # CDN, and the pages stay blank on a machine without internet.
+    app = FastAPIOffline(title="bckd", version="1", lifespan=lifespan,
                   description="BCKD distillation jobs on Ray, tracked in MLflow.",
                   # operationId = the route function's name: stable, short, and what the
                   # OpenAPI links of POST /v1/jobs name
@@ -90,6 +121,7 @@ def create_app() -> FastAPI:
     app.include_router(api_router)
     app.add_exception_handler(Invalid, invalid_field)
     app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
+    app.add_middleware(DocsPolicy, paths=("/docs", "/redoc"))
     return app
 
 
