@@ -43,12 +43,16 @@ class JobFile:
     gpus_per_worker: float = 0.0
     num_samples: int = 1  # sweeps: trials
     tags: dict[str, str] = field(default_factory=dict)  # MLflow run tags (owner, job id, hash)
+    # checkpoint URL prefixes allowed besides the model zoo's (the service's
+    # BCKD_CHECKPOINT_URL_PREFIXES; see bckd.engine.paths)
+    checkpoint_url_prefixes: list[str] = field(default_factory=list)
     version: int = VERSION
 
     def policy(self) -> ConfigPolicy:
         roots = Roots(read=tuple(Path(r) for r in self.read_roots), write=Path(self.run_dir),
                       base=Path(self.base_dir))
-        return ConfigPolicy(configs_dir=Path(self.configs_dir), roots=roots)
+        return ConfigPolicy(configs_dir=Path(self.configs_dir), roots=roots,
+                            url_prefixes=tuple(self.checkpoint_url_prefixes))
 
     def config_path(self) -> Path:
         """The config the job loads: the shipped file, or the upload written as JSON into the run
@@ -78,7 +82,7 @@ def read_job_file(path: str | Path) -> JobFile:
     types = {"kind": str, "name": str, "experiment": str, "owner": str, "run_dir": str,
              "configs_dir": str, "read_roots": list, "base_dir": str, "overrides": dict,
              "num_workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
-             "num_samples": int, "tags": dict}
+             "num_samples": int, "tags": dict, "checkpoint_url_prefixes": list}
     unknown = set(data) - set(types) - {"config_file", "config_data", "version"}
     if unknown:
         raise ValueError(f"--spec {path}: unknown fields {sorted(unknown)}")
@@ -86,6 +90,8 @@ def read_job_file(path: str | Path) -> JobFile:
         if key in data and not isinstance(data[key], kind):
             raise ValueError(f"--spec {path}: {key} has the wrong type "
                              f"({type(data[key]).__name__})")
+    if not all(isinstance(p, str) for p in data.get("checkpoint_url_prefixes", [])):
+        raise ValueError(f"--spec {path}: checkpoint_url_prefixes must be strings")
     if data.get("kind") not in KINDS:
         raise ValueError(f"--spec {path}: kind must be one of {KINDS}")
     if (data.get("config_file") is None) == (data.get("config_data") is None):

@@ -15,11 +15,10 @@ mmengine turns config values into code in three ways, and each is closed here:
 - ``Config.fromfile`` executes ``.py`` files: a ``_base_`` or a teacher config named by a
   request must be a shipped config (``configs/``) or one of mmdet's (``mmdet::...``).
 
-Paths: every value of a path-valued key, at any depth, resolves (after ``..`` and symlinks)
-under the roots of :class:`Roots`: keys that are read (data sets, checkpoints) under the read
-roots and must exist; every other path key (outputs) under the run directory. A string that
-looks like a path, a URL or an import path under any other key is refused, so a key this module
-has never heard of cannot smuggle one in.
+Paths follow the rules of :mod:`bckd.engine.paths` (read keys under the read roots, outputs
+under the run directory, checkpoint URLs only from the model zoo). A string that looks like a
+path, a URL or an import path under any other key is refused, so a key this module has never
+heard of cannot smuggle one in.
 
 :func:`check_config` runs in the API before anything reaches Ray and again in the job before
 anything is built (``bckd.engine.config.load_config``), so a job that reached the cluster by
@@ -35,6 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bckd.engine.paths import (
+    CHECKPOINT_KEYS,
+    READ_KEYS,
+    PathError,
+    Roots,
+    check_path,
+    is_path_key,
+    resolve,
+)
+
 __all__ = ["ConfigPolicy", "PolicyError", "Roots", "check_config", "check_size",
            "registered_names"]
 
@@ -43,17 +52,6 @@ __all__ = ["ConfigPolicy", "PolicyError", "Roots", "check_config", "check_size",
 REGISTRY_KEYS = frozenset({"type", "constructor", "runner_type", "auto_wrap_policy",
                            "param_init_fn"})
 SCOPES = ("mmengine", "mmcv", "mmdet")
-# Keys that are read, so what they name must exist. Relative ann_file / data_prefix values are
-# under their dataset's data_root, as mmengine's BaseDataset joins them.
-READ_KEYS = frozenset({"data_root", "ann_file", "proposal_file", "load_from", "resume",
-                       "resume_from", "teacher_ckpt", "checkpoint", "pretrained"})
-PATH_SUFFIXES = ("_root", "_file", "_dir", "_path", "_prefix", "_ckpt", "_from")
-# mmengine's named checkpoint schemes map to fixed model-zoo hosts, and the zoo's own host is
-# allowed by URL; any other URL is refused (a job fetching what a request names is a request
-# forgery from inside the cluster).
-CHECKPOINT_SCHEMES = ("torchvision://", "open-mmlab://", "openmmlab://", "mmcls://",
-                      "mmpretrain://", "https://download.openmmlab.com/")
-CHECKPOINT_KEYS = frozenset({"checkpoint", "pretrained", "load_from"})
 # mmcv's batched_nms eval()s an nms config's ``type``: only its own two op names may stand there.
 NMS_OPS = frozenset({"nms", "soft_nms"})
 # Registered classes that eval() strings of their own config: refused whatever their arguments.
@@ -75,15 +73,6 @@ class PolicyError(ValueError):
 
 
 @dataclass(frozen=True)
-class Roots:
-    """Where a request's config may read and write."""
-
-    read: tuple[Path, ...]  # shared data roots, and the caller's own directory
-    write: Path  # the run's directory: outputs go nowhere else
-    base: Path  # the job's working directory: relative paths resolve against it
-
-
-@dataclass(frozen=True)
 class ConfigPolicy:
     """``configs_dir`` holds the shipped (trusted) configs and ``roots`` bound the paths; both are
     None for a person at a terminal running their own config on their own machine, where only
@@ -91,6 +80,9 @@ class ConfigPolicy:
 
     configs_dir: Path | None
     roots: Roots | None = None
+    # Checkpoint URL prefixes allowed besides the zoo's (bckd.engine.paths): set on purpose by
+    # a deployment (BCKD_CHECKPOINT_URL_PREFIXES), e.g. a mirror, or a test's loopback server.
+    url_prefixes: tuple[str, ...] = ()
 
 
 def registered_names() -> dict[str, set[str]]:
@@ -204,7 +196,7 @@ class _Walker:
         elif key == "data_prefix" and isinstance(value, Mapping):
             for k, v in value.items():
                 self.check_path(v, _join(path, str(k)), read=True, base=data_root)
-        elif _is_path_key(key) and not isinstance(value, Mapping):
+        elif is_path_key(key) and not isinstance(value, Mapping):
             relative_to = data_root if key in ("ann_file", "proposal_file") else None
             for i, item in enumerate(value) if isinstance(value, list | tuple) else [(None, value)]:
                 self.check_path(item, path if i is None else _join(path, str(i)),
@@ -264,40 +256,16 @@ class _Walker:
 
     def check_path(self, value: Any, path: str, read: bool, base: Path | None = None,
                    checkpoint: bool = False) -> None:
-        if value is None or isinstance(value, bool) or value == "":  # unset, as mmengine reads it
-            return
-        if not isinstance(value, str):
-            raise PolicyError(path, f"{value!r} is not a path")
-        if "://" in value or "::" in value:
-            if checkpoint and value.startswith(CHECKPOINT_SCHEMES) and ".." not in value:
-                return
-            raise PolicyError(path, f"{value!r}: URLs are not read here; put the file under a "
-                              "data root")
-        roots = self.policy.roots
-        if roots is None:
-            return
-        resolved = self._resolve(value, base, path)
-        if read:
-            if not any(resolved.is_relative_to(r) for r in roots.read):
-                shown = ", ".join(str(r) for r in roots.read)
-                raise PolicyError(path, f"{value!r} is outside your data roots ({shown})")
-            if not resolved.exists():
-                raise PolicyError(path, f"{value!r} does not exist")
-        elif not resolved.is_relative_to(roots.write):
-            raise PolicyError(path, f"{value!r}: outputs go under the run directory "
-                              f"({roots.write})")
+        try:
+            check_path(value, self.policy.roots, read, base, checkpoint, self.policy.url_prefixes)
+        except PathError as err:
+            raise PolicyError(path, str(err)) from None
 
     def _resolve(self, value: str, base: Path | None, path: str) -> Path:
         try:
-            path = Path(value)
-            return (path if path.is_absolute() else (base or self.policy.roots.base) / path
-                    ).resolve()
-        except (OSError, ValueError) as err:  # a name too long, a NUL byte
-            raise PolicyError(path, f"{value!r} is not a valid path: {err}") from None
-
-
-def _is_path_key(key: str) -> bool:
-    return key in READ_KEYS or key.endswith(PATH_SUFFIXES) or key == "work_dir"
+            return resolve(value, base or self.policy.roots.base)
+        except PathError as err:
+            raise PolicyError(path, str(err)) from None
 
 
 def _join(path: str, key: str) -> str:
