@@ -1,7 +1,7 @@
 """Sweep a distillation config's loss weights (or any config keys) with Ray Tune, in MLflow.
 
     bckd train configs/synth/gfl_teacher.py                     # the teacher the sweep distills
-    bckd sweep configs/synth/bckd_gfl.py --num-samples 8        # alpha1, alpha2, beta; ASHA
+    bckd sweep configs/synth/bckd_gfl.py --num-samples 8        # the BCKD weights; ASHA
     bckd sweep configs/synth/bckd_gfl.py --num-samples 16 --search optuna --search-space my.yaml
     python -m jobs.sweep configs/synth/bckd_gfl.py --num-samples 3 --name sweep_gfl
     python -m jobs.sweep --spec JOB.json                        # a job file the service wrote
@@ -34,8 +34,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=8,
                         help="trials sampled from the space (times each grid point) (8)")
     parser.add_argument("--search-space", default=None, metavar="FILE",
-                        help="YAML/JSON {config key: distribution}; default: alpha1 "
-                        "loguniform[0.25, 4], alpha2 loguniform[0.5, 8], beta in {0.5, 1, 2}")
+                        help="YAML/JSON {config key: distribution}; default: "
+                        "model.loss_distill_cls.loss_weight loguniform[0.25, 4], "
+                        "model.loss_distill_loc.loss_weight loguniform[0.5, 8], "
+                        "model.loss_distill_cls.beta in {0.5, 1, 2}")
     parser.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
                         help="asha stops weak trials early; fifo runs every trial to the end")
     parser.add_argument("--search", choices=("random", "optuna"), default="random",

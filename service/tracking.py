@@ -13,11 +13,11 @@ SHARED_TAG = "bckd.shared"
 
 # What a comparison shows of each run: run tags set by jobs.train, then a few flat params.
 KEY_TAGS = ("method", "student", "teacher", "dataset")
-KEY_PARAMS = {"model": "cfg.model.type", "epochs": "cfg.train_cfg.max_epochs",
-              "lr": "cfg.optim_wrapper.optimizer.lr", "config": "config",
+KEY_PARAMS = {"model": "model.type", "epochs": "train_cfg.max_epochs",
+              "lr": "optim_wrapper.optimizer.lr", "config": "config",
               # randomness.seed of the config ("None" when unset): the pairing key of the
               # compare statistics (bckd.evaluation.stats)
-              "seed": "cfg.randomness.seed"}
+              "seed": "randomness.seed"}
 
 
 class Tracking:

@@ -293,7 +293,6 @@ class RunInfo:
     student: str
     teacher: str  # "" for a plain run
     dataset: str
-    loss_weights: dict[str, float]
 
 
 def _model_name(model: Mapping) -> str:
@@ -310,15 +309,11 @@ def describe_run(cfg: Config) -> RunInfo:
     dataset = _inner_dataset(cfg.get("train_dataloader")) or {}
     data = f"{dataset.get('type', '?')}:{Path(str(dataset.get('data_root', ''))).name}"
     if model.get("type") != "BCKDDetector":
-        weights = {k: float(v["loss_weight"]) for k, v in model.get("bbox_head", {}).items()
-                   if k.startswith("loss_") and isinstance(v, Mapping) and "loss_weight" in v}
-        return RunInfo("plain", _model_name(model), "", data, weights)
+        return RunInfo("plain", _model_name(model), "", data)
     from bckd.distill import method_name, teacher_model_config
 
-    terms = {k: v for k, v in model.items() if k.startswith("loss_distill") and v}
-    weights = {k: float(v.get("loss_weight", 1.0)) for k, v in terms.items()}
     return RunInfo(method_name(model), _model_name(model["student"]),
-                   _model_name(teacher_model_config(model["teacher"])), data, weights)
+                   _model_name(teacher_model_config(model["teacher"])), data)
 
 
 def flatten_config(cfg: Mapping | ConfigDict, prefix: str = "") -> dict[str, str]:

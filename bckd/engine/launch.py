@@ -32,14 +32,23 @@ __all__ = ["run_job"]
 RAY_RUN_NAME = "ray_train"  # checkpoints: <work_dir>/ray_train/checkpoint_iter_*/
 
 
+# What a run is, beside its config; a config leaf of the same name would be a second value.
+RUN_PARAMS = ("method", "teacher", "student", "dataset", "world_size")
+
+
 def _run_params(cfg, info, world_size: int) -> dict[str, Any]:
+    """MLflow params: every config leaf under its own dotted key (the name an override, a sweep
+    space and the REST API give it: ``model.loss_distill_cls.loss_weight``), plus
+    :data:`RUN_PARAMS`. Raises ``ValueError`` when a top-level config key takes one of those."""
     from bckd.engine.config import flatten_config
 
-    params: dict[str, Any] = {f"cfg.{k}": v for k, v in flatten_config(cfg._cfg_dict).items()}
+    params: dict[str, Any] = dict(flatten_config(cfg._cfg_dict))
+    taken = sorted(set(RUN_PARAMS) & set(params))
+    if taken:
+        raise ValueError(f"config keys {taken} are names the job logs itself to MLflow "
+                         f"({', '.join(RUN_PARAMS)}); rename them")
     params.update({"method": info.method, "teacher": info.teacher or "none",
-                   "student": info.student, "dataset": info.dataset, "world_size": world_size,
-                   "seed": (cfg.get("randomness") or {}).get("seed")})
-    params.update({f"loss_weight.{k}": v for k, v in info.loss_weights.items()})
+                   "student": info.student, "dataset": info.dataset, "world_size": world_size})
     return params
 
 
@@ -67,6 +76,7 @@ def run_job(spec: JobSpec) -> JobResult:
     job = prepare(spec)
     cfg, name, work_dir = job.cfg, job.name, job.work_dir
     info = describe_run(cfg)
+    params = _run_params(cfg, info, spec.num_workers)  # before Ray and MLflow: it can refuse
 
     started_cluster = connect(spec.address, spec.local_num_cpus)
     try:
@@ -89,7 +99,7 @@ def run_job(spec: JobSpec) -> JobResult:
                        tracking_uri=tracking_uri, status="RUNNING", path=str(work_dir),
                        storage=f"{storage.rstrip('/')}/{ray_name}")
         writer = RunWriter(tracking_uri, run_id)
-        writer.log_params(_run_params(cfg, info, spec.num_workers))
+        writer.log_params(params)
         writer.set_tags({"bckd.resumed_from_checkpoint": str(resuming).lower()})
         config_file = work_dir / "config.py"
         cfg.dump(str(config_file))

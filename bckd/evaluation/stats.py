@@ -1,7 +1,7 @@
 """Seed statistics of a method comparison: per method mean ± std, per pair a paired t-interval.
 
 The runs of an experiment are grouped by method (the MLflow run tag ``method``) and by seed
-(``randomness.seed`` of the config, logged as the param ``cfg.randomness.seed``). Which runs
+(``randomness.seed`` of the config, logged as the param of the same name). Which runs
 count, in this order:
 
 1. Only FINISHED runs with a method and a (finite) metric value. Any other run is

@@ -50,7 +50,7 @@ def plot_weights(trials: list[dict], params: tuple, metric: str, path: str | Pat
         if categories is not None:
             ax.set_xticks(range(len(categories)), categories)
             ax.set_xlim(-0.5, len(categories) - 0.5)
-        ax.set_xlabel(f"{param.name}\n({param.key})", fontsize=8)
+        ax.set_xlabel(param.key, fontsize=8)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{metric} per trial (hollow: stopped early; ringed: best)", fontsize=9)

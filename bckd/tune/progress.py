@@ -1,10 +1,12 @@
 """The sweep's progress on the driver's console: a table of trials, reprinted as they change.
 
     bckd: sweep sweep_bckd_gfl: 1 RUNNING, 1 COMPLETED, 1 STOPPED
-    trial        state      alpha1  alpha2  beta  epoch  coco/bbox_mAP  best
-    4c1f0_00000  COMPLETED  0.6203  2.114   1     3/3    0.0412         0.0412
-    4c1f0_00001  STOPPED    2.951   0.7433  2     1/3    0.0107         0.0107
-    4c1f0_00002  RUNNING    0.3011  6.02    0.5   2/3    0.0390         0.0390
+    trial        state      model.loss_distill_cls.loss_weight  epoch  coco/bbox_mAP  best
+    4c1f0_00000  COMPLETED  0.6203                              3/3    0.0412         0.0412
+    4c1f0_00001  STOPPED    2.951                               1/3    0.0107         0.0107
+    4c1f0_00002  RUNNING    0.3011                              2/3    0.0390         0.0390
+
+One column per swept config key, headed by the key (a space of one key above).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class TrialTable(Callback):
             row = {"trial": trial.trial_id, "state": self._state(trial),
                    "epoch": f"{last.get('epoch', 0)}/{self.max_epochs}",
                    self.metric: last.get(self.metric), "best": self._best.get(trial.trial_id)}
-            row.update({p.name: trial.config.get(p.key) for p in self.params})
+            row.update({p.key: trial.config.get(p.key) for p in self.params})
             rows.append(row)
         return rows
 
@@ -69,7 +71,7 @@ class TrialTable(Callback):
         rows = self.rows(trials)
         counts = Counter(row["state"] for row in rows)
         head = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        columns = ["trial", "state", *(p.name for p in self.params), "epoch", self.metric, "best"]
+        columns = ["trial", "state", *(p.key for p in self.params), "epoch", self.metric, "best"]
         return f"bckd: sweep {self.sweep_name}: {head}\n{format_table(rows, columns)}"
 
     def _print(self, trials: list) -> None:

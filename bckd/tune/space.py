@@ -2,14 +2,15 @@
 
 A search-space file (YAML or JSON) maps config keys to distributions::
 
-    model.loss_distill_cls.loss_weight: {type: loguniform, low: 0.25, high: 4, name: alpha1}
-    model.loss_distill_cls.beta: {type: choice, values: [0.5, 1, 2], name: beta}
+    model.loss_distill_cls.loss_weight: {type: loguniform, low: 0.25, high: 4}
+    model.loss_distill_cls.beta: {type: choice, values: [0.5, 1, 2]}
     optim_wrapper.optimizer.lr: {type: uniform, low: 0.005, high: 0.02}
 
 Types: ``uniform`` / ``loguniform`` (``low``, ``high``), ``randint`` (``low`` inclusive, ``high``
 exclusive, integers), ``choice`` (``values``, sampled) and ``grid`` (``values``, every one, each
-repeated ``--num-samples`` times). ``name`` is the short label in tables and plots (default: the
-key's last two parts). :func:`check_space` refuses, naming the entry, a key the config lacks, a
+repeated ``--num-samples`` times). The key is the entry's only name: in the trial table, the
+plot, the parent run's ``space.<key>`` params and ``best.<key>`` tags, and each trial's run
+params. :func:`check_space` refuses, naming the entry, a key the config lacks, a
 key that holds a dict, an empty or reversed range, ``loguniform`` at or below 0, and a type or
 field it does not know.
 """
@@ -38,7 +39,6 @@ class Param:
     key: str
     kind: str
     args: tuple
-    name: str
 
     def describe(self) -> str:
         return f"{self.kind}{list(self.args)} on {self.key}"
@@ -48,12 +48,12 @@ class Param:
         return self.kind in RANGE_TYPES or all(_is_number(v) for v in self.args)
 
 
-# The paper's weights (BCKD, Yang et al. 2023): alpha1 scales BCDL, alpha2 ILDL, beta is BCDL's
-# focusing exponent. Ranges bracket the published COCO values (alpha1=1, alpha2=4, beta=1).
+# The paper's weights (BCKD, Yang et al. 2023): its alpha1 is BCDL's loss_weight, alpha2 ILDL's,
+# beta BCDL's focusing exponent. Ranges bracket the published COCO values (1, 4 and 1).
 DEFAULT_SPACE: tuple[Param, ...] = (
-    Param("model.loss_distill_cls.loss_weight", "loguniform", (0.25, 4.0), "alpha1"),
-    Param("model.loss_distill_loc.loss_weight", "loguniform", (0.5, 8.0), "alpha2"),
-    Param("model.loss_distill_cls.beta", "choice", (0.5, 1.0, 2.0), "beta"),
+    Param("model.loss_distill_cls.loss_weight", "loguniform", (0.25, 4.0)),
+    Param("model.loss_distill_loc.loss_weight", "loguniform", (0.5, 8.0)),
+    Param("model.loss_distill_cls.beta", "choice", (0.5, 1.0, 2.0)),
 )
 
 
@@ -81,12 +81,7 @@ def parse_space(data: Any, source: str = "search space") -> tuple[Param, ...]:
     if not isinstance(data, Mapping) or not data:
         raise ValueError(f"{source}: expected a non-empty mapping of config keys to "
                          f"distributions, got {type(data).__name__}")
-    params = [_parse_entry(str(key), spec, source) for key, spec in data.items()]
-    names = [p.name for p in params]
-    for name in names:
-        if names.count(name) > 1:
-            raise ValueError(f"{source}: the name {name!r} labels more than one entry")
-    return tuple(params)
+    return tuple(_parse_entry(str(key), spec, source) for key, spec in data.items())
 
 
 def _parse_entry(key: str, spec: Any, source: str) -> Param:
@@ -100,14 +95,14 @@ def _parse_entry(key: str, spec: Any, source: str) -> Param:
     if kind not in FIELDS:
         raise ValueError(f"{where}: unknown distribution type {kind!r} "
                          f"(known: {', '.join(FIELDS)})")
-    unknown = set(spec) - FIELDS[kind] - {"type", "name"}
+    if "name" in spec:
+        raise ValueError(f"{where}: 'name' is not a field: a swept setting is named by its "
+                         "config key everywhere (tables, plot, MLflow)")
+    unknown = set(spec) - FIELDS[kind] - {"type"}
     missing = FIELDS[kind] - set(spec)
     if unknown or missing:
-        raise ValueError(f"{where}: {kind} takes {sorted(FIELDS[kind])} (and an optional name); "
+        raise ValueError(f"{where}: {kind} takes {sorted(FIELDS[kind])}; "
                          f"unknown {sorted(unknown)}, missing {sorted(missing)}")
-    name = spec.get("name") or ".".join(key.split(".")[-2:])
-    if not isinstance(name, str):
-        raise ValueError(f"{where}: name must be a string, got {name!r}")
     if kind in RANGE_TYPES:
         low, high = spec["low"], spec["high"]
         if not (_is_number(low) and _is_number(high) and math.isfinite(low)
@@ -120,13 +115,13 @@ def _parse_entry(key: str, spec: Any, source: str) -> Param:
             raise ValueError(f"{where}: loguniform needs low > 0, got low={low}")
         if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
             raise ValueError(f"{where}: randint needs integers, got low={low!r} high={high!r}")
-        return Param(key, kind, (low, high), name)
+        return Param(key, kind, (low, high))
     values = spec["values"]
     if not isinstance(values, list) or not values:
         raise ValueError(f"{where}: values must be a non-empty list, got {values!r}")
     if any(isinstance(v, Mapping) for v in values):
         raise ValueError(f"{where}: values must be plain values or lists, not mappings")
-    return Param(key, kind, tuple(values), name)
+    return Param(key, kind, tuple(values))
 
 
 def check_space(params: tuple[Param, ...], cfg) -> None:
@@ -135,7 +130,7 @@ def check_space(params: tuple[Param, ...], cfg) -> None:
     from bckd.engine.config import check_override_keys, lookup
 
     for param in params:
-        where = f"search space entry {param.key!r} ({param.name})"
+        where = f"search space entry {param.key!r}"
         try:
             check_override_keys(cfg, {param.key: None})
         except ValueError as err:
@@ -173,5 +168,5 @@ def space_json(params: tuple[Param, ...]) -> dict[str, dict]:
     for p in params:
         fields = dict(zip(("low", "high"), p.args, strict=True)) if p.kind in RANGE_TYPES \
             else {"values": list(p.args)}
-        out[p.key] = {"type": p.kind, **fields, "name": p.name}
+        out[p.key] = {"type": p.kind, **fields}
     return out

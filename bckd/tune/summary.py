@@ -68,13 +68,12 @@ def summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
     status = "KILLED" if unfinished else (
         "FAILED" if all(t["outcome"] == "ERROR" for t in trials) else "FINISHED")
     result = SweepResult(name, str(sweep_dir), parent_id, status, trials=trials)
-    names = {p.key: p.name for p in params}
     if best is not None:
         result.best_trial_id, result.best_run_id = best["trial_id"], best["run_id"]
         result.best_value, result.best_config = best["best"], best["config"]
         writer.log_metrics({f"best/{spec.metric}": best["best"]}, step=len(trials))
         writer.set_tags({"best_trial_id": best["trial_id"], "best_run_id": best["run_id"] or "",
-                         **{f"best.{names[k]}": v for k, v in best["config"].items()}})
+                         **{f"best.{k}": v for k, v in best["config"].items()}})
         best_json = sweep_dir / "best_config.json"
         best_json.write_text(json.dumps(
             {"trial_id": best["trial_id"], "run_id": best["run_id"], spec.metric: best["best"],
@@ -94,8 +93,8 @@ def summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
     writer.log_metrics({f"trials/{o.lower()}": n for o, n in counts.items()}, step=len(trials))
     writer.terminate(status)
 
-    columns = ["trial_id", "outcome", *names.values(), "epochs", "best", "run_id"]
-    rows = [{**t, **{names[k]: v for k, v in t["config"].items()}} for t in trials]
+    columns = ["trial_id", "outcome", *keys, "epochs", "best", "run_id"]
+    rows = [{**t, **t["config"]} for t in trials]
     print(f"bckd: sweep {name} {status}: {counts}\n{format_table(rows, columns)}", flush=True)
     if best is not None:
         print(f"bckd: best trial {best['trial_id']} {spec.metric}={best['best']:.4f} "

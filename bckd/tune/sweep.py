@@ -2,9 +2,9 @@
 
 ``run_sweep(SweepSpec(...))`` is what ``bckd sweep`` and ``python -m jobs.sweep`` call:
 
-1. parse the search space (a file, else the paper's alpha1/alpha2/beta) and check it against
-   the config, with the checks of a single job (config, overrides, data set, teacher): a bad
-   entry fails here, before Ray, MLflow or any trial starts;
+1. parse the search space (a file, else the paper's two loss weights and BCDL's beta) and
+   check it against the config, with the checks of a single job (config, overrides, data set,
+   teacher): a bad entry fails here, before Ray, MLflow or any trial starts;
 2. attach to (or start) the Ray cluster and check it can ever place one trial's workers; by
    default run as many trials at once as the cluster fits;
 3. open the parent MLflow run (reopened when the sweep is restarted), with the search space,
@@ -55,7 +55,7 @@ def _trials_that_fit(resources) -> int:
 
 def _parent_params(spec: SweepSpec, params: tuple, max_concurrent: int,
                    max_epochs: int) -> dict[str, Any]:
-    out: dict[str, Any] = {f"space.{p.name}": p.describe() for p in params}
+    out: dict[str, Any] = {f"space.{p.key}": p.describe() for p in params}
     out.update({"config": spec.config, "num_samples": spec.num_samples,
                 "scheduler": spec.scheduler, "search": spec.search, "metric": spec.metric,
                 "mode": spec.mode, "max_concurrent": max_concurrent, "max_epochs": max_epochs,

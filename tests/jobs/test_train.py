@@ -94,11 +94,13 @@ def test_two_worker_distillation_is_tracked(synth_data, work_root, teacher):
     client = _client(work_root)
     run = client.get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED"
-    # params: config, method, teacher/student, loss weights, world size, seed
+    # params: every config leaf under its own key (the override's name), method,
+    # teacher/student, world size; no second name for a setting
     params = run.data.params
-    assert params["world_size"] == "2" and params["seed"] == "0"
-    assert params["loss_weight.loss_distill_loc"] == "4.0"
-    assert params["cfg.model.type"] == "BCKDDetector"
+    assert params["world_size"] == "2" and params["randomness.seed"] == "0"
+    assert params["model.loss_distill_loc.loss_weight"] == "4.0"
+    assert params["model.type"] == "BCKDDetector"
+    assert not [k for k in params if k.startswith(("cfg.", "loss_weight.")) or k == "seed"]
     assert run.data.tags["method"] == "bckd"
     assert {"teacher", "student", "dataset"} <= set(run.data.tags)
     # per-step losses: 16 images / (2 workers x 4) = 2 iterations per epoch, 2 epochs

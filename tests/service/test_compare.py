@@ -50,7 +50,7 @@ def _run(client, exp_id: str, name: str, method: str, seed: int | None, value: f
     run = client.create_run(exp_id, run_name=name, start_time=start,
                             tags={"method": method, "bckd.owner": "alice"})
     run_id = run.info.run_id
-    client.log_param(run_id, "cfg.randomness.seed", str(seed))  # "None" when unset
+    client.log_param(run_id, "randomness.seed", str(seed))  # "None" when unset
     if value is not None:
         client.log_metric(run_id, "coco/bbox_mAP", value, step=1)
         client.log_metric(run_id, "coco/bbox_mAP_50", min(1.0, 2 * value), step=1)

@@ -19,13 +19,10 @@ def cfg() -> Config:
 
 
 def test_default_space_is_the_papers_weights(cfg):
-    by_name = {p.name: p for p in DEFAULT_SPACE}
-    assert by_name["alpha1"].key == "model.loss_distill_cls.loss_weight"
-    assert (by_name["alpha1"].kind, by_name["alpha1"].args) == ("loguniform", (0.25, 4.0))
-    assert by_name["alpha2"].key == "model.loss_distill_loc.loss_weight"
-    assert (by_name["alpha2"].kind, by_name["alpha2"].args) == ("loguniform", (0.5, 8.0))
-    assert by_name["beta"].key == "model.loss_distill_cls.beta"
-    assert (by_name["beta"].kind, by_name["beta"].args) == ("choice", (0.5, 1.0, 2.0))
+    by_key = {p.key: (p.kind, p.args) for p in DEFAULT_SPACE}
+    assert by_key == {"model.loss_distill_cls.loss_weight": ("loguniform", (0.25, 4.0)),
+                      "model.loss_distill_loc.loss_weight": ("loguniform", (0.5, 8.0)),
+                      "model.loss_distill_cls.beta": ("choice", (0.5, 1.0, 2.0))}
     check_space(DEFAULT_SPACE, cfg)
     domains = to_tune(DEFAULT_SPACE)
     assert 0.25 <= domains["model.loss_distill_cls.loss_weight"].sample() <= 4.0
@@ -35,9 +32,10 @@ def test_default_space_is_the_papers_weights(cfg):
 def test_yaml_and_json_files(tmp_path, cfg):
     yaml_file = tmp_path / "space.yaml"
     yaml_file.write_text("optim_wrapper.optimizer.lr: {type: uniform, low: 0.005, high: 0.02}\n"
-                         "model.loss_distill_cls.beta: {type: grid, values: [1, 2], name: b}\n")
+                         "model.loss_distill_cls.beta: {type: grid, values: [1, 2]}\n")
     params = load_space(yaml_file)
-    assert [(p.name, p.kind) for p in params] == [("optimizer.lr", "uniform"), ("b", "grid")]
+    assert [(p.key, p.kind) for p in params] == [("optim_wrapper.optimizer.lr", "uniform"),
+                                                 ("model.loss_distill_cls.beta", "grid")]
     check_space(params, cfg)
     json_file = tmp_path / "space.json"
     json_file.write_text(json.dumps({"train_dataloader.batch_size":
@@ -56,6 +54,7 @@ def test_yaml_and_json_files(tmp_path, cfg):
     ({"type": "randint", "low": 1.5, "high": 4}, "randint needs integers"),
     ({"type": "uniform", "low": "a", "high": 1}, "low and high must be finite numbers"),
     (0.5, "expected a mapping"),
+    ({"type": "choice", "values": [1, 2], "name": "beta"}, "named by its config key"),
 ])
 def test_bad_entries_name_the_entry(entry, message):
     with pytest.raises(ValueError, match="entry 'model.loss_distill_cls.beta'") as err:

@@ -6,7 +6,7 @@ The early stop is built in, not left to chance: the space grids the student's sc
 over [0, 0, 1.1], one trial at a time in that order. A student that keeps no box above 1.1
 detects nothing, so its mAP is the worst possible (-inf), and ASHA (grace 1 epoch, reduction
 factor 2) must cut it at the first rung against the trials before it, which always detect
-something (threshold 0). The two other trials sample alpha1, alpha2 and beta as usual.
+something (threshold 0). The two other trials sample the loss weights and beta as usual.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from bckd.tune.tracking import child_runs
 pytestmark = pytest.mark.slow
 
 SPACE = """\
-model.loss_distill_cls.loss_weight: {type: loguniform, low: 0.25, high: 4, name: alpha1}
-model.loss_distill_loc.loss_weight: {type: loguniform, low: 0.5, high: 8, name: alpha2}
-model.loss_distill_cls.beta: {type: choice, values: [0.5, 1, 2], name: beta}
-model.student.test_cfg.score_thr: {type: grid, values: [0.0, 0.0, 1.1], name: score_thr}
+model.loss_distill_cls.loss_weight: {type: loguniform, low: 0.25, high: 4}
+model.loss_distill_loc.loss_weight: {type: loguniform, low: 0.5, high: 8}
+model.loss_distill_cls.beta: {type: choice, values: [0.5, 1, 2]}
+model.student.test_cfg.score_thr: {type: grid, values: [0.0, 0.0, 1.1]}
 """
 METRIC = "coco/bbox_mAP"
 
@@ -80,7 +80,8 @@ def test_one_parent_with_three_nested_children(sweep, client):
     parent = client.get_run(sweep.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["scheduler"] == "asha" and parent.data.params["num_samples"] == "1"
-    assert parent.data.params["space.alpha1"].startswith("loguniform[0.25, 4]")
+    assert parent.data.params["space.model.loss_distill_cls.loss_weight"].startswith(
+        "loguniform[0.25, 4]")
     children = child_runs(client, sweep.parent_run_id)
     assert len(children) == 3
     assert {c.data.tags["bckd.sweep.trial_id"] for c in children} == \
@@ -92,7 +93,7 @@ def test_one_parent_with_three_nested_children(sweep, client):
         trial = next(t for t in sweep.trials if t["trial_id"] == child.data.tags[
             "bckd.sweep.trial_id"])
         value = trial["config"]["model.loss_distill_cls.loss_weight"]
-        assert child.data.params["loss_weight.loss_distill_cls"] == str(float(value))
+        assert child.data.params["model.loss_distill_cls.loss_weight"] == str(float(value))
         assert child.data.tags["method"] == "bckd"
 
 
@@ -128,9 +129,9 @@ def test_best_trial_summary_matches_the_children(sweep, client):
     assert parent.data.tags["best_run_id"] == best_run
     best_child = client.get_run(best_run)
     assert parent.data.tags["best_trial_id"] == best_child.data.tags["bckd.sweep.trial_id"]
-    assert parent.data.tags["best.alpha2"] == str(sweep.best_config[
+    assert parent.data.tags["best.model.loss_distill_loc.loss_weight"] == str(sweep.best_config[
         "model.loss_distill_loc.loss_weight"])
-    assert best_child.data.params["loss_weight.loss_distill_loc"] == str(float(
+    assert best_child.data.params["model.loss_distill_loc.loss_weight"] == str(float(
         sweep.best_config["model.loss_distill_loc.loss_weight"]))
     artifacts = {a.path for a in client.list_artifacts(sweep.parent_run_id)}
     assert {"search_space.json", "best_config.json", "best_config.py", "trials.json",
