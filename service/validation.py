@@ -16,14 +16,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from bckd.engine.config import (
-    MISSING,
-    apply_overrides,
-    flatten_config,
-    lookup,
-    parse_config_data,
-)
+from bckd.engine.config import parse_config_data
+from bckd.engine.overrides import MISSING, apply_overrides, lookup
 from bckd.engine.policy import ConfigPolicy, PolicyError, Roots
+from bckd.engine.run_info import flatten_config
 from service.errors import Invalid
 from service.models import JobKind
 from service.ray_jobs import ClusterTotals

@@ -40,7 +40,7 @@ def _run_params(cfg, info, world_size: int) -> dict[str, Any]:
     """MLflow params: every config leaf under its own dotted key (the name an override, a sweep
     space and the REST API give it: ``model.loss_distill_cls.loss_weight``), plus
     :data:`RUN_PARAMS`. Raises ``ValueError`` when a top-level config key takes one of those."""
-    from bckd.engine.config import flatten_config
+    from bckd.engine.run_info import flatten_config
 
     params: dict[str, Any] = dict(flatten_config(cfg._cfg_dict))
     taken = sorted(set(RUN_PARAMS) & set(params))
@@ -59,8 +59,8 @@ def run_job(spec: JobSpec) -> JobResult:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from bckd.engine.cluster import WorkerResources, check_resources, connect
-    from bckd.engine.config import describe_run
     from bckd.engine.ray_checkpoints import checkpoint_policy, export_results, snapshot_exists
+    from bckd.engine.run_info import describe_run
     from bckd.engine.signals import fit_with_signals
     from bckd.engine.stop import StopFlag
     from bckd.engine.tracking import (

@@ -93,13 +93,13 @@ def build_runner(job: WorkerJob, resume_from: str | None = None):
     """An mmengine Runner for this rank with the MLflow, Ray, progress and audit hooks."""
     from mmengine.runner import Runner
 
-    from bckd.engine.config import init_registries
     from bckd.engine.hooks import (
         MLflowLoggerHook,
         ProgressHook,
         RayCheckpointHook,
         ShardAuditHook,
     )
+    from bckd.engine.registries import init_registries
     from bckd.engine.stop import StopHook
 
     cfg = _prepare_cfg(job, resume_from)

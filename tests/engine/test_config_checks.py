@@ -8,7 +8,8 @@ import pytest
 from mmengine.config import Config
 
 from bckd.engine.cluster import WorkerResources, check_resources
-from bckd.engine.config import check_dataset, check_override_keys, load_config, resolve_paths
+from bckd.engine.config import check_dataset, load_config, resolve_paths
+from bckd.engine.overrides import check_override_keys
 from bckd.engine.tracking import RunWriter, open_run, read_run_json, write_run_json
 
 ROOT = Path(__file__).resolve().parents[2]
