@@ -44,7 +44,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
-    ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+    # address="local": a new cluster, even where `ray start` left one on this machine (a bare
+    # ray.init() would join that one, with its own resources and token)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
     return True
 
 
