@@ -22,8 +22,8 @@ COMMANDS = {
     "train": ("jobs.train", "train or distill a detector on Ray Train, tracked in MLflow"),
     "sweep": ("jobs.sweep",
               "sweep loss weights (or any config keys) with Ray Tune, nested in MLflow"),
-    "serve": ("service.cli", "run Ray + MLflow + the REST API on this machine"),
-    "jobs": ("service.cli", "submit and follow jobs through the REST API"),
+    "serve": ("service.serve_cli", "run Ray + MLflow + the REST API on this machine"),
+    "jobs": ("service.jobs_cli", "submit and follow jobs through the REST API"),
 }
 
 

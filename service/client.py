@@ -1,11 +1,14 @@
-"""A small httpx client of the REST API, used by ``bckd jobs ...`` and the demo."""
+"""A small httpx client of the REST API, used by ``bckd jobs ...``, the demo and the benchmarks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
+
+from service.models import TERMINAL
 
 __all__ = ["ApiError", "Client"]
 
@@ -56,6 +59,25 @@ class Client:
                 r.read()
                 self._json(r)
             yield from r.iter_text()
+
+    def wait(self, job_ids: Iterable[str], poll_s: float = 10.0,
+             on_poll: Callable[[dict[str, dict]], None] | None = None) -> dict[str, dict]:
+        """Poll the jobs every ``poll_s`` seconds until each has a terminal status
+        (``service.models.TERMINAL``); return ``{job id: job}``, each job as last read.
+
+        ``on_poll(states)`` runs after every look, with the same mapping (jobs that already
+        ended keep their last reading and are not fetched again): to print progress.
+        """
+        states: dict[str, dict] = {job_id: {"status": None} for job_id in job_ids}
+        while True:
+            for job_id, job in states.items():
+                if job["status"] not in TERMINAL:
+                    states[job_id] = self.get(job_id)
+            if on_poll is not None:
+                on_poll(states)
+            if all(job["status"] in TERMINAL for job in states.values()):
+                return states
+            time.sleep(poll_s)
 
     def configs(self) -> dict:
         return self._json(self.http.get("/v1/configs"))

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from service.cli import compare_table
 from service.client import Client
+from service.jobs_cli import compare_table
 from service.models import TERMINAL
 from service.settings import PROJECT_ROOT
 
@@ -27,16 +27,18 @@ def _progress(client: Client, job_id: str) -> str:
 
 
 def follow(client: Client, jobs: dict[str, str], poll_s: float = 10.0) -> dict[str, dict]:
-    """Print each job's latest progress line every ``poll_s`` until all have ended."""
+    """Print each job's latest progress line every ``poll_s`` until all have ended; the jobs
+    by label (``jobs`` maps a label to a job id)."""
     t0 = time.monotonic()
-    while True:
-        states = {label: client.get(jid) for label, jid in jobs.items()}
-        for label, job in states.items():
-            shown = job["status"] if job["status"] in TERMINAL else _progress(client, job["id"])
-            print(f"  [{time.monotonic() - t0:5.0f} s] {label:9} {shown}", flush=True)
-        if all(j["status"] in TERMINAL for j in states.values()):
-            return states
-        time.sleep(poll_s)
+    labels = {job_id: label for label, job_id in jobs.items()}
+
+    def show(states: dict[str, dict]) -> None:
+        for job_id, job in states.items():
+            shown = job["status"] if job["status"] in TERMINAL else _progress(client, job_id)
+            print(f"  [{time.monotonic() - t0:5.0f} s] {labels[job_id]:9} {shown}", flush=True)
+
+    ended = client.wait(jobs.values(), poll_s, on_poll=show)
+    return {labels[job_id]: job for job_id, job in ended.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -335,7 +335,7 @@ def test_oversized_body_is_refused_with_413(stack, alice):
 
 
 def test_compare_table_lists_runs_with_metrics_and_links(stack, alice):
-    from service.cli import compare_table
+    from service.jobs_cli import compare_table
 
     table = compare_table(alice.get("/v1/experiments/bckd/compare").json())
     head, *rows = table.splitlines()

@@ -1,9 +1,12 @@
-"""``bckd serve`` (the embedded stack) and ``bckd jobs ...`` (a client of the REST API).
+"""``bckd jobs ...``: a client of the REST API (submit, list, show, logs, cancel, compare).
 
-    bckd serve                                  # Ray + MLflow + API on loopback, Ctrl-C stops
     bckd jobs submit train synth/gfl_teacher --set train_cfg.max_epochs=2 --follow
     bckd jobs list --status RUNNING
+    bckd jobs logs JOB_ID --follow
     bckd jobs compare bckd
+
+The API's URL and token come from ``--url``/``BCKD_URL`` and ``--token``/``BCKD_TOKEN``, else
+the token file ``bckd serve`` writes (``.bckd/admin_token``).
 """
 
 from __future__ import annotations
@@ -11,47 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
-__all__ = ["add_parser"]
-
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from service.stack import Stack, StackConfig
-
-    stack = Stack(StackConfig(
-        data_dir=args.data_dir, host=args.host, api_port=args.port,
-        dashboard_port=args.dashboard_port, mlflow_port=args.mlflow_port,
-        num_cpus=args.num_cpus, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
-        database_url=args.database_url))
-    print("bckd serve: starting Ray, MLflow and the API ...", flush=True)
-    stop = {"now": False}
-    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (nohup, &)
-        signal.signal(sig, lambda *_: stop.update(now=True))
-    try:
-        stack.start()
-        print(f"  API:            {stack.api_url}   (docs: {stack.api_url}/docs)")
-        print(f"  Ray dashboard:  {stack.ray_url}")
-        print(f"  MLflow:         {stack.mlflow_url}")
-        print(f"  admin token:    {stack.admin_token_file}")
-        print(f"  logs:           {stack.data_dir / 'service-logs'}")
-        print("Ctrl-C stops all of them.", flush=True)
-        while not stop["now"]:
-            dead = [label for label, p in stack.procs if p.poll() is not None]
-            if dead:
-                print(f"bckd serve: {', '.join(dead)} exited; stopping", file=sys.stderr)
-                return 1
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        print("bckd serve: stopping ...", flush=True)
-        stack.stop()
-    return 0
+__all__ = ["add_parser", "compare_report", "compare_table"]
 
 
 def _client(args: argparse.Namespace):
@@ -78,10 +44,12 @@ def _print(obj) -> None:
 
 
 def _follow(client, job_id: str) -> int:
+    """Stream the job's log until it ends, then its status line; 0 only when it SUCCEEDED."""
     for chunk in client.follow(job_id):
         sys.stdout.write(chunk)
         sys.stdout.flush()
-    job = client.get(job_id)
+    # the stream ends with the job; a stream cut short (proxy, restart) waits here instead
+    job = client.wait([job_id], poll_s=2.0)[job_id]
     print(f"\njob {job_id}: {job['status']} {job.get('message') or ''}".rstrip())
     return 0 if job["status"] == "SUCCEEDED" else 1
 
@@ -251,26 +219,7 @@ def _reachable(fn):
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``serve`` and ``jobs`` on the ``bckd`` parser's subcommands."""
-    serve = sub.add_parser("serve", help="run Ray + MLflow + the REST API on this machine",
-                           description="Start a local Ray head (with dashboard and token "
-                           "auth), an MLflow server and the API, all on loopback; Ctrl-C "
-                           "stops them. --ray-address/--mlflow-uri attach to running ones.")
-    serve.add_argument("--data-dir", type=Path, default=Path(".bckd"),
-                       help="state: database, tokens, MLflow store, logs (default .bckd)")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    serve.add_argument("--port", type=int, default=8000, help="API port (8000)")
-    serve.add_argument("--dashboard-port", type=int, default=8265, help="Ray dashboard (8265)")
-    serve.add_argument("--mlflow-port", type=int, default=5000, help="MLflow port (5000)")
-    serve.add_argument("--num-cpus", type=int, default=None, help="Ray CPUs (default: all)")
-    serve.add_argument("--ray-address", default=None,
-                       help="attach to this Ray dashboard URL instead of starting Ray")
-    serve.add_argument("--mlflow-uri", default=None,
-                       help="attach to this MLflow server instead of starting one")
-    serve.add_argument("--database-url", default=None,
-                       help="SQLAlchemy URL (default sqlite in --data-dir)")
-    serve.set_defaults(handler=_serve)
-
+    """Register ``jobs`` and its commands on the ``bckd`` parser's subcommands."""
     jobs = sub.add_parser("jobs", help="submit and follow jobs through the REST API")
     jobs.add_argument("--url", default=os.environ.get("BCKD_URL", "http://127.0.0.1:8000"),
                       help="API URL (env BCKD_URL)")
