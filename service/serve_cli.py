@@ -16,25 +16,31 @@ from pathlib import Path
 __all__ = ["add_parser"]
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from service.stack import Stack, StackConfig
+# StackConfig's port fields by the options that set them, for messages in the user's words
+OPTIONS = {"api_port": "--port", "dashboard_port": "--dashboard-port",
+           "mlflow_port": "--mlflow-port"}
 
-    stack = Stack(StackConfig(
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.stack import PortError, Stack, StackConfig, check_ports
+
+    cfg = StackConfig(
         data_dir=args.data_dir, host=args.host, api_port=args.port,
         dashboard_port=args.dashboard_port, mlflow_port=args.mlflow_port,
         num_cpus=args.num_cpus, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
-        database_url=args.database_url))
+        database_url=args.database_url)
+    try:
+        check_ports(cfg)  # Stack.start checks too; here the message names our options
+    except PortError as err:
+        raise ValueError(err.describe(OPTIONS)) from None
+    stack = Stack(cfg)
     print("bckd serve: starting Ray, MLflow and the API ...", flush=True)
     stop = {"now": False}
     for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (nohup, &)
         signal.signal(sig, lambda *_: stop.update(now=True))
     try:
         stack.start()
-        print(f"  API:            {stack.api_url}   (docs: {stack.api_url}/docs)")
-        print(f"  Ray dashboard:  {stack.ray_url}")
-        print(f"  MLflow:         {stack.mlflow_url}")
-        print(f"  admin token:    {stack.admin_token_file}")
-        print(f"  logs:           {stack.data_dir / 'service-logs'}")
+        print("\n".join(_started(stack)))
         print("Ctrl-C stops all of them.", flush=True)
         while not stop["now"]:
             dead = [label for label, p in stack.procs if p.poll() is not None]
@@ -50,12 +56,32 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _started(stack) -> list[str]:
+    """The start-up lines: where each part answers, where its secrets are."""
+    lines = [f"  API:            {stack.api_url}   (docs: {stack.api_url}/docs)",
+             f"  Ray dashboard:  {stack.ray_url}"]
+    if stack.ray_token_file is not None:
+        # the dashboard asks once per browser ("Authentication Token Required") and keeps it in
+        # a cookie; `ray get-auth-token` reads ~/.ray/auth_token unless pointed at this file
+        lines += [f"  Ray token:      {stack.ray_token_file}   (paste its text when the "
+                  "dashboard asks; or RAY_AUTH_TOKEN_PATH=<file> ray get-auth-token)",
+                  f"  Ray workers:    ports {stack.worker_ports[0]}-{stack.worker_ports[1]}"]
+    else:
+        lines.append("  Ray token:      the attached cluster's own (RAY_AUTH_TOKEN, "
+                     "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+    return [*lines, f"  MLflow:         {stack.mlflow_url}",
+            f"  admin token:    {stack.admin_token_file}",
+            f"  logs:           {stack.data_dir / 'service-logs'}"]
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``serve`` on the ``bckd`` parser's subcommands."""
     serve = sub.add_parser("serve", help="run Ray + MLflow + the REST API on this machine",
                            description="Start a local Ray head (with dashboard and token "
                            "auth), an MLflow server and the API, all on loopback; Ctrl-C "
-                           "stops them. --ray-address/--mlflow-uri attach to running ones.")
+                           "stops them. --ray-address/--mlflow-uri attach to running ones. "
+                           "Ports must differ and be free; Ray's workers get the ports "
+                           "10002-19999 less the stack's own.")
     serve.add_argument("--data-dir", type=Path, default=Path(".bckd"),
                        help="state: database, tokens, MLflow store, logs (default .bckd)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
