@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 
 from bckd.engine.jobfile import JobFile
 from service.auth import Principal
+from service.checkpoints import fetch_run_checkpoints
+from service.datasets import data_source
 from service.db import session_scope
 from service.entrypoints import build_entrypoint
 from service.errors import Invalid
@@ -52,26 +54,6 @@ def find_duplicate(session: Session, user: Principal, req: JobCreate, idem_key: 
     return _same_request(found, req) if found is not None else None
 
 
-def resolve_teacher(req: JobCreate, user: Principal, owner: OwnerDirs,
-                    tracking: Tracking) -> str | None:
-    """A ``runs:/<run id>/<path>`` teacher, downloaded into the owner's directory; only a run
-    of the caller's own, one an admin marked shared, or any run for an admin."""
-    if req.teacher_ckpt is None or not req.teacher_ckpt.startswith("runs:/"):
-        return None
-    run_id = req.teacher_ckpt.removeprefix("runs:/").split("/", 1)[0]
-    try:
-        run = tracking.run(run_id)
-    except Exception as err:
-        raise Invalid("teacher_ckpt", f"no MLflow run {run_id!r}") from err
-    if not user.admin and not tracking.visible_to(run, user.name):
-        raise Invalid("teacher_ckpt", f"no MLflow run {run_id!r}")  # as if absent: no leak
-    try:
-        local = tracking.download(req.teacher_ckpt, owner.teacher_dir(req.teacher_ckpt))
-    except Exception as err:
-        raise Invalid("teacher_ckpt", f"cannot fetch {req.teacher_ckpt!r}: {err}") from err
-    return str(local)
-
-
 def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
                settings: Settings, tracking: Tracking, totals: ClusterTotals | None
                ) -> tuple[Job, bool]:
@@ -82,8 +64,9 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
     name = req.name or job_id
     owner = OwnerDirs.of(settings, user.name)
     run_dir = owner.run_dir(name)
-    teacher = resolve_teacher(req, user, owner, tracking)
-    v = validate_job(req, settings, user.name, run_dir, teacher, totals)
+    source = data_source(session, user, req)
+    fetched = fetch_run_checkpoints(req, user, owner, tracking)
+    v = validate_job(req, settings, user.name, run_dir, fetched, totals, source)
     job_file = owner.job_file(job_id)  # an orphan if the claim below fails: never submitted
     JobFile(kind=str(req.kind), name=name, experiment=req.experiment, owner=user.name,
             run_dir=str(run_dir), configs_dir=str(settings.configs_dir.resolve()),
@@ -94,7 +77,8 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
             num_workers=req.resources.num_workers, cpus_per_worker=req.resources.cpus_per_worker,
             gpus_per_worker=req.resources.gpus_per_worker, num_samples=req.num_samples,
             tags={"bckd.owner": user.name, "bckd.job_id": job_id,
-                  "bckd.config_hash": v.config_hash}).write(job_file)
+                  "bckd.config_hash": v.config_hash},
+            checkpoint_url_prefixes=list(settings.checkpoint_url_prefixes)).write(job_file)
     job = Job(id=job_id, owner=user.name, idempotency_key=idem_key, kind=req.kind, name=name,
               experiment=req.experiment, config=v.config_label, request=req.model_dump(mode="json"),
               entrypoint=build_entrypoint(req.kind, job_file, settings.job_python,

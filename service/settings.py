@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     # directory under data_dir/owners; the rest of data_dir (tokens, database) never.
     data_roots: list[Path] = Field(default_factory=lambda: [PROJECT_ROOT / "data",
                                                             PROJECT_ROOT / "work_dirs"])
+    # Checkpoint URL prefixes a request may name besides the model zoo's (mmengine's zoo
+    # schemes and https://download.openmmlab.com/): a mirror, or a test's loopback server.
+    # Empty by default; each entry should end with "/" so that it names one server.
+    checkpoint_url_prefixes: list[str] = Field(default_factory=list)
     tokens_file: Path | None = None  # lines "<sha256-hex> <name> <role>"
     tokens: str = ""  # same lines, ';'-separated, for deployments without a file
     job_python: str = "python"  # interpreter on the cluster's nodes that runs `-m jobs.train`

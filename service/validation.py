@@ -16,10 +16,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from bckd.data.check import DEFAULT_LAYOUT, DataSetError, read_categories
 from bckd.engine.config import parse_config_data
-from bckd.engine.overrides import MISSING, apply_overrides, lookup
+from bckd.engine.dataset import check_teacher_classes, dataset_options, head_num_classes
+from bckd.engine.overrides import apply_overrides
+from bckd.engine.paths import PathError, check_path, resolve
 from bckd.engine.policy import ConfigPolicy, PolicyError, Roots
 from bckd.engine.run_info import flatten_config
+from service.datasets import DataSource
 from service.errors import Invalid
 from service.models import JobKind
 from service.ray_jobs import ClusterTotals
@@ -36,7 +40,7 @@ class ValidatedJob:
     config_label: str  # the config's name, or "upload"
     config_file: Path | None  # a shipped config
     config_data: dict | None  # or an upload, as data
-    overrides: dict[str, Any]  # typed, with data_root and teacher_ckpt folded in
+    overrides: dict[str, Any]  # typed, with the data set and teacher_ckpt folded in
     resolved: dict[str, str]  # the resolved config, flat: what a rerun must match
     config_hash: str
 
@@ -100,36 +104,60 @@ def _field(key: str, req: JobCreate, injected: dict[str, str]) -> str:
     return f"{base}.{key}" if key else base
 
 
-def _folded_options(req: JobCreate, cfg: Any, teacher: str | None) -> dict[str, str]:
-    """Config keys set from the request's own fields -> that field (for error locations)."""
-    injected: dict[str, str] = {}
-    if req.data_root is not None:
-        if isinstance(cfg.get("data_root"), str):  # the configs' own variable, as mmdet's have
-            injected["data_root"] = "data_root"
-        for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
-            if lookup(cfg, f"{split}.dataset.data_root") is not MISSING:
-                injected[f"{split}.dataset.data_root"] = "data_root"
-        for ev in ("val_evaluator", "test_evaluator"):
-            if isinstance(lookup(cfg, f"{ev}.ann_file"), str):
-                injected[f"{ev}.ann_file"] = "data_root"
+def _request_options(req: JobCreate, cfg: Any, teacher: str | None,
+                     source: DataSource | None, classes: list[str] | None
+                     ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Config options set from the request's own fields (the data set, the teacher), and each
+    option's key -> that field (for error locations)."""
+    values = dataset_options(cfg, source.root, classes) if source is not None else {}
+    fields = {key: source.field for key in values}
     if teacher is not None:
-        injected["model.teacher_ckpt"] = "teacher_ckpt"
-    return injected
+        values["model.teacher_ckpt"], fields["model.teacher_ckpt"] = teacher, "teacher_ckpt"
+    return values, fields
 
 
-def _options(req: JobCreate, cfg: Any, injected: dict[str, str], teacher: str | None
-             ) -> dict[str, Any]:
-    options: dict[str, Any] = dict(req.overrides)
-    for key, source in injected.items():
-        if key in options or f"+{key}" in options:  # one setting, one name
-            raise Invalid(f"overrides.{key}", f"also set by the request's {source}; give one")
-        if source == "teacher_ckpt":
-            options[key] = teacher
-        elif key.endswith("ann_file"):
-            options[key] = str(Path(req.data_root) / "annotations" / Path(lookup(cfg, key)).name)
-        else:
-            options[key] = req.data_root.rstrip("/") + "/"
+def _options(req: JobCreate, values: dict[str, Any], fields: dict[str, str],
+             fetched: dict[str, str]) -> dict[str, Any]:
+    """The request's overrides (``runs:/`` values replaced by their local copies) plus
+    ``values``; a key set both ways is refused (one setting, one name)."""
+    options = {k: fetched.get(f"overrides.{k}", v) for k, v in req.overrides.items()}
+    for key, value in values.items():
+        name = key.removeprefix("+")
+        given = next((k for k in (name, f"+{name}") if k in options), None)
+        if given is not None:
+            raise Invalid(f"overrides.{given}", f"also set by the request's {fields[key]}; "
+                          "give one")
+        options[key] = value
     return options
+
+
+def _source_classes(source: DataSource | None, policy: ConfigPolicy) -> list[str] | None:
+    """The set's class names: a registered set's, or those of a raw data_root's train
+    annotations once the path rules allow reading them (else the policy names the field)."""
+    if source is None or source.classes is not None:
+        return source.classes if source is not None else None
+    ann = str(Path(source.root) / DEFAULT_LAYOUT["train"].ann_file)
+    try:
+        check_path(ann, policy.roots, read=True)
+        return read_categories(resolve(ann, policy.roots.base))
+    except (PathError, DataSetError):
+        return None
+
+
+def _check_teacher_classes(resolved: dict, data: dict, classes: list[str],
+                           req: JobCreate) -> None:
+    """A local teacher checkpoint trained on other classes than the set's is refused (a URL
+    one is checked by the job, which fetches it)."""
+    from bckd.distill import teacher_model_config
+
+    ckpt = resolved["model"].get("teacher_ckpt")
+    if not ckpt or "://" in ckpt or not (path := resolve(ckpt, PROJECT_ROOT)).is_file():
+        return
+    try:
+        check_teacher_classes(str(path), teacher_model_config(data["model"]["teacher"]),
+                              classes)
+    except ValueError as err:
+        raise Invalid("teacher_ckpt" if req.teacher_ckpt else "config", str(err)) from None
 
 
 def check_resources(req: JobCreate, totals: ClusterTotals) -> None:
@@ -152,11 +180,6 @@ def check_resources(req: JobCreate, totals: ClusterTotals) -> None:
                       f"cluster's {totals.gpus} GPUs")
 
 
-def _num_classes(model: Any) -> Any:
-    head = model.get("bbox_head") if isinstance(model, dict) else None
-    return head.get("num_classes") if isinstance(head, dict) else None
-
-
 def _check_kind(req: JobCreate, cfg: dict) -> bool:
     """The kind fits the config; True for a distillation config."""
     model = cfg.get("model", {})
@@ -174,23 +197,25 @@ def _check_classes(model: dict) -> None:
     from bckd.distill import teacher_model_config  # the policy has checked the teacher config
 
     teacher, student = teacher_model_config(model.get("teacher")), model.get("student")
-    t, s = _num_classes(teacher), _num_classes(student)
+    t, s = head_num_classes(teacher), head_num_classes(student)
     if t is not None and s is not None and t != s:
         raise Invalid("config", f"teacher/student mismatch: teacher has {t} classes, student {s}")
 
 
 def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
-                 teacher: str | None, totals: ClusterTotals | None) -> ValidatedJob:
-    """Check a request whose run will live in ``run_dir``; ``teacher`` is its teacher
-    checkpoint as a local path (a ``runs:/`` reference already downloaded)."""
+                 fetched: dict[str, str], totals: ClusterTotals | None,
+                 source: DataSource | None = None) -> ValidatedJob:
+    """Check a request whose run will live in ``run_dir``; ``fetched`` maps request fields to
+    the local copies of their ``runs:/`` checkpoints (``service.checkpoints``), ``source`` is
+    the data set it trains on (``service.datasets.data_source``)."""
     from mmengine.config import Config
 
     if (req.config is None) == (req.config_upload is None):
         raise Invalid("config", "give exactly one of config (a name) or config_upload")
-    if req.teacher_ckpt is not None and teacher is None:
-        teacher = req.teacher_ckpt
+    teacher = fetched.get("teacher_ckpt", req.teacher_ckpt)
     policy = ConfigPolicy(settings.configs_dir, Roots(
-        read=tuple(settings.read_roots(owner)), write=run_dir.resolve(), base=PROJECT_ROOT))
+        read=tuple(settings.read_roots(owner)), write=run_dir.resolve(), base=PROJECT_ROOT),
+        url_prefixes=tuple(settings.checkpoint_url_prefixes))
     if req.config is not None:
         file = resolve_config(settings.configs_dir, req.config)
         data, label = load_trusted_config(file), req.config
@@ -201,8 +226,9 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
         except PolicyError as err:
             raise Invalid(_field(err.key, req, {}), err.message) from None
     distill = _check_kind(req, data)
-    injected = _folded_options(req, data, teacher)
-    options = _options(req, data, injected, teacher)
+    classes = _source_classes(source, policy)
+    values, injected = _request_options(req, data, teacher, source, classes)
+    options = _options(req, values, injected, fetched)
     try:
         cfg = apply_overrides(Config(copy.deepcopy(data)), options, policy,
                               trusted=file is not None)
@@ -211,6 +237,8 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
     resolved = cfg.to_dict()
     if distill:
         _check_classes(resolved["model"])
+        if classes is not None:
+            _check_teacher_classes(resolved, data, classes, req)
     if req.data_root is not None and not (PROJECT_ROOT / req.data_root).is_dir():
         raise Invalid("data_root", f"{req.data_root!r} is not a directory")
     if totals is not None:
