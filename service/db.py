@@ -1,16 +1,20 @@
-"""SQLAlchemy engine and sessions; the schema itself is owned by the alembic migrations."""
+"""SQLAlchemy engine and sessions, and the registered data sets' table; the schema itself is
+owned by the alembic migrations."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import JSON, PrimaryKeyConstraint, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-__all__ = ["get_engine", "migrate", "session_scope"]
+from service.models import Base, UTCDateTime, utcnow
+
+__all__ = ["DataSet", "get_engine", "migrate", "session_scope"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -52,3 +56,22 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+class DataSet(Base):
+    """A data set registered by name (``POST /v1/datasets``), after ``bckd data check``.
+
+    Names are unique per owner (the key); only the owner sees and uses it, an admin every
+    one, and every user once an admin marked it ``shared``.
+    """
+
+    __tablename__ = "datasets"
+    __table_args__ = (PrimaryKeyConstraint("owner", "name", name="pk_datasets"),)
+
+    owner: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))  # resolved, under a shared data root
+    description: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict] = mapped_column(JSON)  # bckd.data.check.DataSetSummary.to_dict()
+    shared: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

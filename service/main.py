@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 from service.db import migrate
 from service.errors import Invalid
 from service.reconciler import Reconciler, Submitter
-from service.routes import api_router
+from service.routes import api_router, datasets
 from service.settings import get_settings
 
 __all__ = ["app", "create_app"]
@@ -119,6 +119,7 @@ def create_app() -> FastAPI:
                   # OpenAPI links of POST /v1/jobs name
                   generate_unique_id_function=lambda route: route.name)
     app.include_router(api_router)
+    app.include_router(datasets.router, prefix="/v1")
     app.add_exception_handler(Invalid, invalid_field)
     app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
     app.add_middleware(DocsPolicy, paths=("/docs", "/redoc"))

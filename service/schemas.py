@@ -11,12 +11,17 @@ from service.models import JobKind, JobStatus
 
 __all__ = [
     "CompareMethod", "ComparePair", "CompareRow", "ComparePublic", "ConfigPublic",
-    "ConfigUpload", "ConfigsPublic", "Health", "JobCreate", "JobLinks", "JobPublic", "JobsPublic",
-    "LogsPublic", "Readiness", "Resources",
+    "ConfigUpload", "ConfigsPublic", "DataSetCreate", "DataSetPublic", "DataSetSharing",
+    "DataSetSummaryPublic", "DataSetsPublic", "Health", "JobCreate", "JobLinks", "JobPublic",
+    "JobsPublic", "LogsPublic", "Readiness", "Resources",
 ]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 OverrideValue = JsonValue  # any JSON: the config policy judges the merged config
+
+
+DataSetRef = Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}/)?"
+                                          r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
 class Resources(BaseModel):
@@ -49,6 +54,9 @@ class JobCreate(BaseModel):
         default_factory=dict, max_length=200, description="dotted config key -> value")
     data_root: str | None = Field(None, max_length=1024,
                                   description="COCO-layout data set dir, under a data root")
+    dataset: DataSetRef | None = Field(
+        None, description="a registered data set (GET /v1/datasets): your own name, or "
+        "owner/name of one shared with you; instead of data_root")
     teacher_ckpt: str | None = Field(
         None, max_length=1024, description="distill: checkpoint path or runs:/<run_id>/<path>")
     resources: Resources = Field(default_factory=Resources)
@@ -171,3 +179,55 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str]  # component -> "ok" or the error
+
+
+class DataSetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "synth", "path": "data/synth", "description": "8 shapes x textures"}]})
+
+    name: Name
+    path: str = Field(max_length=1024, description="the set's directory, under a shared data "
+                      "root: annotations/instances_{train,val}.json and {train,val}/ images")
+    description: str | None = Field(None, max_length=2000)
+
+
+class SplitSummaryPublic(BaseModel):
+    ann_file: str
+    image_dir: str
+    images: int
+    boxes: int
+    boxes_per_class: dict[str, int]  # class name -> boxes, in category-id order
+    sizes: dict[str, int]  # COCO's small / medium / large, by box side sqrt(w * h) in px
+    size_bins: dict[str, int]  # "0-8", "8-16", ..., "256+" px
+
+
+class DataSetSummaryPublic(BaseModel):
+    """What ``bckd data check`` found (bckd.data.check.DataSetSummary)."""
+
+    root: str
+    classes: list[str]  # category names in id order: the jobs' metainfo.classes
+    category_ids: list[int]
+    splits: dict[str, SplitSummaryPublic]
+
+
+class DataSetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    owner: str
+    path: str
+    description: str | None
+    shared: bool
+    created_at: datetime
+    summary: DataSetSummaryPublic
+
+
+class DataSetsPublic(BaseModel):
+    data: list[DataSetPublic]
+    count: int
+
+
+class DataSetSharing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shared: bool

@@ -1,0 +1,121 @@
+"""Registered data sets through the real API (uvicorn, local Ray, MLflow, the real
+``jobs.train``): registration runs ``bckd data check``, sets are their owner's until an admin
+shares them, and a job on a set trains with the set's classes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from mmengine.runner.checkpoint import save_checkpoint
+
+from bckd.data import SynthConfig, generate
+from service.auth import hash_token
+from service.stack import Stack, StackConfig, free_port
+from tests.service.servicetools import TOKENS, wait_all
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dsets")
+    sets = root / "datasets"
+    generate(SynthConfig(out=sets / "four", num_train=16, num_val=8, image_size=128,
+                         num_classes=4, workers=1), progress=False)
+    bad = sets / "bad"
+    shutil.copytree(sets / "four", bad)
+    ann = json.loads((bad / "annotations/instances_val.json").read_text())
+    ann["annotations"][1]["bbox"] = [120, 3, 40, 5]
+    (bad / "annotations/instances_val.json").write_text(json.dumps(ann))
+    (root / "outside").mkdir()
+    users = ";".join(f"{hash_token(t)} {n} user" for n, t in TOKENS.items())
+    st = Stack(StackConfig(
+        data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
+        mlflow_port=free_port(), num_cpus=2,
+        extra_env={"BCKD_DATA_ROOTS": json.dumps([str(sets)]), "BCKD_TOKENS": users,
+                   "BCKD_RECONCILE_INTERVAL_S": "0.5"}))
+    st.start()
+    st.root, st.sets = root, sets
+    yield st
+    st.stop()
+
+
+TINY = {"train_cfg.max_epochs": 1, "train_dataloader.batch_size": 4,
+        "val_dataloader.batch_size": 4, "train_dataloader.num_workers": 0,
+        "val_dataloader.num_workers": 0, "train_dataloader.persistent_workers": False,
+        "val_dataloader.persistent_workers": False}
+
+
+def loc(r) -> list:
+    return r.json()["detail"][0]["loc"]
+
+
+def test_registration_checks_the_set(stack, alice):
+    r = alice.post("/v1/datasets", json={"name": "four", "path": str(stack.sets / "four"),
+                                         "description": "4 classes"})
+    assert r.status_code == 201, r.text
+    summary = r.json()["summary"]
+    assert summary["classes"] == ["disk_solid", "square_solid", "triangle_solid", "ring_solid"]
+    assert summary["splits"]["train"]["images"] == 16 and summary["splits"]["val"]["images"] == 8
+    assert alice.post("/v1/datasets", json={"name": "four", "path": str(stack.sets / "four")}
+                      ).status_code == 409
+    r = alice.post("/v1/datasets", json={"name": "bad", "path": str(stack.sets / "bad")})
+    assert r.status_code == 422 and loc(r) == ["body", "path"], r.text
+    assert "annotation id 2" in r.text and "[120, 3, 40, 5]" in r.text
+    r = alice.post("/v1/datasets", json={"name": "out", "path": str(stack.root / "outside")})
+    assert r.status_code == 422 and "outside the shared data roots" in r.text
+    names = [d["name"] for d in alice.get("/v1/datasets").json()["data"]]
+    assert names == ["four"]
+    assert alice.get("/v1/datasets/four").json()["description"] == "4 classes"
+
+
+def test_another_user_neither_sees_nor_uses_a_set_until_an_admin_shares_it(stack, alice,
+                                                                           bob, admin):
+    alice.post("/v1/datasets", json={"name": "four", "path": str(stack.sets / "four")})
+    assert bob.get("/v1/datasets").json()["count"] == 0
+    assert bob.get("/v1/datasets/four", params={"owner": "alice"}).status_code == 404
+    job = {"kind": "train", "config": "synth/gfl_student", "dataset": "alice/four",
+           "overrides": TINY, "name": "on-alices"}
+    r = bob.post("/v1/jobs", json=job)
+    assert r.status_code == 422 and loc(r) == ["body", "dataset"], r.text
+    assert bob.put("/v1/datasets/four/shared", params={"owner": "alice"},
+                   json={"shared": True}).status_code == 403
+    assert admin.put("/v1/datasets/four/shared", params={"owner": "alice"},
+                     json={"shared": True}).json()["shared"] is True
+    assert [d["owner"] for d in bob.get("/v1/datasets").json()["data"]] == ["alice"]
+    r = bob.post("/v1/jobs", json=job)
+    assert r.status_code == 201, r.text
+    bob.post(f"/v1/jobs/{r.json()['id']}/cancel")
+    wait_all(admin, [r.json()["id"]])
+
+
+def test_a_job_on_a_set_trains_with_its_classes(stack, alice, admin):
+    alice.post("/v1/datasets", json={"name": "four", "path": str(stack.sets / "four")})
+    r = alice.post("/v1/jobs", json={"kind": "train", "config": "synth/gfl_student",
+                                     "dataset": "four", "overrides": TINY, "name": "four-cls"})
+    assert r.status_code == 201, r.text
+    (job,) = wait_all(admin, [r.json()["id"]])
+    assert job["status"] == "SUCCEEDED", job
+    spec = json.loads((stack.data_dir / "owners/alice/jobs" / f"{job['id']}.json").read_text())
+    assert spec["overrides"]["model.bbox_head.num_classes"] == 4
+    assert spec["overrides"]["train_dataloader.dataset.metainfo.classes"][3] == "ring_solid"
+    final = torch.load(stack.data_dir / "owners/alice/runs/four-cls/final.pth",
+                       map_location="cpu", weights_only=False)
+    assert final["state_dict"]["bbox_head.gfl_cls.weight"].shape[0] == 4  # 4 classes, 1 prior
+
+
+def test_a_teacher_of_other_classes_is_refused_naming_both_lists(stack, alice):
+    alice.post("/v1/datasets", json={"name": "four", "path": str(stack.sets / "four")})
+    eight = [f"c{i}" for i in range(8)]
+    ckpt = stack.sets / "teacher8.pth"
+    save_checkpoint({"state_dict": {}, "meta": {"dataset_meta": {"classes": eight}}},
+                    str(ckpt))
+    r = alice.post("/v1/jobs", json={"kind": "distill", "config": "synth/bckd_gfl",
+                                     "dataset": "four", "teacher_ckpt": str(ckpt),
+                                     "overrides": TINY, "name": "mismatch"})
+    assert r.status_code == 422 and loc(r) == ["body", "teacher_ckpt"], r.text
+    msg = r.json()["detail"][0]["msg"]
+    assert str(eight) in msg and "'ring_solid'" in msg
