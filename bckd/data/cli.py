@@ -17,6 +17,7 @@ def _synth(args: argparse.Namespace) -> int:
         num_val=args.num_val,
         image_size=args.image_size,
         num_classes=args.num_classes,
+        min_object_size=args.min_object_size,
         seed=args.seed,
         workers=args.workers,
     )
@@ -68,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--num-val", type=int, default=500, help="val images (default 500)")
     synth.add_argument("--image-size", type=int, default=256, help="square side in px (256)")
     synth.add_argument("--num-classes", type=int, default=8, help="categories (default 8)")
+    synth.add_argument("--min-object-size", type=int, default=8,
+                       help="smallest object side in px (default 8); the largest is half the "
+                       "image")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
