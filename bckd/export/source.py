@@ -1,0 +1,191 @@
+"""Resolve ``RUN_OR_CKPT`` into the student's config and weights.
+
+``RUN_OR_CKPT`` is an MLflow run id (its ``checkpoints/final.pth``), an MLflow
+``runs:/<id>/<path>`` URI, or a local checkpoint file. The config comes from the checkpoint's
+``meta['cfg']`` (mmengine's own checkpoints), else the run's logged ``config.py`` (what the job
+logs, see :mod:`bckd.engine.launch`), else a ``config.py`` beside a local checkpoint (the job's
+work dir holds both), else ``--config``.
+
+A distillation config's model is a ``BCKDDetector``; the exported model is its ``student``, a
+plain mmdet detector, and only the student's keys of the checkpoint are kept (a distiller's
+checkpoint has none of the teacher's by design, but a checkpoint from elsewhere may).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+__all__ = ["FINAL_CHECKPOINT", "Source", "build_student", "resolve", "student_model_config",
+           "tracking_uri_or_default"]
+
+FINAL_CHECKPOINT = "checkpoints/final.pth"  # the job's student weights (bckd.engine.launch)
+CONFIG_ARTIFACT = "config.py"  # the job's resolved config, logged at the run's root
+_RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
+
+
+@dataclass
+class Source:
+    """A resolved ``RUN_OR_CKPT``: the full config, the checkpoint's weights, where they came
+    from, and the MLflow run (``None`` for a local file)."""
+
+    value: str
+    cfg: Config
+    state_dict: dict[str, torch.Tensor]
+    checkpoint: str
+    run_id: str | None = None
+    tracking_uri: str | None = None
+    dropped_keys: list[str] = field(default_factory=list)  # filled by build_student
+
+
+def tracking_uri_or_default(tracking_uri: str | None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the store ``bckd train`` writes by
+    default (``work_dirs/mlflow.db``) when it exists."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    default = Path("work_dirs/mlflow.db")
+    if default.is_file():
+        return f"sqlite:///{default.resolve()}"
+    raise ValueError("an MLflow run needs its tracking store: pass --tracking-uri or set "
+                     "MLFLOW_TRACKING_URI (no work_dirs/mlflow.db here)")
+
+
+def _download(run_id: str, artifact_path: str, tracking_uri: str, dst: str) -> Path:
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"RUN_OR_CKPT: no MLflow run {run_id!r} in {tracking_uri}") from None
+    try:
+        return Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, tracking_uri=tracking_uri, dst_path=dst))
+    except (MlflowException, OSError) as err:
+        raise FileNotFoundError(f"MLflow run {run_id!r} has no artifact {artifact_path!r} "
+                                f"({type(err).__name__})") from None
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """The checkpoint as a dict; a bare state dict becomes ``{"state_dict": ...}``.
+
+    Weights-only with numpy values first (final.pth); a full mmengine checkpoint (message hub,
+    ``epoch_N.pth``) needs mmengine's wider allow-list, used because the file is named by the
+    person at this terminal (no REST request reaches this command)."""
+    from bckd.checkpoint import mmengine_safe_globals, weights_safe_globals
+
+    try:
+        with weights_safe_globals():
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - an UnpicklingError names the type; retry wider
+        try:
+            with mmengine_safe_globals():
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - not a torch file at all
+            raise ValueError(f"RUN_OR_CKPT: {str(path)!r} is not a readable torch checkpoint: "
+                             f"{str(err).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"RUN_OR_CKPT: {str(path)!r} holds a {type(checkpoint).__name__}, not "
+                         "a checkpoint or state dict")
+    return checkpoint if "state_dict" in checkpoint else {"state_dict": checkpoint}
+
+
+def _config(checkpoint: dict, candidates: list[Path], value: str) -> Config:
+    """``meta['cfg']`` (a ``.py`` config's text), else the first candidate file that exists."""
+    text = (checkpoint.get("meta") or {}).get("cfg")
+    if isinstance(text, str) and text.strip():
+        return Config.fromstring(text, ".py")
+    for path in candidates:
+        if path.is_file():
+            return Config.fromfile(str(path))
+    raise ValueError(f"RUN_OR_CKPT {value!r}: no config (the checkpoint has no meta['cfg'], and "
+                     f"none of {[str(p) for p in candidates]} exists): pass --config")
+
+
+def resolve(value: str, tracking_uri: str | None = None, config: str | None = None,
+            workdir: str | None = None) -> Source:
+    """The config and weights that ``value`` names (see the module docstring).
+
+    Args:
+        workdir: where MLflow downloads go (default: a new temporary directory).
+    Raises:
+        FileNotFoundError: a missing file or artifact, named.
+        ValueError: an unknown run, an unreadable checkpoint, or no config, named.
+    """
+    explicit = [Path(config)] if config else []
+    if config and not Path(config).is_file():
+        raise FileNotFoundError(f"--config: no such file {config!r}")
+    path = Path(value)
+    if value.startswith("runs:/") or (_RUN_ID.fullmatch(value) and not path.exists()):
+        run_id, _, artifact = value.removeprefix("runs:/").strip("/").partition("/")
+        uri = tracking_uri_or_default(tracking_uri)
+        dst = workdir or tempfile.mkdtemp(prefix="bckd-export-")
+        ckpt = _download(run_id, artifact or FINAL_CHECKPOINT, uri, dst)
+        checkpoint = _load_checkpoint(ckpt)
+        if explicit or (checkpoint.get("meta") or {}).get("cfg"):
+            cfg = _config(checkpoint, explicit, value)
+        else:
+            cfg = Config.fromfile(str(_download(run_id, CONFIG_ARTIFACT, uri, dst)))
+        return Source(value, cfg, checkpoint["state_dict"], str(ckpt), run_id, uri)
+    if not path.is_file():
+        raise FileNotFoundError(f"RUN_OR_CKPT {value!r} is neither a checkpoint file nor an "
+                                "MLflow run id (32 hex digits) or runs:/ URI")
+    checkpoint = _load_checkpoint(path)
+    cfg = _config(checkpoint, explicit + [path.parent / CONFIG_ARTIFACT], value)
+    return Source(value, cfg, checkpoint["state_dict"], str(path))
+
+
+def student_model_config(cfg: Config) -> dict:
+    """The plain mmdet model config of the student: a ``BCKDDetector``'s ``student`` (with the
+    data preprocessor the Runner would have given the distiller), or the model itself."""
+    model = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model)
+    # mmengine's Runner gives a config's top-level data_preprocessor to a model without one.
+    preprocessor = model.get("data_preprocessor") or cfg.get("data_preprocessor")
+    if model.get("type") == "BCKDDetector":
+        model = copy.deepcopy(model["student"])
+        if preprocessor:  # BCKDDetector replaces the student's with it
+            model["data_preprocessor"] = copy.deepcopy(preprocessor)
+    elif preprocessor and "data_preprocessor" not in model:
+        model["data_preprocessor"] = copy.deepcopy(preprocessor)
+    model.pop("use_syncbn", None)  # RTMDet's training option, popped by BCKDDetector too
+    return model
+
+
+def build_student(source: Source) -> torch.nn.Module:
+    """The student detector in eval mode, with the checkpoint's student weights loaded strictly.
+
+    Keys the student does not have (a teacher's, adapters', a DDP ``module.`` prefix aside) are
+    dropped and listed in ``source.dropped_keys``.
+
+    Raises:
+        ValueError: keys missing or of other shapes (e.g. a teacher's checkpoint), named.
+    """
+    from mmdet.registry import MODELS
+
+    from bckd.engine.config import init_registries
+
+    init_registries(source.cfg)
+    model = MODELS.build(ConfigDict(student_model_config(source.cfg)))  # heads read attrs
+    state = {k.removeprefix("module."): v for k, v in source.state_dict.items()}
+    own = model.state_dict()
+    source.dropped_keys = sorted(k for k in state if k not in own)
+    missing = sorted(k for k in own if k not in state)
+    shapes = sorted(k for k in own if k in state and state[k].shape != own[k].shape)
+    if missing or shapes:
+        detail = (f"{len(missing)} student keys missing (e.g. {missing[:3]})" if missing else
+                  f"{len(shapes)} keys of other shapes (e.g. {shapes[0]}: "
+                  f"{tuple(state[shapes[0]].shape)} in the file, {tuple(own[shapes[0]].shape)} "
+                  "in the student)")
+        raise ValueError(f"RUN_OR_CKPT {source.value!r}: the checkpoint does not hold the weights "
+                         f"of the config's student: {detail}")
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
+    return model.eval()
