@@ -1,22 +1,27 @@
-"""The full demo through the REST service: teacher, then baseline and BCKD students, compared.
+"""The full demo through the REST service: a teacher, then baseline and BCKD students on
+paired seeds, compared with their paired differences.
 
-    python -m service.demo                      # starts the embedded stack, ~15 min on 2 cores
+    python -m service.demo                      # starts the embedded stack, ~20 min on 2 cores
     python -m service.demo --url http://127.0.0.1:8000 --token-file .bckd/admin_token
 
 Every step goes through the API (``service.client``). Submissions carry idempotency keys, so a
-re-run against the same data dir reuses finished jobs instead of training again.
+re-run against the same data dir reuses finished jobs instead of training again. Each seed
+trains the student alone and the BCKD student from the same initial weights and data order, so
+the table's paired difference (BCKD - student, with its 95 % interval over the seeds) shows the
+method's effect against the spread the seeds give; a run on one machine repeats its numbers
+exactly (docs/REPRODUCTION.md, "The demo").
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bckd.data.synth import SynthConfig, ensure
 from service.client import Client
-from service.jobs_cli import compare_table
+from service.jobs_cli import compare_report
 from service.models import TERMINAL
 from service.settings import PROJECT_ROOT
 
@@ -41,6 +46,14 @@ def follow(client: Client, jobs: dict[str, str], poll_s: float = 10.0) -> dict[s
     return {labels[job_id]: job for job_id, job in ended.items()}
 
 
+def schedule_overrides(epochs: int, seed: int) -> dict:
+    """A run of ``epochs`` on ``seed``: the step decay at 3/4 of the epochs, as the synth
+    configs place it for their own length, and validation once, at the final epoch."""
+    return {"train_cfg.max_epochs": epochs, "train_cfg.val_interval": epochs,
+            "randomness.seed": seed, "param_scheduler.1.end": epochs,
+            "param_scheduler.1.milestones": [max(1, int(epochs * 0.75))]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--url", default=None, help="a running API; default: start the stack")
@@ -48,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path(".bckd"), help="embedded stack state")
     p.add_argument("--data", type=Path, default=Path("data/synth-demo"),
                    help="synthetic data set (written when missing)")
-    # Sized for about 15 minutes on 2 cores: at 128 px the GFL teacher reaches ~9 mAP in 6
-    # epochs of 800 images (~8 min), the two students then train side by side.
+    # Sized from teacher and student-alone runs (docs/REPRODUCTION.md, "The demo")
     p.add_argument("--num-train", type=int, default=800)
-    p.add_argument("--num-val", type=int, default=200)
+    p.add_argument("--num-val", type=int, default=500)
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--teacher-epochs", type=int, default=6)
+    p.add_argument("--min-object-size", type=int, default=16)
+    p.add_argument("--teacher-epochs", type=int, default=10)
+    p.add_argument("--teacher-cpus", type=float, default=2.0, help="CPUs of the teacher's job")
     p.add_argument("--student-epochs", type=int, default=4)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="the students' seeds, each for the student alone and BCKD")
     p.add_argument("--experiment", default="demo")
     p.add_argument("--ports", type=int, nargs=3, default=(8000, 8265, 5000),
                    metavar=("API", "DASHBOARD", "MLFLOW"), help="embedded stack ports")
@@ -77,38 +93,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = Client(url, token_file.read_text().strip())
         data = args.data if args.data.is_absolute() else PROJECT_ROOT / args.data
-        if not (data / "annotations" / "instances_val.json").exists():
-            print(f"writing the synthetic data set to {data} ...", flush=True)
-            subprocess.run([sys.executable, "-m", "cli", "data", "synth", "--out",
-                            str(data), "--num-train", str(args.num_train), "--num-val",
-                            str(args.num_val), "--image-size", str(args.image_size), "--quiet"],
-                           check=True, cwd=PROJECT_ROOT)
+        synth = SynthConfig(out=data, num_train=args.num_train, num_val=args.num_val,
+                            image_size=args.image_size, min_object_size=args.min_object_size)
+        try:
+            if ensure(synth, progress=False):
+                print(f"wrote the synthetic data set to {data}", flush=True)
+        except ValueError as err:
+            print(f"demo: {err} (--data)", file=sys.stderr)
+            return 2
         exp = args.experiment
 
-        def submit(label: str, kind: str, config: str, epochs: int, **extra) -> str:
+        def submit(label: str, kind: str, config: str, epochs: int, seed: int = 0,
+                   **extra) -> str:
             body = {"kind": kind, "config": config, "experiment": exp, "name": f"{exp}-{label}",
-                    "data_root": str(data), "overrides": {"train_cfg.max_epochs": epochs},
+                    "data_root": str(data), "overrides": schedule_overrides(epochs, seed),
                     **extra}
             job = client.submit(body, idempotency_key=f"{exp}-{label}")
             print(f"{label}: job {job['id']} {job['status']}  {job['links']['ray_dashboard']}",
                   flush=True)
             return job["id"]
 
-        teacher = submit("teacher", "train", "synth/gfl_teacher", args.teacher_epochs)
+        # the teacher trains alone: both cores (the students then run side by side, 1 each)
+        teacher = submit("teacher", "train", "synth/gfl_teacher", args.teacher_epochs,
+                         resources={"num_workers": 1, "cpus_per_worker": args.teacher_cpus})
         trained = follow(client, {"teacher": teacher})["teacher"]
         if trained["status"] != "SUCCEEDED":
             print("the teacher failed; see `bckd jobs logs " + teacher + "`", file=sys.stderr)
             return 1
         # the teacher's weights as the job logged them to its MLflow run
         ckpt = f"runs:/{trained['mlflow_run_id']}/checkpoints/final.pth"
-        students = {
-            "baseline": submit("baseline", "train", "synth/gfl_student", args.student_epochs),
-            "bckd": submit("bckd", "distill", "synth/bckd_gfl", args.student_epochs,
-                           teacher_ckpt=ckpt),
-        }
+        students = {}
+        for seed in args.seeds:  # seed-major: a cut-short demo still has whole pairs
+            students[f"base-s{seed}"] = submit(f"baseline-s{seed}", "train",
+                                               "synth/gfl_student", args.student_epochs, seed)
+            students[f"bckd-s{seed}"] = submit(f"bckd-s{seed}", "distill", "synth/bckd_gfl",
+                                               args.student_epochs, seed, teacher_ckpt=ckpt)
         ended = follow(client, students)
         print()
-        print(compare_table(client.compare(exp)))
+        print(compare_report(client.compare(exp)))
         return 0 if all(j["status"] == "SUCCEEDED" for j in ended.values()) else 1
     finally:
         if stack is not None:

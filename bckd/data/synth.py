@@ -29,7 +29,7 @@ from bckd.data.scene import (
     draw_scene,
 )
 
-__all__ = ["SynthConfig", "generate", "validate"]
+__all__ = ["SynthConfig", "ensure", "generate", "validate"]
 
 SPLITS = ("train", "val")
 JPEG_QUALITY = 95
@@ -179,3 +179,31 @@ def generate(cfg: SynthConfig, progress: bool = True) -> dict:
         },
     )
     return summary
+
+
+# what a set is made of; `workers` and `out` only say how and where it was written
+_CONTENT_FIELDS = ("num_train", "num_val", "image_size", "num_classes", "seed", "min_object_size")
+
+
+def ensure(cfg: SynthConfig, progress: bool = True) -> bool:
+    """Write the set of ``cfg`` unless ``cfg.out`` holds it already; True when it wrote.
+
+    ``cfg.out/dataset.json`` records what a set was made of, and the images are a function of
+    those fields, so a matching record means the files are those ``generate`` would write. A
+    record of another set raises ``ValueError`` naming the fields that differ: runs may be
+    reading that set, so it is never overwritten here.
+    """
+    marker = Path(cfg.out) / "dataset.json"
+    if marker.is_file():
+        have = json.loads(marker.read_text()).get("config", {})
+        want = asdict(cfg)
+        fields = SynthConfig.__dataclass_fields__
+        differ = {k: (have.get(k, fields[k].default), want[k]) for k in _CONTENT_FIELDS
+                  if have.get(k, fields[k].default) != want[k]}
+        if not differ:
+            return False
+        raise ValueError(f"{cfg.out} holds another synthetic set ("
+                         + ", ".join(f"{k} {a} there, {b} wanted" for k, (a, b) in differ.items())
+                         + "): choose another directory or remove it")
+    generate(cfg, progress=progress)
+    return True

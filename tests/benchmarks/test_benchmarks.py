@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
+import repro_report  # noqa: E402
 import reproduce  # noqa: E402
 import tables  # noqa: E402
 from common import percentile, print_table  # noqa: E402
@@ -62,7 +63,16 @@ def test_bench_step_writes_ratios_for_a_tiny_batch(tmp_path):
 def test_reproduce_plan_lists_the_runs_without_running_anything():
     proc = run_script("reproduce.py", "--plan", timeout=60)
     runs = reproduce.plan(reproduce.Schedule(), "repro")
-    assert len(runs) == 5 + 2 * (6 + 4 * 2)  # teachers + seeds x (GFL methods + 4 x 2)
+    assert len(runs) == 5 + 5 * 9 + 3 * 4 * 2  # teachers + GFL 5 seeds x 9 + 3 seeds x 4 x 2
+    # every method of a family runs every seed of the family: the differences pair
+    for family, seeds in (("gfl", {0, 1, 2, 3, 4}), ("rtmdet", {0, 1, 2})):
+        by_method: dict[str, set[int]] = {}
+        for r in runs:
+            if r.family == family and r.method != "teacher":
+                by_method.setdefault(r.method, set()).add(r.seed)
+        assert by_method and all(s == seeds for s in by_method.values())
+    assert {r.method for r in runs if r.family == "gfl"} >= {"crosskd", "pkd", "bckd_pkd"}
+    assert all(reproduce.overrides(r)["train_cfg.val_interval"] == r.epochs for r in runs)
     assert all(r.name in proc.stdout for r in runs)
     total_h = sum(reproduce.estimate_s(r, reproduce.Schedule()) for r in runs) / 3600
     assert f"estimated job time: {total_h:.2f} h; about {total_h / 2:.2f} h of wall time" \
@@ -103,30 +113,40 @@ def test_reproduce_resume_logic_skips_finished_waits_running_resubmits_failed():
 
 
 def test_reproduce_results_table_gap_and_plot(tmp_path):
-    s = reproduce.Schedule(seeds=(0, 1), families=("gfl",), gfl_methods=("student", "bckd"))
+    s = reproduce.Schedule(gfl_seeds=(0, 1), families=("gfl",), gfl_methods=("student", "bckd"))
     runs_plan = reproduce.plan(s, "p")
     maps = {"p-gfl_teacher-s0": 0.40, "p-gfl_student-s0": 0.20, "p-gfl_student-s1": 0.22,
             "p-bckd_gfl-s0": 0.30, "p-bckd_gfl-s1": 0.28}
     rows = [{"run_name": n, "status": "FINISHED", "run_id": f"id-{n}",
-             "metrics": {m: v for m in reproduce.METRICS.values()}} for n, v in maps.items()]
+             "metrics": {m: v for m in repro_report.METRICS.values()}} for n, v in maps.items()]
     runs = reproduce.Runs(FakeClient([], rows), "e")
     runs.refresh()
-    result = reproduce.collect(runs_plan, runs)
+    result = repro_report.collect(reproduce.per_run(runs_plan, runs), [])
     fam = result["families"]["gfl"]
     assert fam["teacher_mAP"] == pytest.approx(40.0)
     assert fam["methods"]["bckd"]["mAP_mean"] == pytest.approx(29.0)
     assert fam["methods"]["bckd"]["gap_closed"] == pytest.approx((29 - 21) / (40 - 21))
     assert fam["methods"]["bckd"]["run_ids"] == ["id-p-bckd_gfl-s0", "id-p-bckd_gfl-s1"]
-    said = reproduce.notes(result["families"])
+    said = repro_report.notes(result["families"])
     assert any("measured order bckd 29.0 > student 21.0" in line for line in said)
+    # the registered comparison, paired over the 2 seeds: +10 and +6 points
+    assert any(line.startswith("gfl: bckd - student = +8.00 mAP, paired over 2 seeds")
+               for line in said)
     # a teacher below its student leaves no gap: the share closed is undefined, and said so
-    rows[0]["metrics"] = {m: 0.15 for m in reproduce.METRICS.values()}
+    rows[0]["metrics"] = {m: 0.15 for m in repro_report.METRICS.values()}
     runs.refresh()
-    weak = reproduce.collect(runs_plan, runs)["families"]
+    weak = repro_report.collect(reproduce.per_run(runs_plan, runs), [])["families"]
     assert math.isnan(weak["gfl"]["methods"]["bckd"]["gap_closed"])
-    assert any("no gap to close" in line for line in reproduce.notes(weak))
-    png = reproduce.plot(result["families"], tmp_path / "r.png", "t")
+    assert any("no gap to close" in line for line in repro_report.notes(weak))
+    png = repro_report.plot(result["families"], tmp_path / "r.png", "t")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reproduce_registers_each_method_against_the_student_and_bckd_against_each_other():
+    pairs = repro_report.registered_pairs(["student", "kd", "bckd", "pkd"])
+    assert pairs == [("kd", "student"), ("bckd", "student"), ("pkd", "student"),
+                     ("bckd", "kd"), ("bckd", "pkd")]
+    assert repro_report.registered_pairs(["student", "kd"]) == [("kd", "student")]
 
 
 def _step_report(table: str) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from bckd.data import SynthConfig, category_names, generate, validate
+from bckd.data import SynthConfig, category_names, ensure, generate, validate
 
 SIZE = 128
 
@@ -229,3 +229,13 @@ def test_cli_min_object_size_reaches_the_generator(tmp_path):
     sides = [max(a["bbox"][2:]) for a in ann]
     # visible boxes shrink under occlusion; the median object stays above the floor
     assert sorted(sides)[len(sides) // 2] >= 24
+
+
+def test_ensure_writes_once_and_refuses_another_set(tmp_path):
+    cfg = SynthConfig(out=tmp_path / "s", num_train=3, num_val=2, image_size=64, workers=1)
+    assert ensure(cfg, progress=False) is True
+    stamp = (tmp_path / "s" / "annotations" / "instances_train.json").stat().st_mtime_ns
+    assert ensure(replace(cfg, workers=2), progress=False) is False  # same set: nothing written
+    assert (tmp_path / "s" / "annotations" / "instances_train.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="min_object_size 8 there, 12 wanted"):
+        ensure(replace(cfg, min_object_size=12), progress=False)
