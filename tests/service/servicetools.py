@@ -4,13 +4,23 @@ clients per user and the waits on job states."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 
+from service.models import TERMINAL
 from service.stack import Stack
 
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
+
+
+def toy_dataset(root: Path) -> Path:
+    """``root/datasets/toy``: a data root with an (empty) val annotation file, enough for the
+    validation of a request; jobs on it are the stand-in's, which read no image."""
+    toy = root / "datasets" / "toy"
+    (toy / "annotations").mkdir(parents=True)
+    (toy / "annotations" / "instances_val.json").write_text("{}")
+    return toy
 
 
 def client(stack: Stack, token: str | None) -> httpx.Client:

@@ -17,7 +17,7 @@ import pytest
 
 from service.auth import hash_token
 from service.stack import Stack, StackConfig, free_port
-from tests.service.servicetools import TOKENS, client, finished, wait_for
+from tests.service.servicetools import TOKENS, client, finished, toy_dataset, wait_for
 
 HERE = Path(__file__).parent
 TOY: dict[str, str] = {}  # the toy data set's directory, set by the stack fixture
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("svc")
-    data = root / "datasets" / "toy"
-    (data / "annotations").mkdir(parents=True)
-    (data / "annotations" / "instances_val.json").write_text("{}")
+    data = toy_dataset(root)
     TOY["data_root"] = str(data)
     (root / "ckpt").mkdir()
     (root / "ckpt" / "teacher.pth").write_bytes(b"not really a checkpoint")

@@ -30,6 +30,7 @@ from service.stack import (
     free_port,
     worker_port_range,
 )
+from tests.service.servicetools import toy_dataset
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -133,9 +134,7 @@ class Serve:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
-    toy = root / "datasets" / "toy"
-    (toy / "annotations").mkdir(parents=True)
-    (toy / "annotations" / "instances_val.json").write_text("{}")
+    toy = toy_dataset(root)
     ports = {"api": free_port(), "dashboard": port_in_worker_range(), "mlflow": free_port()}
     env = dict(os.environ, BCKD_JOB_MODULE=str(HERE / "fake_job.py"),
                BCKD_CONFIGS_DIR=str(HERE / "configs"),
