@@ -196,7 +196,7 @@ class SplitSummaryPublic(BaseModel):
     image_dir: str
     images: int
     boxes: int
-    boxes_per_class: dict[str, int]  # class name -> boxes, in category-id order
+    boxes_per_class: dict[str, int]  # class name -> boxes, in the file's category order
     sizes: dict[str, int]  # COCO's small / medium / large, by box side sqrt(w * h) in px
     size_bins: dict[str, int]  # "0-8", "8-16", ..., "256+" px
 
@@ -205,7 +205,7 @@ class DataSetSummaryPublic(BaseModel):
     """What ``bckd data check`` found (bckd.data.check.DataSetSummary)."""
 
     root: str
-    classes: list[str]  # category names in id order: the jobs' metainfo.classes
+    classes: list[str]  # names in the file's order (mmdet's labels): metainfo.classes
     category_ids: list[int]
     splits: dict[str, SplitSummaryPublic]
 

@@ -7,7 +7,7 @@ training job would otherwise find out hours in, or never:
 * every box has a positive size and lies inside its image (``x + w <= width``, COCO's
   ``[x, y, w, h]`` in pixels);
 * every annotation's ``image_id`` and ``category_id`` exist, and all splits have the same
-  categories (ids and names).
+  categories (ids and names) in the same order: mmdet numbers its labels in the file's order.
 
 It returns a :class:`DataSetSummary` (images, boxes per class, a box-size histogram per split)
 or raises :class:`DataSetError` listing the problems, each naming the file, the image or
@@ -55,7 +55,7 @@ class SplitSummary:
     image_dir: str
     images: int
     boxes: int
-    boxes_per_class: dict[str, int]  # class name -> boxes, in category-id order
+    boxes_per_class: dict[str, int]  # class name -> boxes, in the file's category order
     sizes: dict[str, int]  # COCO's small / medium / large, by box side sqrt(w * h)
     size_bins: dict[str, int]  # finer: "0-8", "8-16", ..., "256+" px
 
@@ -63,7 +63,7 @@ class SplitSummary:
 @dataclass(frozen=True)
 class DataSetSummary:
     root: str
-    classes: list[str]  # category names in category-id order: a config's metainfo.classes
+    classes: list[str]  # category names in the file's order (mmdet's labels): metainfo.classes
     category_ids: list[int]
     splits: dict[str, SplitSummary]
 
@@ -170,7 +170,9 @@ def _summarize(coco, layout: SplitLayout, names: dict[int, str]) -> SplitSummary
 
 
 def _categories(coco) -> dict[int, str]:
-    return {c: coco.cats[c].get("name", str(c)) for c in sorted(coco.cats)}
+    """Category id -> name in the file's order, which is mmdet's label order: its CocoDataset
+    and CocoMetric number the classes as ``getCatIds`` lists them, whatever the ids."""
+    return {c["id"]: c.get("name", str(c["id"])) for c in coco.dataset.get("categories", [])}
 
 
 def check_dataset(root: str | Path, layout: Mapping[str, SplitLayout] | None = None,
@@ -197,9 +199,9 @@ def check_dataset(root: str | Path, layout: Mapping[str, SplitLayout] | None = N
     names = {split: _categories(c) for split, c in loaded.items()}
     first = next(iter(names), None)
     for split, cats in names.items():
-        if cats != names[first]:
+        if list(cats.items()) != list(names[first].items()):  # the order is the labels
             problems.append(f"{root / layout[split].ann_file}: categories {cats} differ from "
-                            f"{first}'s {names[first]}")
+                            f"{first}'s {names[first]} (ids, names and their order)")
     if problems:
         raise DataSetError(root, problems)
     cats = names[first]
@@ -208,7 +210,7 @@ def check_dataset(root: str | Path, layout: Mapping[str, SplitLayout] | None = N
 
 
 def read_categories(ann_file: str | Path) -> list[str]:
-    """The category names of one COCO file in category-id order (no other check)."""
+    """The category names of one COCO file in its order, mmdet's labels' (no other check)."""
     problems: list[str] = []
     coco = _load_coco(Path(ann_file), problems)
     if coco is None:

@@ -66,6 +66,9 @@ CASES = {
                       ["image id 1", "nope.jpg does not exist"]),
     "other categories": ("val", lambda c: c["categories"][0].update(name="cat"),
                          ["instances_val.json: categories", "'cat'", "differ from train"]),
+    # mmdet numbers labels in the file's order: train and val must list them alike
+    "other order": ("val", lambda c: c["categories"].reverse(),
+                    ["instances_val.json: categories", "differ from train", "their order"]),
 }
 
 
