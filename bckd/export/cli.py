@@ -20,6 +20,7 @@ from bckd.commandline import add_command
 __all__ = ["add_parser"]
 
 CHECK_IMAGES = 4  # images of the parity check when none are given
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ONNX_ARTIFACT_DIR = "export"  # the run's artifact export/student.onnx (and check.json)
 
 
@@ -35,10 +36,12 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _val_images(cfg) -> list[Path]:
-    """The first images of the config's val set, when it is on this machine."""
+    """The first images of the config's val set, when it is on this machine (any format
+    OpenCV reads, in sub-folders too: a COCO ``file_name`` may have them)."""
     dataset = cfg.get("val_dataloader", {}).get("dataset", {})
     folder = Path(dataset.get("data_root", "")) / (dataset.get("data_prefix") or {}).get("img", "")
-    return sorted(folder.glob("*.jpg"))[:CHECK_IMAGES] if folder.is_dir() else []
+    found = (p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(found)[:CHECK_IMAGES] if folder.is_dir() else []
 
 
 def _synth_images(directory: Path) -> list[Path]:

@@ -124,7 +124,8 @@ def check_parity(detector: nn.Module, runner: OnnxRaw, images: Sequence[str | Pa
             counts["torch"] += len(t)
             counts["onnx"] += len(o)
             matched &= match_detections(t, o, box_tol, score_tol)
-    return {"images": len(images), "max_abs_diff": diffs, "detections": counts,
+    return {"images": len(images), "files": [Path(p).name for p in images],
+            "max_abs_diff": diffs, "detections": counts,
             "detections_match": matched, "box_tol_px": box_tol, "score_tol": score_tol}
 
 
