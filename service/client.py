@@ -79,6 +79,12 @@ class Client:
                 return states
             time.sleep(poll_s)
 
+    def register_dataset(self, body: dict) -> dict:
+        return self._json(self.http.post("/v1/datasets", json=body))
+
+    def datasets(self) -> dict:
+        return self._json(self.http.get("/v1/datasets"))
+
     def configs(self) -> dict:
         return self._json(self.http.get("/v1/configs"))
 

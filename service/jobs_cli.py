@@ -1,6 +1,8 @@
-"""``bckd jobs ...``: a client of the REST API (submit, list, show, logs, cancel, compare).
+"""``bckd jobs ...``: a client of the REST API (submit, list, show, logs, cancel, compare,
+datasets).
 
-    bckd jobs submit train synth/gfl_teacher --set train_cfg.max_epochs=2 --follow
+    bckd jobs datasets register shapes data/shapes
+    bckd jobs submit train synth/gfl_teacher --dataset shapes --set train_cfg.max_epochs=2 --follow
     bckd jobs list --status RUNNING
     bckd jobs logs JOB_ID --follow
     bckd jobs compare bckd
@@ -16,6 +18,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from service.compare_text import compare_report, compare_table
 
 __all__ = ["add_parser", "compare_report", "compare_table"]
 
@@ -50,7 +54,8 @@ def _follow(client, job_id: str) -> int:
         sys.stdout.flush()
     # the stream ends with the job; a stream cut short (proxy, restart) waits here instead
     job = client.wait([job_id], poll_s=2.0)[job_id]
-    print(f"\njob {job_id}: {job['status']} {job.get('message') or ''}".rstrip())
+    run = f"(MLflow run {job['mlflow_run_id']})" if job.get("mlflow_run_id") else ""
+    print(f"\njob {job_id}: {job['status']} {run} {job.get('message') or ''}".rstrip())
     return 0 if job["status"] == "SUCCEEDED" else 1
 
 
@@ -71,7 +76,7 @@ def _submit(args: argparse.Namespace) -> int:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = _value(val)
     body["overrides"] = overrides
-    for key in ("data_root", "teacher_ckpt", "name"):
+    for key in ("data_root", "dataset", "teacher_ckpt", "name"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
     if args.num_samples is not None:
@@ -111,96 +116,36 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-# Columns of the comparison table: (metric key, header); COCO AP in points, as papers print it.
-COMPARE_COLUMNS = (
-    ("coco/bbox_mAP", "mAP"), ("coco/bbox_mAP_50", "AP50"), ("coco/bbox_mAP_75", "AP75"),
-    ("coco/bbox_mAP_s", "APs"), ("coco/bbox_mAP_m", "APm"), ("coco/bbox_mAP_l", "APl"),
-    ("teacher/coco/bbox_mAP", "teacher"),
-)
-
-
-def compare_table(cmp: dict) -> str:
-    """The runs of an experiment as a text table: method, seed, status, COCO AP (x100), what the
-    statistics did with the run (paired, unpaired, excluded: see :func:`run_notes`), MLflow link."""
-    def cell(metrics: dict, key: str) -> str:
-        value = metrics.get(key)
-        return f"{'-':>7}" if value is None or value < 0 else f"{100 * value:7.1f}"
-
-    head = (f"{'RUN':24} {'METHOD':9} {'SEED':>5} {'STATUS':9}"
-            + "".join(f"{h:>8}" for _, h in COMPARE_COLUMNS) + f"  {'USE':9} LINK")
-    rows = [head]
-    for r in cmp["runs"]:
-        cells = "".join(" " + cell(r["metrics"], key) for key, _ in COMPARE_COLUMNS)
-        name, method = (r["run_name"] or r["run_id"])[:24], r["params"].get("method", "")[:9]
-        seed = "-" if r.get("seed") is None else str(r["seed"])
-        rows.append(f"{name:24} {method:9} {seed:>5} {r['status'][:9]:9}{cells}  "
-                    f"{r.get('use', ''):9} {r['link']}")
-    return "\n".join(rows)
-
-
-def _signed(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.2f}"
-
-
-def method_table(cmp: dict) -> str:
-    """Per method: the runs counted, mean ± sample std of the metric (COCO points), the seeds."""
-    lines = [f"Per method: {cmp['metric']} in {cmp['unit']}, mean ± sample std over N runs",
-             "(the latest FINISHED run of each seed, and each FINISHED run without a seed)"]
-    if not cmp["methods"]:
-        return "\n".join([*lines, f"  no FINISHED run with {cmp['metric']}"])
-    lines.append(f"{'METHOD':12} {'N':>3} {'MEAN':>8} {'STD':>8}  SEEDS")
-    for m in cmp["methods"]:
-        std = "-" if m["std"] is None else f"{m['std']:.2f}"
-        seeds = ",".join(map(str, m["seeds"])) or "-"
-        unseeded = m["n"] - len(m["seeds"])  # runs without a fixed seed count, unpaired
-        seeds += f" (+{unseeded} without a seed)" if unseeded else ""
-        lines.append(f"{m['method'][:12]:12} {m['n']:>3} {m['mean']:8.2f} {std:>8}  {seeds}")
-    return "\n".join(lines)
-
-
-def pair_table(cmp: dict) -> str:
-    """Per pair of methods sharing seeds: the mean of the per-seed differences A - B (COCO
-    points) and its Student-t interval; separated only when the interval excludes 0."""
-    pct = f"{100 * cmp['confidence']:g}%"
-    lines = [f"Paired differences A - B in {cmp['unit']} over the N seeds both have:",
-             f"the mean difference and its {pct} Student-t interval (N - 1 degrees of freedom);",
-             "separated only when the interval excludes 0"]
-    if not cmp["pairs"]:
-        return "\n".join([*lines, "  no two methods share a seed"])
-    lines.append(f"{'A':12} {'B':12} {'N':>3} {'DIFF':>8}  {pct + ' CI':18}  VERDICT")
-    for p in cmp["pairs"]:
-        if p["separated"] is None:
-            ci, verdict = "-", f"undefined: {p['n']} shared seed (needs 2)"
-        else:
-            ci = f"[{_signed(p['ci_low'])}, {_signed(p['ci_high'])}]"
-            verdict = "separated" if p["separated"] else "not separated"
-        lines.append(f"{p['a'][:12]:12} {p['b'][:12]:12} {p['n']:>3} {_signed(p['mean_diff']):>8}"
-                     f"  {ci:18}  {verdict}")
-    return "\n".join(lines)
-
-
-def run_notes(cmp: dict) -> str:
-    """One line per run the paired differences leave out (unpaired or excluded), with why."""
-    out = [f"  {(r['run_name'] or r['run_id'])[:24]:24} {r['run_id'][:8]}  {r['use']}: {r['note']}"
-           for r in cmp["runs"] if r.get("use") in ("unpaired", "excluded")]
-    return "\n".join(["Runs not in any paired difference:", *out]) if out else ""
-
-
-def compare_report(cmp: dict) -> str:
-    """What ``bckd jobs compare`` prints: the method and pair statistics, then the runs."""
-    parts = [method_table(cmp), pair_table(cmp),
-             f"Runs of {cmp['experiment']} (newest first; AP in COCO points)\n"
-             + compare_table(cmp)]
-    notes = run_notes(cmp)
-    return "\n\n".join([*parts, notes] if notes else parts)
-
-
 def _compare(args: argparse.Namespace) -> int:
     cmp = _client(args).compare(args.experiment, metric=args.metric)
     if args.json:
         _print(cmp)
     else:
         print(compare_report(cmp))
+    return 0
+
+
+def _register_dataset(args: argparse.Namespace) -> int:
+    body = {"name": args.name, "path": args.path, "description": args.description}
+    row = _client(args).register_dataset({k: v for k, v in body.items() if v is not None})
+    print(f"registered {row['owner']}/{row['name']}: {row['path']}")
+    summary = row["summary"]
+    print(f"  {len(summary['classes'])} classes: " + ", ".join(
+        f"{name} (id {cid})" for name, cid in zip(summary["classes"], summary["category_ids"],
+                                                 strict=True)))
+    for split, s in summary["splits"].items():
+        print(f"  {split}: {s['images']} images, {s['boxes']} boxes")
+    return 0
+
+
+def _list_datasets(args: argparse.Namespace) -> int:
+    page = _client(args).datasets()
+    print(f"{'OWNER/NAME':32} {'CLASSES':>7} {'IMAGES':>7} PATH")
+    for d in page["data"]:
+        images = sum(s["images"] for s in d["summary"]["splits"].values())
+        print(f"{d['owner'] + '/' + d['name']:32} {len(d['summary']['classes']):>7} "
+              f"{images:>7} {d['path']}")
+    print(f"({page['count']} data sets)")
     return 0
 
 
@@ -234,7 +179,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--upload", type=Path, default=None, help="a YAML/JSON config file instead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override (value parsed as JSON when it is JSON)")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="a COCO set's directory (unregistered)")
+    p.add_argument("--dataset", default=None,
+                   help="a registered data set: NAME, or OWNER/NAME of one shared with you")
     p.add_argument("--teacher-ckpt", default=None, help="path or runs:/<run_id>/<path>")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker")
@@ -271,3 +218,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the metric of the statistics (default coco/bbox_mAP)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_reachable(_compare))
+
+    p = js.add_parser("datasets", help="register and list data sets")
+    ds = p.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
+    p = ds.add_parser("register", help="check a COCO set on the API's machine and name it")
+    p.add_argument("name")
+    p.add_argument("path", help="the set's directory under a data root of the API "
+                   "(annotations/instances_{train,val}.json, {train,val}/); a relative one "
+                   "is taken from the API's checkout")
+    p.add_argument("--description", default=None)
+    p.set_defaults(handler=_reachable(_register_dataset))
+    p = ds.add_parser("list", help="your data sets and those shared with you")
+    p.set_defaults(handler=_reachable(_list_datasets))
