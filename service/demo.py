@@ -15,6 +15,7 @@ exactly (docs/REPRODUCTION.md, "The demo").
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                    metavar=("API", "DASHBOARD", "MLFLOW"), help="embedded stack ports")
     args = p.parse_args(argv)
 
+    # Ctrl-C and SIGTERM end the demo through its `finally`, which stops the stack; also when
+    # started in the background (`&`, nohup), where SIGINT arrives ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     stack = None
     if args.url is None:
         from service.stack import Stack, StackConfig
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         # the teacher's weights as the job logged them to its MLflow run
         ckpt = f"runs:/{trained['mlflow_run_id']}/checkpoints/final.pth"
         students = {}
-        for seed in args.seeds:  # seed-major: a cut-short demo still has whole pairs
+        for seed in args.seeds:  # all at once: Ray runs them as CPUs free up
             students[f"base-s{seed}"] = submit(f"baseline-s{seed}", "train",
                                                "synth/gfl_student", args.student_epochs, seed)
             students[f"bckd-s{seed}"] = submit(f"bckd-s{seed}", "distill", "synth/bckd_gfl",
