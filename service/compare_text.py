@@ -33,6 +33,12 @@ def compare_table(cmp: dict) -> str:
     return "\n".join(rows)
 
 
+def _width(names) -> int:
+    """A column as wide as its longest method name (at least 12): groups such as ``plain (GFL
+    ResNet-18 128)`` and ``plain (GFL ResNet-18 16)`` differ only at their end."""
+    return max([12, *(len(n) for n in names)])
+
+
 def _signed(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
@@ -43,13 +49,14 @@ def method_table(cmp: dict) -> str:
              "(the latest FINISHED run of each seed, and each FINISHED run without a seed)"]
     if not cmp["methods"]:
         return "\n".join([*lines, f"  no FINISHED run with {cmp['metric']}"])
-    lines.append(f"{'METHOD':12} {'N':>3} {'MEAN':>8} {'STD':>8}  SEEDS")
+    w = _width(m["method"] for m in cmp["methods"])
+    lines.append(f"{'METHOD':{w}} {'N':>3} {'MEAN':>8} {'STD':>8}  SEEDS")
     for m in cmp["methods"]:
         std = "-" if m["std"] is None else f"{m['std']:.2f}"
         seeds = ",".join(map(str, m["seeds"])) or "-"
         unseeded = m["n"] - len(m["seeds"])  # runs without a fixed seed count, unpaired
         seeds += f" (+{unseeded} without a seed)" if unseeded else ""
-        lines.append(f"{m['method'][:12]:12} {m['n']:>3} {m['mean']:8.2f} {std:>8}  {seeds}")
+        lines.append(f"{m['method']:{w}} {m['n']:>3} {m['mean']:8.2f} {std:>8}  {seeds}")
     return "\n".join(lines)
 
 
@@ -62,14 +69,15 @@ def pair_table(cmp: dict) -> str:
              "separated only when the interval excludes 0"]
     if not cmp["pairs"]:
         return "\n".join([*lines, "  no two methods share a seed"])
-    lines.append(f"{'A':12} {'B':12} {'N':>3} {'DIFF':>8}  {pct + ' CI':18}  VERDICT")
+    w = _width(name for p in cmp["pairs"] for name in (p["a"], p["b"]))
+    lines.append(f"{'A':{w}} {'B':{w}} {'N':>3} {'DIFF':>8}  {pct + ' CI':18}  VERDICT")
     for p in cmp["pairs"]:
         if p["separated"] is None:
             ci, verdict = "-", f"undefined: {p['n']} shared seed (needs 2)"
         else:
             ci = f"[{_signed(p['ci_low'])}, {_signed(p['ci_high'])}]"
             verdict = "separated" if p["separated"] else "not separated"
-        lines.append(f"{p['a'][:12]:12} {p['b'][:12]:12} {p['n']:>3} {_signed(p['mean_diff']):>8}"
+        lines.append(f"{p['a']:{w}} {p['b']:{w}} {p['n']:>3} {_signed(p['mean_diff']):>8}"
                      f"  {ci:18}  {verdict}")
     return "\n".join(lines)
 
