@@ -24,6 +24,6 @@ bench: setup
 	$(PY) benchmarks/bench_service.py
 	$(PY) benchmarks/tables.py
 
-# The method comparison through the REST service (1.5 h on 2 cores, resumable), then the docs.
+# The method comparison through the REST service (estimate 5.0 h on 2 cores, resumable), then the docs.
 reproduce: setup
 	$(PY) benchmarks/reproduce.py; rc=$$?; $(PY) benchmarks/tables.py && exit $$rc
