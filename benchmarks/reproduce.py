@@ -30,6 +30,10 @@ seed, with 95 % intervals. Written to ``<results>/reproduction.{json,md,png}``
 (``reproduction_tiny.*`` with ``--tiny``) and logged to the same MLflow experiment as a run
 named ``<prefix>-summary``. ``--restat FILE`` recomputes the statistics from the runs recorded
 in a results JSON, without training.
+
+Over 300 lines on purpose: the protocol (``Schedule``, ``plan``), the service driver (``Runs``,
+``drive``) and the entry point read together as the one experiment they are; what the results
+mean (statistics, notes, table, plot) lives in ``repro_report.py``.
 """
 
 from __future__ import annotations
