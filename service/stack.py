@@ -1,16 +1,13 @@
 """The embedded stack of ``bckd serve``: Ray head + MLflow server + the API, on loopback.
 
-Each part is a child process owned by :class:`Stack`; ``stop()`` ends them in reverse order
-(API, MLflow, Ray). Ray keeps its token auth on: the stack writes a token file
-(``<data_dir>/ray_auth_token``) and exports ``RAY_AUTH_MODE=token`` and
-``RAY_AUTH_TOKEN_PATH`` to Ray and to the API, whose ``JobSubmissionClient`` then sends it.
-
-Ports: the API's, the dashboard's and MLflow's are the config's; every other Ray port is a free
-one. Before anything starts, :func:`check_ports` refuses a port that is no TCP port, one given
-to two parts, or one already taken on the host. Ray's workers bind ports of a range (``ray
-start``'s default 10002-19999); the stack gives Ray the longest run of that range that holds
-none of its ports (:func:`worker_port_range`), so ``--dashboard-port 18265`` works and no
-worker takes the API's or MLflow's port before they bind it.
+Each part is a child process owned by :class:`Stack`, in its own session, with the command line,
+environment and log it was started with (:class:`Part`), so that ``respawn`` starts it again the
+same way: Ray on the same ports, token and temp dir, MLflow on the same port and backend store.
+``stop()`` ends them in reverse order (API, MLflow, Ray). Watching and restarting them is
+``service.supervisor``'s; ``Stack`` alone (the demo, the benchmarks) restarts nothing. Ray keeps
+its token auth on: the stack writes a token file (``<data_dir>/ray_auth_token``) and exports
+``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` to Ray and to the API, whose
+``JobSubmissionClient`` then sends it. The ports: ``service.ports``.
 """
 
 from __future__ import annotations
@@ -20,49 +17,53 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.auth import write_admin_token
+from service.ports import (
+    RAY_WORKER_PORTS,
+    PortError,
+    check_ports,
+    free_port,
+    spare_port,
+    worker_port_range,
+)
 from service.settings import PROJECT_ROOT
 
-__all__ = ["RAY_WORKER_PORTS", "PortError", "Stack", "StackConfig", "check_ports", "free_port",
-           "wait_http", "worker_port_range"]
+# the port names stay importable from here, where the stack's users found them first
+__all__ = ["RAY_WORKER_PORTS", "Part", "PortError", "Stack", "StackConfig", "answers",
+           "check_ports", "free_port", "wait_http", "worker_port_range"]
 
-RAY_WORKER_PORTS = (10002, 19999)  # `ray start`'s default --min-worker-port/--max-worker-port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def answers(url: str, ok=(200, 401, 403), timeout: float = 5.0) -> bool:
+    """Whether ``url`` answers one of ``ok`` now (401: up, but wants a token)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status in ok
+    except urllib.error.HTTPError as err:
+        return err.code in ok
+    except OSError:
+        return False
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None,
               ok=(200, 401, 403)) -> None:
-    """Poll ``url`` until it answers one of ``ok`` (401: up, but wants a token)."""
+    """Poll ``url`` until it answers one of ``ok``; fails early if ``proc`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode} before {url} "
                                "answered")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status in ok:
-                    return
-        except urllib.error.HTTPError as err:
-            if err.code in ok:
-                return
-        except OSError:
-            pass
+        if answers(url, ok):
+            return
         time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout:g} s")
 
@@ -81,88 +82,24 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)  # for the API process
 
 
-class PortError(ValueError):
-    """A port of the :class:`StackConfig` field ``field`` that the stack cannot use; ``other``
-    is the field that already has it, if that is the reason."""
+@dataclass
+class Part:
+    """One child process of the stack and what it takes to start it again the same way."""
 
-    def __init__(self, field: str, port: int, reason: str, other: str | None = None):
-        self.field, self.port, self.reason, self.other = field, port, reason, other
-        super().__init__(self.describe())
-
-    def describe(self, names: Mapping[str, str] | None = None) -> str:
-        """One line, the fields as ``names`` calls them (``bckd serve``: its options)."""
-        name = (names or {}).get
-        why = self.reason if self.other is None else f"{self.reason} {name(self.other, self.other)}"
-        return f"{name(self.field, self.field)} {self.port}: {why}"
-
-
-def own_ports(cfg: StackConfig) -> dict[str, int]:
-    """The ports the stack binds itself, by config field (a part it attaches to binds none)."""
-    ports = {"api_port": cfg.api_port}
-    if cfg.ray_address is None:
-        ports["dashboard_port"] = cfg.dashboard_port
-    if cfg.mlflow_uri is None:
-        ports["mlflow_port"] = cfg.mlflow_port
-    return ports
-
-
-def check_ports(cfg: StackConfig) -> dict[str, int]:
-    """:func:`own_ports`, or :class:`PortError` for the first that is no TCP port, repeats an
-    earlier one or is already taken on ``cfg.host``."""
-    ports = own_ports(cfg)
-    seen: dict[int, str] = {}
-    for name, port in ports.items():
-        if not 1 <= port <= 65535:
-            raise PortError(name, port, "not a TCP port (1-65535)")
-        if port in seen:
-            raise PortError(name, port, "the same port as", other=seen[port])
-        seen[port] = name
-        if not _bindable(cfg.host, port):
-            raise PortError(name, port, f"already in use on {cfg.host}")
-    return ports
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        # as the servers bind: a port whose last connection is in TIME_WAIT counts as free
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def worker_port_range(taken: Iterable[int],
-                      ports: tuple[int, int] = RAY_WORKER_PORTS) -> tuple[int, int]:
-    """The longest run ``(first, last)`` of ``ports`` that holds none of ``taken``.
-
-    Ray refuses a dashboard port inside its worker range, and a worker may bind a port of the
-    range that the API or MLflow is about to take; cutting the range around them avoids both.
-    """
-    lo, hi = ports
-    cuts = sorted({p for p in taken if lo <= p <= hi})
-    gaps = zip([lo - 1, *cuts], [*cuts, hi + 1], strict=True)  # (taken, next taken) neighbours
-    below, above = max(gaps, key=lambda g: g[1] - g[0])
-    return below + 1, above - 1
-
-
-def _spare_port(taken: set[int], avoid: tuple[int, int]) -> int:
-    """A free port that is none of ``taken`` and outside ``avoid``; added to ``taken``."""
-    for _ in range(100):
-        port = free_port()
-        if port not in taken and not avoid[0] <= port <= avoid[1]:
-            taken.add(port)
-            return port
-    raise RuntimeError(f"no free port outside {avoid[0]}-{avoid[1]}: check "
-                       "net.ipv4.ip_local_port_range")
+    label: str  # "ray", "mlflow", "api"
+    argv: list[str]
+    env: dict[str, str]
+    log: Path  # stdout and stderr, appended to across restarts
+    health_url: str | None = None  # answers once the part is up
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0  # time.monotonic() of the last start
 
 
 class Stack:
     def __init__(self, cfg: StackConfig):
         self.cfg = cfg
         self.data_dir = cfg.data_dir.resolve()
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.parts: dict[str, Part] = {}  # in start order; stop() goes the other way
         self.ray_url = cfg.ray_address or f"http://{cfg.host}:{cfg.dashboard_port}"
         self.mlflow_url = cfg.mlflow_uri or f"http://{cfg.host}:{cfg.mlflow_port}"
         self.api_url = f"http://{cfg.host}:{cfg.api_port}"
@@ -174,14 +111,27 @@ class Stack:
         self._ray_tmp: str | None = None
         self.env = dict(os.environ)
 
-    def _spawn(self, label: str, argv: list[str], env: dict[str, str], log: Path,
-               cwd: Path = PROJECT_ROOT) -> subprocess.Popen:
-        fh = open(log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # Ctrl-C reaches us only; we stop it
-        fh.close()
-        self.procs.append((label, proc))
-        return proc
+    @property
+    def procs(self) -> list[tuple[str, subprocess.Popen]]:
+        """The parts' processes by label, in start order."""
+        return [(label, part.proc) for label, part in self.parts.items()]
+
+    def spawn(self, label: str, argv: list[str], env: dict[str, str], log: Path,
+              health_url: str | None = None) -> subprocess.Popen:
+        """Start the part ``label`` (it replaces a stopped one of that label)."""
+        part = Part(label, argv, env, log, health_url)
+        self.parts[label] = part
+        return _launch(part)
+
+    def respawn(self, label: str) -> subprocess.Popen:
+        """Start ``label`` again as it was started first. What is left of its old process group
+        is killed first: a Ray head whose ``ray start`` died leaves its GCS and raylet holding
+        the ports the new one needs."""
+        part = self.parts[label]
+        _terminate(part.proc, grace=5.0)
+        with open(part.log, "a") as fh:  # where one run's output ends in the log
+            fh.write(f"\n--- bckd serve: {label} restarted at {time.strftime('%F %T')} ---\n")
+        return _launch(part)
 
     def start(self, timeout: float = 180.0) -> None:
         ports = check_ports(self.cfg)  # before anything starts
@@ -191,9 +141,10 @@ class Stack:
         self.admin_token_file = write_admin_token(self.data_dir, self.tokens_file)
         waits = []
         if self.ray_token_file is not None:
-            proc = self._spawn("ray", self._ray_argv(set(ports.values())), self._ray_env(),
-                               logs / "ray.log")
-            waits.append((f"{self.ray_url}/api/version", proc))
+            url = f"{self.ray_url}/api/version"
+            proc = self.spawn("ray", self._ray_argv(set(ports.values())), self._ray_env(),
+                              logs / "ray.log", url)
+            waits.append((url, proc))
         if self.cfg.mlflow_uri is None:
             store = self.data_dir / "mlflow"
             store.mkdir(exist_ok=True)
@@ -202,8 +153,9 @@ class Stack:
                     "--artifacts-destination", str(store / "artifacts"),
                     "--host", self.cfg.host, "--port", str(self.cfg.mlflow_port),
                     "--workers", "1"]
-            proc = self._spawn("mlflow", argv, self.env, logs / "mlflow.log")
-            waits.append((f"{self.mlflow_url}/health", proc))
+            url = f"{self.mlflow_url}/health"
+            proc = self.spawn("mlflow", argv, self.env, logs / "mlflow.log", url)
+            waits.append((url, proc))
         try:
             for url, proc in waits:  # started together, waited for in turn
                 wait_http(url, timeout, proc)
@@ -245,7 +197,7 @@ class Stack:
                      "--runtime-env-agent-port", "--metrics-export-port",
                      "--ray-client-server-port", "--node-manager-port",
                      "--object-manager-port"):
-            argv += [flag, str(_spare_port(taken, self.worker_ports))]
+            argv += [flag, str(spare_port(taken, self.worker_ports))]
         if self.cfg.num_cpus is not None:
             argv += ["--num-cpus", str(self.cfg.num_cpus)]
         return argv
@@ -263,23 +215,37 @@ class Stack:
     def start_api(self, timeout: float = 60.0) -> subprocess.Popen:
         argv = [sys.executable, "-m", "uvicorn", "service.main:app", "--host", self.cfg.host,
                 "--port", str(self.cfg.api_port), "--log-level", "warning"]
-        proc = self._spawn("api", argv, self.api_env(), self.data_dir / "service-logs" /
-                           "api.log")
-        wait_http(f"{self.api_url}/v1/health", timeout, proc)
+        url = f"{self.api_url}/v1/health"
+        proc = self.spawn("api", argv, self.api_env(), self.data_dir / "service-logs" /
+                          "api.log", url)
+        wait_http(url, timeout, proc)
         return proc
 
     def stop_api(self) -> None:
-        for label, proc in [p for p in self.procs if p[0] == "api"]:
-            _terminate(proc)
-            self.procs.remove((label, proc))
+        if (part := self.parts.pop("api", None)) is not None:
+            _terminate(part.proc)
 
-    def stop(self) -> None:
-        for _label, proc in reversed(self.procs):
-            _terminate(proc)
-        self.procs.clear()
+    def stop(self, said: Callable[[str], None] | None = None) -> None:
+        """End the parts, the last started first (API, MLflow, Ray); ``said(label)`` after
+        each. Nothing restarts them meanwhile: the supervisor runs in the caller's thread."""
+        while self.parts:
+            label, part = self.parts.popitem()  # the last inserted
+            _terminate(part.proc)
+            if said is not None:
+                said(label)
         if self._ray_tmp is not None:
             shutil.rmtree(self._ray_tmp, ignore_errors=True)
             self._ray_tmp = None
+
+
+def _launch(part: Part, cwd: Path = PROJECT_ROOT) -> subprocess.Popen:
+    fh = open(part.log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+    part.proc = subprocess.Popen(part.argv, env=part.env, cwd=cwd, stdout=fh,
+                                 stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # Ctrl-C reaches us only; we stop it
+    fh.close()
+    part.started_at = time.monotonic()
+    return part.proc
 
 
 def _terminate(proc: subprocess.Popen, grace: float = 30.0) -> None:
