@@ -1,6 +1,7 @@
 """``bckd serve``: the embedded stack (Ray head, MLflow server, the API) on this machine.
 
     bckd serve                                  # Ray + MLflow + API on loopback, Ctrl-C stops
+                                                # (a part that exits is restarted: supervisor.py)
     bckd serve --port 8001 --dashboard-port 8266 --mlflow-port 5001
     bckd serve --ray-address http://head:8265 --mlflow-uri http://mlflow:5000   # attach
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 
 __all__ = ["add_parser"]
@@ -23,6 +23,7 @@ OPTIONS = {"api_port": "--port", "dashboard_port": "--dashboard-port",
 
 def _serve(args: argparse.Namespace) -> int:
     from service.stack import PortError, Stack, StackConfig, check_ports
+    from service.supervisor import Supervisor
 
     cfg = StackConfig(
         data_dir=args.data_dir, host=args.host, api_port=args.port,
@@ -35,25 +36,42 @@ def _serve(args: argparse.Namespace) -> int:
         raise ValueError(err.describe(OPTIONS)) from None
     stack = Stack(cfg)
     print("bckd serve: starting Ray, MLflow and the API ...", flush=True)
-    stop = {"now": False}
+    phase = "starting"
+    supervisor: Supervisor | None = None
+
+    def on_signal(*_) -> None:
+        # Starting: abort Stack.start (it stops what it started). Running: end the supervisor's
+        # loop, then stop below. Stopping: a second Ctrl-C must not cut the stop short.
+        nonlocal phase
+        if phase == "starting":
+            phase = "stopping"
+            raise KeyboardInterrupt
+        if supervisor is not None:
+            supervisor.request_stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (nohup, &)
-        signal.signal(sig, lambda *_: stop.update(now=True))
+        signal.signal(sig, on_signal)
+    code = 0
     try:
         stack.start()
         print("\n".join(_started(stack)))
-        print("Ctrl-C stops all of them.", flush=True)
-        while not stop["now"]:
-            dead = [label for label, p in stack.procs if p.poll() is not None]
-            if dead:
-                print(f"bckd serve: {', '.join(dead)} exited; stopping", file=sys.stderr)
-                return 1
-            time.sleep(1)
+        print("Ctrl-C stops all of them; a part that exits is restarted.", flush=True)
+        supervisor = Supervisor(stack, say=_say)
+        phase = "running"
+        if (why := supervisor.run()) is not None:
+            _say(f"{why}; stopping")
+            code = 1
     except KeyboardInterrupt:
         pass
     finally:
+        phase = "stopping"
         print("bckd serve: stopping ...", flush=True)
-        stack.stop()
-    return 0
+        stack.stop(said=lambda label: print(f"bckd serve: {label} stopped", flush=True))
+    return code
+
+
+def _say(line: str) -> None:
+    print(f"bckd serve: {line}", file=sys.stderr, flush=True)
 
 
 def _started(stack) -> list[str]:
@@ -71,15 +89,19 @@ def _started(stack) -> list[str]:
                      "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
     return [*lines, f"  MLflow:         {stack.mlflow_url}",
             f"  admin token:    {stack.admin_token_file}",
-            f"  logs:           {stack.data_dir / 'service-logs'}"]
+            f"  logs:           {stack.data_dir / 'service-logs'}",
+            "  processes:      " + ", ".join(f"{label} pid {proc.pid}"
+                                             for label, proc in stack.procs)]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``serve`` on the ``bckd`` parser's subcommands."""
     serve = sub.add_parser("serve", help="run Ray + MLflow + the REST API on this machine",
                            description="Start a local Ray head (with dashboard and token "
-                           "auth), an MLflow server and the API, all on loopback; Ctrl-C "
-                           "stops them. --ray-address/--mlflow-uri attach to running ones. "
+                           "auth), an MLflow server and the API, all on loopback; a part "
+                           "that exits is restarted with backoff (given up after 5 exits "
+                           "within a minute); Ctrl-C stops them. --ray-address/--mlflow-uri "
+                           "attach to running ones. "
                            "Ports must differ and be free; Ray's workers get the ports "
                            "10002-19999 less the stack's own.")
     serve.add_argument("--data-dir", type=Path, default=Path(".bckd"),

@@ -3,7 +3,10 @@
 The refusals run the real command and start nothing. The start runs the real ``bckd serve``
 (Ray with token auth, MLflow, the API under uvicorn on loopback) with the dashboard on a port
 inside Ray's default worker range, and jobs of the stand-in ``tests/service/fake_job.py`` on the
-tiny configs of ``tests/service/configs``, submitted with ``bckd jobs`` and ``Client``.
+tiny configs of ``tests/service/configs``, submitted with ``bckd jobs`` and ``Client``. Then
+its supervisor: the API killed (SIGKILL) while a job runs comes back, the job trains on through
+the outage and ends SUCCEEDED, and Ctrl-C stops API, MLflow and Ray in that order (last: it ends
+the module's ``bckd serve``).
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -150,7 +155,8 @@ def served(tmp_path_factory):
         raise
     yield {"serve": serve, "lines": lines, "ports": ports, "state": root / "state",
            "toy": str(toy), "api": f"http://127.0.0.1:{ports['api']}",
-           "dashboard": f"http://127.0.0.1:{ports['dashboard']}"}
+           "dashboard": f"http://127.0.0.1:{ports['dashboard']}",
+           "mlflow": f"http://127.0.0.1:{ports['mlflow']}"}
     serve.stop()
 
 
@@ -207,3 +213,74 @@ def test_client_wait_polls_until_every_job_ended(served):
     assert {j["status"] for j in ended.values()} == {"SUCCEEDED"}, ended
     assert looks and looks[-1] == {i: "SUCCEEDED" for i in ids}
     assert all(set(look) == set(ids) for look in looks)  # every look reports every job
+
+
+def started_pids(lines: list[str]) -> dict[str, int]:
+    """The parts' pids from the start-up line ``processes: ray pid 1, mlflow pid 2, ...``."""
+    listed = line_of(lines, "processes:").split(":", 1)[1]
+    return {label: int(pid) for label, pid in re.findall(r"(\w+) pid (\d+)", listed)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_a_killed_api_is_restarted_and_the_job_it_left_trains_on_to_succeeded(served):
+    from mlflow.tracking import MlflowClient
+
+    serve = served["serve"]
+    pids = started_pids(served["lines"])
+    assert set(pids) == {"ray", "mlflow", "api"}
+    client = Client(served["api"], (served["state"] / "admin_token").read_text().strip())
+    epochs = 12  # the stand-in's 4 steps of 0.25 s an epoch: 12 s, longer than the outage
+    job_id = client.submit({"kind": "train", "config": "toy_teacher", "data_root": served["toy"],
+                            "name": "outlives-its-api",
+                            "overrides": {"train_cfg.max_epochs": epochs}})["id"]
+    deadline = time.monotonic() + 60
+    while not ((job := client.get(job_id))["status"] == "RUNNING" and job["mlflow_run_id"]):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    killed_at = time.time()
+    os.kill(pids["api"], signal.SIGKILL)
+    restarted = serve.until("api restarted (pid", timeout=60)[-1]
+    new_api = int(re.search(r"api restarted \(pid (\d+)", restarted).group(1))
+    serve.until("api is up again", timeout=60)
+    back_at = time.time()
+    assert httpx.get(f"{served['api']}/v1/health", timeout=10).status_code == 200
+    exited = next(line for line in serve.seen
+                  if line.startswith(f"bckd serve: api (pid {pids['api']}) "))
+    assert "exited: killed by SIGKILL" in exited and "api.log; restart 1 in 1 s" in exited
+    assert new_api != pids["api"] and alive(new_api) and not alive(pids["api"])
+    assert alive(pids["ray"]) and alive(pids["mlflow"])  # untouched: the same processes
+    assert not any(re.match(r"bckd serve: (ray|mlflow) ", line) for line in serve.seen)
+
+    job = client.wait([job_id], poll_s=0.5)[job_id]  # the new API's reconciler follows it
+    assert job["status"] == "SUCCEEDED" and job["attempts"] == 1, job
+    run = MlflowClient(served["mlflow"]).get_run(job["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    losses = MlflowClient(served["mlflow"]).get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in losses) == list(range(4 * epochs))  # each step once
+    # it trained while the API was away: steps logged between the kill and the API's return
+    assert any(killed_at * 1000 < m.timestamp < back_at * 1000 for m in losses), \
+        (killed_at, back_at, [m.timestamp for m in losses])
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_api_then_mlflow_then_ray_and_restarts_nothing(served):
+    # last in the module: it ends the module's bckd serve (the fixture's stop is then a no-op)
+    serve = served["serve"]
+    pids = started_pids(served["lines"])
+    pids.update((label, int(pid)) for label, pid in
+                re.findall(r"bckd serve: (\w+) restarted \(pid (\d+)", "\n".join(serve.seen)))
+    assert serve.stop() == 0
+    serve.until("ray stopped", timeout=5)
+    after = serve.seen[serve.seen.index("bckd serve: stopping ..."):]
+    assert [line for line in after if line.endswith(" stopped")] == [
+        "bckd serve: api stopped", "bckd serve: mlflow stopped", "bckd serve: ray stopped"]
+    assert not any("restarted" in line or "exited" in line for line in after), after
+    assert not any(alive(pid) for pid in pids.values()), pids
