@@ -66,7 +66,9 @@ def listening():
 def test_serve_refuses_a_bad_port_in_one_line_before_anything_starts(case, listening, tmp_path):
     api = free_port()
     argv, line = {
-        "duplicate": (["--port", str(api), "--mlflow-port", str(api)],
+        # a free dashboard port: another cluster on the machine may hold Ray's default 8265
+        "duplicate": (["--port", str(api), "--dashboard-port", str(free_port()),
+                       "--mlflow-port", str(api)],
                       f"--mlflow-port {api}: the same port as --port"),
         "in use": (["--port", str(listening)], f"--port {listening}: already in use on 127.0.0.1"),
         "no port": (["--port", str(api), "--dashboard-port", "70000"],
