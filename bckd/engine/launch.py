@@ -68,6 +68,7 @@ def run_job(spec: JobSpec) -> JobResult:
         default_tracking_uri,
         open_run,
         read_run_json,
+        run_to_reopen,
         write_run_json,
     )
     from bckd.engine.worker import WorkerJob, train_worker
@@ -92,8 +93,7 @@ def run_job(spec: JobSpec) -> JobResult:
                 "student": info.student, "dataset": info.dataset, "bckd.job_name": name,
                 **spec.tags}
         run_id = open_run(tracking_uri, spec.experiment, name, tags,
-                          run_id=previous.get("mlflow_run_id") if resuming else None)
-        resumed_mlflow = resuming and run_id == previous.get("mlflow_run_id")
+                          run_id=run_to_reopen(previous, resuming))
         print(f"bckd: mlflow_run_id={run_id}", flush=True)
         write_run_json(work_dir, mlflow_run_id=run_id, experiment=spec.experiment, name=name,
                        tracking_uri=tracking_uri, status="RUNNING", path=str(work_dir),
@@ -109,7 +109,7 @@ def run_job(spec: JobSpec) -> JobResult:
         stop_flag = StopFlag.remote()
         worker_job = WorkerJob(
             cfg=cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id,
-            mlflow_resumed=resumed_mlflow, cwd=os.getcwd(), use_gpu=spec.use_gpu,
+            cwd=os.getcwd(), use_gpu=spec.use_gpu,
             progress_interval=spec.progress_interval,
             checkpoint={k: policy[k] for k in ("score_key", "score_rule", "interval")},
             stop_flag=stop_flag)

@@ -5,9 +5,13 @@ the resolved config, prints ``bckd: mlflow_run_id=<id>`` and writes ``run.json``
 workers logs per-step and per-epoch metrics and evaluation artifacts into that run by id; the
 driver ends it FINISHED, FAILED or KILLED and logs the final and best checkpoints.
 
-A worker that restarts from a checkpoint replays the iterations after it. :class:`RunWriter`
-never logs a step at or below the last step already in the run for that key, so the history
-has each step once (the values of the replayed window are those logged first).
+A restarted worker replays the iterations after its checkpoint, or every iteration when it
+failed before the first one. :class:`RunWriter` therefore asks MLflow, per metric key, for the
+last step already in the run, always: the run holds what earlier attempts logged whether or not
+the worker knows there were any (a restart before the first checkpoint looks like a fresh start
+to the worker). Steps at or below that one are dropped, so the history has each step once and
+the values of a replayed window are those logged first. MLflow cannot overwrite a logged point,
+only add one, which is why the replay is dropped rather than the first attempt's points replaced.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = [
     "RunWriter",
     "default_tracking_uri",
     "open_run",
+    "run_to_reopen",
     "read_run_json",
     "write_run_json",
 ]
@@ -85,20 +90,37 @@ def open_run(
     return run.info.run_id
 
 
-class RunWriter:
-    """Logs into an existing run by id, each (key, step) at most once across restarts."""
+def run_to_reopen(previous: Mapping[str, object], resuming: bool) -> str | None:
+    """The MLflow run id of an earlier attempt of this job (``run.json``) to reopen, or None.
 
-    def __init__(self, tracking_uri: str, run_id: str, resumed: bool = False) -> None:
+    One run per job: the earlier run is reopened when Ray holds a checkpoint to resume from
+    (a rerun with the same name), and also when that attempt did not finish (RUNNING, FAILED,
+    KILLED: a job restarted after it failed, even before its first checkpoint). Only a finished
+    job whose checkpoints are gone starts a new run, because it trains again from scratch.
+    """
+    run_id = previous.get("mlflow_run_id")
+    if not isinstance(run_id, str):
+        return None
+    return run_id if resuming or previous.get("status") != "FINISHED" else None
+
+
+class RunWriter:
+    """Logs into an existing run by id, each (key, step) at most once across restarts.
+
+    Metric steps only grow within one writer, so after the first look-up of a key in MLflow
+    (one ``get_metric_history`` per key and writer) the high-water mark is kept in memory.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
-        self.resumed = resumed
         self._last_step: dict[str, int] = {}
 
     def _high_water(self, key: str) -> int:
+        """The last step of ``key`` in the run (-1: none), from MLflow on first use."""
         if key not in self._last_step:
-            steps = ([m.step for m in self.client.get_metric_history(self.run_id, key)]
-                     if self.resumed else [])
-            self._last_step[key] = max(steps, default=-1)
+            history = self.client.get_metric_history(self.run_id, key)
+            self._last_step[key] = max((m.step for m in history), default=-1)
         return self._last_step[key]
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> int:

@@ -23,7 +23,6 @@ class WorkerJob:
     cfg: object  # mmengine Config, paths already absolute
     tracking_uri: str
     mlflow_run_id: str
-    mlflow_resumed: bool = False
     cwd: str | None = None  # the driver's working directory, used when it exists on this node
     use_gpu: bool = False
     progress_interval: int = 10
@@ -93,6 +92,7 @@ def build_runner(job: WorkerJob, resume_from: str | None = None):
     """An mmengine Runner for this rank with the MLflow, Ray, progress and audit hooks."""
     from mmengine.runner import Runner
 
+    from bckd.engine import faults
     from bckd.engine.hooks import (
         MLflowLoggerHook,
         ProgressHook,
@@ -106,9 +106,10 @@ def build_runner(job: WorkerJob, resume_from: str | None = None):
     init_registries(cfg)
     runner = Runner.from_cfg(cfg)
     _allow_list_checkpoints(runner, own=resume_from is not None)
+    # No "resumed" flag: a worker restarted before the first checkpoint has no resume_from, yet
+    # its run holds the first attempt's steps; the hook asks MLflow which steps it has.
     runner.register_hook(MLflowLoggerHook(
-        job.tracking_uri, job.mlflow_run_id, resumed=job.mlflow_resumed or resume_from is not None,
-        flush_interval=job.progress_interval,
+        job.tracking_uri, job.mlflow_run_id, flush_interval=job.progress_interval,
         eval_prefix=cfg.get("val_evaluator", {}).get("outfile_prefix"),
         figure3_images=job.figure3_images))
     checkpointer = RayCheckpointHook(**job.checkpoint)
@@ -119,6 +120,8 @@ def build_runner(job: WorkerJob, resume_from: str | None = None):
     runner.register_hook(ProgressHook(job.progress_interval))
     audit = ShardAuditHook()
     runner.register_hook(audit)
+    if faults.armed():  # tests only: BCKD_FAULT kills rank 0 at a chosen point (faults.py)
+        runner.register_hook(faults.FaultHook())
     return runner, audit
 
 

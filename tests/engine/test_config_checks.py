@@ -57,7 +57,7 @@ def test_run_writer_logs_each_step_once(tmp_path):
     assert first.log_metrics({"loss": 1.0}, step=1) == 1
     assert first.log_metrics({"loss": 0.9}, step=2) == 1
     # a restarted worker replays step 2, then continues
-    again = RunWriter(uri, open_run(uri, "exp", "run", tags={}, run_id=run_id), resumed=True)
+    again = RunWriter(uri, open_run(uri, "exp", "run", tags={}, run_id=run_id))
     assert again.log_metrics({"loss": 0.8}, step=2) == 0
     assert again.log_metrics({"loss": 0.7}, step=3) == 1
     steps = [m.step for m in again.client.get_metric_history(run_id, "loss")]

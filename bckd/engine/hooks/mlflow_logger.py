@@ -28,8 +28,10 @@ class MLflowLoggerHook(Hook):
     """Log a run's metrics and evaluation artifacts to MLflow from rank 0.
 
     Args:
-        tracking_uri, run_id: the run the driver created.
-        resumed: the run already holds steps from an earlier attempt (skip those steps).
+        tracking_uri, run_id: the run the driver created. It may already hold steps from an
+            earlier attempt of the job, whether or not this worker resumes from a checkpoint
+            (a worker killed before the first one restarts from scratch): the writer asks
+            MLflow and drops those steps (:class:`~bckd.engine.tracking.RunWriter`).
         flush_interval: iterations between MLflow writes (metrics are buffered in between).
         eval_prefix: ``CocoMetric.outfile_prefix``; ``<prefix>.bbox.json`` is logged per eval.
         figure3_images: val images in the disagreement picture (distillation runs; 0: none).
@@ -37,12 +39,10 @@ class MLflowLoggerHook(Hook):
 
     priority = "LOW"  # after IterTimerHook (NORMAL), which measures the iteration time
 
-    def __init__(self, tracking_uri: str, run_id: str, resumed: bool = False,
-                 flush_interval: int = 10, eval_prefix: str | None = None,
-                 figure3_images: int = 2) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, flush_interval: int = 10,
+                 eval_prefix: str | None = None, figure3_images: int = 2) -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
-        self.resumed = resumed
         self.flush_interval = max(1, flush_interval)
         self.eval_prefix = eval_prefix
         self.figure3_images = figure3_images
@@ -51,7 +51,7 @@ class MLflowLoggerHook(Hook):
 
     def before_run(self, runner) -> None:
         if is_main_process():
-            self.writer = RunWriter(self.tracking_uri, self.run_id, resumed=self.resumed)
+            self.writer = RunWriter(self.tracking_uri, self.run_id)
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)

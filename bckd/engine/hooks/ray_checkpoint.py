@@ -11,6 +11,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
+from bckd.engine.faults import crash_point
 from bckd.engine.hooks.runner_state import finite_numbers, training, will_validate
 
 __all__ = ["CHECKPOINT_FILE", "RayCheckpointHook"]
@@ -71,6 +72,7 @@ class RayCheckpointHook(Hook):
             if is_main_process():
                 runner.save_checkpoint(tmp, CHECKPOINT_FILE,
                                        meta=dict(epoch=epoch, iter=iteration))
+                crash_point(runner, "checkpoint", epoch)  # a test seam; see bckd.engine.faults
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint,
                              checkpoint_dir_name=f"checkpoint_iter_{iteration:07d}")
