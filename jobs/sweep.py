@@ -65,6 +65,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduction-factor", type=float, default=2.0,
                         help="ASHA: keep the best 1/rf of trials at each rung (2)")
     parser.add_argument("--seed", type=int, default=None, help="search algorithm seed")
+    parser.add_argument("--max-failures", type=int, default=0,
+                        help="worker failures each trial's run recovers from by restarting "
+                        "from its last checkpoint (0; with --spec, the job file's)")
     parser.add_argument("--progress-interval", type=int, default=10,
                         help="iterations between a trial's progress lines and MLflow writes (10)")
 
@@ -77,7 +80,7 @@ def _spec(args: argparse.Namespace):
                   max_concurrent=args.max_concurrent, metric=args.metric, mode=args.mode,
                   address=args.address, grace_period=args.grace_period,
                   reduction_factor=args.reduction_factor, seed=args.seed,
-                  progress_interval=args.progress_interval)
+                  progress_interval=args.progress_interval, max_failures=args.max_failures)
     if args.spec is None:
         if args.config is None:
             raise ValueError("give a CONFIG file, or --spec FILE")
@@ -90,6 +93,7 @@ def _spec(args: argparse.Namespace):
         raise ValueError("--spec FILE holds the config and its overrides: give no CONFIG or "
                          "--cfg-options with it")
     job = read_job_file(args.spec)
+    common["max_failures"] = job.max_failures  # the request's policy (REST max_failures)
     return SweepSpec(
         config=str(job.config_path()), num_samples=job.num_samples, name=job.name,
         experiment=job.experiment, num_workers=job.num_workers,

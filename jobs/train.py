@@ -46,7 +46,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         "default: the work dir")
     parser.add_argument("--max-failures", type=int, default=0,
                         help="worker failures to recover from by restarting from the last "
-                        "checkpoint (0)")
+                        "checkpoint (0; with --spec, the job file's max_failures)")
     parser.add_argument("--progress-interval", type=int, default=10,
                         help="iterations between progress lines and MLflow writes (10)")
 
@@ -68,6 +68,7 @@ def _spec(args: argparse.Namespace):
         raise ValueError("--spec FILE holds the config and its overrides: give no CONFIG or "
                          "--cfg-options with it")
     job = read_job_file(args.spec)
+    common["max_failures"] = job.max_failures  # the request's policy (REST max_failures)
     return JobSpec(
         config=str(job.config_path()), num_workers=job.num_workers,
         use_gpu=job.gpus_per_worker > 0, cpus_per_worker=job.cpus_per_worker,

@@ -42,6 +42,7 @@ class JobFile:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     num_samples: int = 1  # sweeps: trials
+    max_failures: int = 0  # worker failures a run (each trial's run) recovers from
     tags: dict[str, str] = field(default_factory=dict)  # MLflow run tags (owner, job id, hash)
     # checkpoint URL prefixes allowed besides the model zoo's (the service's
     # BCKD_CHECKPOINT_URL_PREFIXES; see bckd.engine.paths)
@@ -82,7 +83,8 @@ def read_job_file(path: str | Path) -> JobFile:
     types = {"kind": str, "name": str, "experiment": str, "owner": str, "run_dir": str,
              "configs_dir": str, "read_roots": list, "base_dir": str, "overrides": dict,
              "num_workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
-             "num_samples": int, "tags": dict, "checkpoint_url_prefixes": list}
+             "num_samples": int, "max_failures": int, "tags": dict,
+             "checkpoint_url_prefixes": list}
     unknown = set(data) - set(types) - {"config_file", "config_data", "version"}
     if unknown:
         raise ValueError(f"--spec {path}: unknown fields {sorted(unknown)}")
@@ -90,6 +92,10 @@ def read_job_file(path: str | Path) -> JobFile:
         if key in data and not isinstance(data[key], kind):
             raise ValueError(f"--spec {path}: {key} has the wrong type "
                              f"({type(data[key]).__name__})")
+    failures = data.get("max_failures", 0)
+    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
+        raise ValueError(f"--spec {path}: max_failures must be an integer >= 0, "
+                         f"got {failures!r}")
     if not all(isinstance(p, str) for p in data.get("checkpoint_url_prefixes", [])):
         raise ValueError(f"--spec {path}: checkpoint_url_prefixes must be strings")
     if data.get("kind") not in KINDS:

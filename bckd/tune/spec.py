@@ -35,6 +35,7 @@ class SweepSpec:
     # for the handful of trials a CPU sweep runs)
     seed: int | None = None  # of the search algorithm
     progress_interval: int = 10
+    max_failures: int = 0  # worker failures each trial's run recovers from (JobSpec's)
     local_num_cpus: int | None = None
     trial_memory_mb: int = 256  # what a trial's driver process reserves (it holds no CPU)
     tags: dict[str, str] = field(default_factory=dict)  # on the parent and every trial's run

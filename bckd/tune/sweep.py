@@ -103,7 +103,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                   use_gpu=spec.use_gpu, cpus_per_worker=spec.cpus_per_worker,
                   cfg_options=dict(spec.cfg_options), experiment=spec.experiment,
                   progress_interval=spec.progress_interval, tags=dict(spec.tags),
-                  policy=spec.policy)
+                  policy=spec.policy, max_failures=spec.max_failures)
     # The checks of one job (config, overrides, data, teacher), then the space against it.
     cfg = prepare(replace(job, name=name, work_dir=str(sweep_dir / "trials" / "check"))).cfg
     check_space(params, cfg)
