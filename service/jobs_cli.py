@@ -79,8 +79,9 @@ def _submit(args: argparse.Namespace) -> int:
     for key in ("data_root", "dataset", "teacher_ckpt", "name"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
-    if args.num_samples is not None:
-        body["num_samples"] = args.num_samples
+    for key in ("num_samples", "max_failures", "max_restarts"):  # unset: the API's defaults
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
     job = client.submit(body, args.idempotency_key)
     print(f"job {job['id']}: {job['status']}  ({job['links']['ray_dashboard']})", flush=True)
     return _follow(client, job["id"]) if args.follow else 0
@@ -187,6 +188,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker")
     p.add_argument("--gpus", type=float, default=0.0, help="GPUs per worker")
     p.add_argument("--num-samples", type=int, default=None, help="sweep trials")
+    p.add_argument("--max-failures", type=int, default=None, metavar="N",
+                   help="worker failures inside the run to recover from (0)")
+    p.add_argument("--max-restarts", type=int, default=None, metavar="N",
+                   help="resubmissions after the job is LOST or FAILED for an infrastructure "
+                   "reason; it resumes from its last checkpoint (0)")
     p.add_argument("--name", default=None)
     p.add_argument("--experiment", default="bckd")
     p.add_argument("--idempotency-key", default=None)

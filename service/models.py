@@ -18,7 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["TERMINAL", "Base", "Job", "JobKind", "JobStatus", "Run", "new_job_id", "utcnow"]
+__all__ = ["TERMINAL", "Base", "Job", "JobKind", "JobStatus", "KeyClaim", "Run", "new_job_id",
+           "utcnow"]
 
 
 class JobKind(enum.StrEnum):
@@ -34,6 +35,8 @@ class JobStatus(enum.StrEnum):
     FAILED = "FAILED"
     STOPPED = "STOPPED"  # cancelled by a user
     LOST = "LOST"  # Ray no longer knows the job (cluster restarted)
+    # A FAILED (infrastructure) or LOST job that ``max_restarts`` allows goes back to PENDING
+    # under a new Ray submission id (``Job.ray_id``) instead: see ``service.restarts``.
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.LOST})
@@ -87,6 +90,33 @@ class Job(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # The last time Ray answered for the job: LOST counts its grace from here, so one
+    # "unknown job" answer of a dashboard hiccup does not end a job Ray knew a second ago.
+    ray_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    restarts: Mapped[int] = mapped_column(Integer, default=0)  # resubmissions after FAILED/LOST
+    max_restarts: Mapped[int] = mapped_column(Integer, default=0)  # the request's policy
+    restarted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # pending clocks' start
+
+    @property
+    def ray_id(self) -> str:
+        """The Ray submission id of the current attempt: the job id, then ``<id>-r<n>`` after
+        the n-th restart (Ray keeps a finished submission's id and refuses it again)."""
+        return self.id if not self.restarts else f"{self.id}-r{self.restarts}"
+
+
+class KeyClaim(Base):
+    """An ``Idempotency-Key`` whose first request is still being validated (its ``runs:/``
+    downloads, Ray's totals). Its primary key lets exactly one request work on a key; a
+    duplicate waits for that request's job instead of repeating the work. The row is deleted
+    in the transaction that inserts the job, or when the request is refused."""
+
+    __tablename__ = "job_key_claims"
+    __table_args__ = (PrimaryKeyConstraint("owner", "idempotency_key", name="pk_job_key_claims"),)
+
+    owner: Mapped[str] = mapped_column(String(128))
+    idempotency_key: Mapped[str] = mapped_column(String(128))
+    request: Mapped[dict] = mapped_column(JSON)  # a duplicate with another body is a 409 at once
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Run(Base):

@@ -1,18 +1,24 @@
-"""Job life cycle on the service side: row first, then Ray; cancel; the reconciler's step.
+"""Job life cycle on the service side: row first, then Ray; cancel.
 
 Order matters for restarts: the row is committed (PENDING, attempts=0) before Ray is called
 and the job id is Ray's ``submission_id``, so a crash between the two is healed by the
-reconciler re-submitting (Ray refuses a duplicate id, so at most one Ray job per row). The POST
-answers once the row is committed; Ray is called from another thread (``submit_new``).
+reconciler (``service.reconciler``) re-submitting (Ray refuses a duplicate id, so at most one
+Ray job per row). The POST answers once the row is committed; Ray is called from another
+thread (``submit_new``).
+
+A submission and a cancel may run at the same moment, in two threads or two API replicas.
+Both sides write through conditional UPDATEs, so one of them always sees the other: a
+submission starts only while no cancel is recorded, and confirms (``submitted_at``) only while
+none is; a cancel that finds a submission in flight leaves the stop to it, and a submission
+that lands on a cancelled (or otherwise ended) row stops the job on Ray at once.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,23 +28,26 @@ from service.checkpoints import fetch_run_checkpoints
 from service.datasets import data_source
 from service.db import session_scope
 from service.entrypoints import build_entrypoint
-from service.errors import Invalid
-from service.models import TERMINAL, Job, JobStatus, Run, new_job_id, utcnow
+from service.errors import Invalid, Unavailable
+from service.idempotency import (
+    by_key,
+    claim_or_find,
+    find_duplicate,
+    release_claim,
+    same_request,
+)
+from service.models import TERMINAL, Job, JobStatus, KeyClaim, Run, new_job_id, utcnow
 from service.owners import OwnerDirs
 from service.ray_jobs import ClusterTotals, RayJobs, UnknownJob
 from service.schemas import JobCreate
 from service.settings import PROJECT_ROOT, Settings
-from service.tracking import Tracking
+from service.tracking import Tracking, get_tracking
 from service.validation import ValidatedJob, validate_job
 
-__all__ = ["archive_logs", "cancel_job", "create_job", "find_duplicate", "read_archive",
-           "reconcile_once", "submit_new", "submit_row"]
+__all__ = ["aware", "archive_logs", "cancel_job", "create_job", "finish", "read_archive",
+           "submit_new", "submit_request", "submit_row"]
 
 log = logging.getLogger("bckd.service")
-RUN_ID_RE = re.compile(r"bckd: mlflow_run_id=([0-9a-f]{32})")
-RAY_TO_STATUS = {"PENDING": JobStatus.PENDING, "RUNNING": JobStatus.RUNNING,
-                 "SUCCEEDED": JobStatus.SUCCEEDED, "FAILED": JobStatus.FAILED,
-                 "STOPPED": JobStatus.STOPPED}
 
 
 def aware(dt: datetime | None) -> datetime | None:
@@ -46,12 +55,28 @@ def aware(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
-def find_duplicate(session: Session, user: Principal, req: JobCreate, idem_key: str | None
-                   ) -> Job | None:
-    """The job of an earlier request with this key, answered before Ray or MLflow is asked;
-    409 if the key came with another body."""
-    found = _by_key(session, user.name, idem_key) if idem_key is not None else None
-    return _same_request(found, req) if found is not None else None
+def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
+                   settings: Settings, ray: RayJobs) -> tuple[Job, bool]:
+    """A POST's job, True if new. A known key is answered from the table before Ray or MLflow
+    is asked anything; a key whose first request is still in flight waits for that request's
+    job (``service.idempotency``), so a duplicate never downloads or asks Ray. ``Unavailable``
+    when Ray cannot say what the cluster holds."""
+    known = find_duplicate(session, user.name, req, idem_key)
+    if known is not None:
+        return known, False
+    if idem_key is not None and (known := claim_or_find(session, user.name, req, idem_key)):
+        return known, False
+    try:
+        try:
+            totals = ray.totals()
+        except Exception as err:
+            raise Unavailable(f"Ray cluster unreachable: {err}") from err
+        tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
+        return create_job(session, user, req, idem_key, settings, tracking, totals)
+    except BaseException:
+        if idem_key is not None:
+            release_claim(session, user.name, idem_key)
+        raise
 
 
 def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
@@ -76,6 +101,7 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
             config_data=v.config_data, overrides=v.overrides,
             num_workers=req.resources.num_workers, cpus_per_worker=req.resources.cpus_per_worker,
             gpus_per_worker=req.resources.gpus_per_worker, num_samples=req.num_samples,
+            max_failures=req.max_failures,
             tags={"bckd.owner": user.name, "bckd.job_id": job_id,
                   "bckd.config_hash": v.config_hash},
             checkpoint_url_prefixes=list(settings.checkpoint_url_prefixes)).write(job_file)
@@ -83,18 +109,22 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
               experiment=req.experiment, config=v.config_label, request=req.model_dump(mode="json"),
               entrypoint=build_entrypoint(req.kind, job_file, settings.job_python,
                                           settings.job_module),
-              status=JobStatus.PENDING, attempts=0, created_at=utcnow(), cancel_requested=False)
+              status=JobStatus.PENDING, attempts=0, created_at=utcnow(), cancel_requested=False,
+              restarts=0, max_restarts=req.max_restarts)
     for _ in range(2):  # a second pass when the name was created at the same moment
         _claim_run(session, user.name, name, req, v, job_id)
         session.add(job)
+        if idem_key is not None:  # the key passes from its claim to its job in one commit
+            session.execute(delete(KeyClaim).where(KeyClaim.owner == user.name,
+                                                   KeyClaim.idempotency_key == idem_key))
         try:
             session.commit()  # the claim and the row together: a run's job always exists
             return job, True
         except IntegrityError:  # the same key, or the same new name, won the insert
             session.rollback()
-            found = _by_key(session, user.name, idem_key) if idem_key else None
+            found = by_key(session, user.name, idem_key) if idem_key else None
             if found is not None:
-                return _same_request(found, req), False
+                return same_request(found, req), False
     raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
 
 
@@ -134,36 +164,62 @@ def _claim_run(session: Session, owner: str, name: str, req: JobCreate, v: Valid
         raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
 
 
-def _same_request(job: Job, req: JobCreate) -> Job:
-    if job.request != req.model_dump(mode="json"):
-        raise Invalid("Idempotency-Key", f"already used for job {job.id} with another request",
-                      409)
-    return job
-
-
-def _by_key(session: Session, owner: str, key: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
-
-
 def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> None:
-    """Hand a committed PENDING row to Ray; a failure leaves it for the reconciler to retry."""
+    """Hand a committed PENDING row to Ray; a failure leaves it for the reconciler to retry.
+
+    The attempt starts only if no cancel is recorded (a compare-and-set), and after Ray
+    accepted it the row is confirmed only if still none is; otherwise the job that just
+    landed on Ray is stopped there (``_stop_landed``)."""
     env = {"MLFLOW_TRACKING_URI": settings.mlflow_uri, "BCKD_JOB_ID": job.id,
            "PYTHONUNBUFFERED": "1",
            # read by Ray's job supervisor: cancel = SIGINT, then SIGKILL after the grace
            "RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(settings.stop_wait_s)}
-    job.attempts += 1
-    job.last_attempt_at = utcnow()
+    waiting = (Job.id == job.id, Job.status == JobStatus.PENDING, Job.submitted_at.is_(None),
+               Job.cancel_requested.is_(False))
+    started = session.execute(update(Job).where(*waiting).values(
+        attempts=Job.attempts + 1, last_attempt_at=utcnow())).rowcount
     session.commit()
+    session.refresh(job)
+    if started != 1:
+        return  # cancelled, ended, or confirmed meanwhile: nothing to submit
     try:
-        ray.submit(job.id, job.entrypoint, env, {"owner": job.owner, "kind": job.kind})
+        ray.submit(job.ray_id, job.entrypoint, env, {"owner": job.owner, "kind": job.kind})
     except Exception as err:
         log.warning("submission of %s failed (attempt %d): %s", job.id, job.attempts, err)
-        job.message = f"submission failed (attempt {job.attempts}): {err}"[:2000]
+        session.execute(update(Job).where(*waiting).values(
+            message=f"submission failed (attempt {job.attempts}): {err}"[:2000]))
         session.commit()
+        session.refresh(job)
         return
-    job.submitted_at = utcnow()
-    job.message = None
+    now = utcnow()
+    confirmed = session.execute(update(Job).where(*waiting).values(
+        submitted_at=now, ray_seen_at=now, message=None)).rowcount
     session.commit()
+    session.refresh(job)
+    # not confirmed: cancelled or ended meanwhile (stop what landed), or confirmed by another
+    # attempt of the same id (the reconciler's retry of a slow submission: Ray kept one job)
+    if confirmed != 1 and (job.cancel_requested or job.status in TERMINAL):
+        _stop_landed(session, job, ray)
+
+
+def _stop_landed(session: Session, job: Job, ray: RayJobs) -> None:
+    """A submission reached Ray after its row was cancelled (or timed out): stop it there.
+
+    The row is then confirmed, so the reconciler follows the job to Ray's STOPPED; a row that
+    already ended keeps its status. If Ray does not answer the stop, ``submitted_at`` stays
+    empty and the reconciler retries the stop (``cancel_unconfirmed``)."""
+    try:
+        ray.stop(job.ray_id)
+    except Exception as err:
+        log.warning("could not stop %s, cancelled during its submission: %s", job.id, err)
+        return
+    now = utcnow()
+    session.execute(update(Job).where(
+        Job.id == job.id, Job.status == JobStatus.PENDING, Job.submitted_at.is_(None)).values(
+        submitted_at=now, ray_seen_at=now,
+        message="cancelled while it was being submitted; stopping it on Ray"))
+    session.commit()
+    session.refresh(job)
 
 
 def submit_new(job_id: str, ray: RayJobs, settings: Settings) -> None:
@@ -180,27 +236,49 @@ def submit_new(job_id: str, ray: RayJobs, settings: Settings) -> None:
 
 
 def cancel_job(session: Session, job: Job, ray: RayJobs) -> None:
-    job.cancel_requested = True
+    """Record the cancel, then stop the job where it is: not yet handed to Ray (STOPPED at
+    once), being handed to Ray (the submission stops it when it lands), or on Ray (SIGINT;
+    the reconciler records STOPPED once Ray does)."""
+    session.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
     session.commit()
-    if job.submitted_at is None and job.status == JobStatus.PENDING:
-        _finish(session, job, JobStatus.STOPPED, "cancelled before it reached Ray")
+    session.refresh(job)  # what a submission did before the cancel was recorded
+    if job.submitted_at is None:
+        if job.last_attempt_at is None:
+            finish_if(session, job, JobStatus.STOPPED, "cancelled before it reached Ray",
+                      Job.last_attempt_at.is_(None))
+        # else a submission is in flight (or died with its API): submit_row stops what lands,
+        # and the reconciler asks Ray for an attempt that never came back
         return
     try:
-        ray.stop(job.id)  # SIGINT; the reconciler records STOPPED once Ray does
+        ray.stop(job.ray_id)  # SIGINT; the reconciler records STOPPED once Ray does
     except UnknownJob:
-        _finish(session, job, JobStatus.STOPPED, "cancelled; Ray did not know the job")
+        finish(session, job, JobStatus.STOPPED, "cancelled; Ray did not know the job")
+    except Exception as err:  # the cancel stays recorded: a restart will not resubmit it
+        raise Unavailable(f"Ray unreachable, cancel recorded: {err}") from err
 
 
-def _finish(session: Session, job: Job, status: JobStatus, message: str | None) -> None:
+def finish(session: Session, job: Job, status: JobStatus, message: str | None) -> None:
     job.status = status
     job.message = message
     job.ended_at = job.ended_at or utcnow()
     session.commit()
 
 
+def finish_if(session: Session, job: Job, status: JobStatus, message: str, *where) -> bool:
+    """End a PENDING, unconfirmed row only if ``where`` still holds (a compare-and-set: a
+    submission may be starting in another thread); True if it did."""
+    done = session.execute(update(Job).where(
+        Job.id == job.id, Job.status == JobStatus.PENDING, Job.submitted_at.is_(None), *where)
+        .values(status=status, message=message, ended_at=utcnow())).rowcount
+    session.commit()
+    session.refresh(job)
+    return done == 1
+
+
 def archive_logs(settings: Settings, job: Job, text: str) -> None:
-    """Durable copy of a job's log (Ray's dies with the cluster), in its owner's directory."""
-    path = OwnerDirs.of(settings, job.owner).log_file(job.id)
+    """Durable copy of a job's log (Ray's dies with the cluster), in its owner's directory;
+    one file per Ray submission, so a restart keeps the earlier attempts' logs."""
+    path = OwnerDirs.of(settings, job.owner).log_file(job.ray_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".log.tmp")
     tmp.write_text(text)
@@ -208,86 +286,7 @@ def archive_logs(settings: Settings, job: Job, text: str) -> None:
 
 
 def read_archive(settings: Settings, job: Job) -> str | None:
-    path = OwnerDirs.of(settings, job.owner).log_file(job.id)
+    path = OwnerDirs.of(settings, job.owner).log_file(job.ray_id)
     return path.read_text(errors="replace") if path.exists() else None
 
 
-def _ts(ms: int | None) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
-
-
-def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking | None,
-                  settings: Settings) -> None:
-    now = utcnow()
-    if job.submitted_at is None:  # never confirmed by Ray: (re)submit, Ray dedups the id
-        if job.cancel_requested:
-            _finish(session, job, JobStatus.STOPPED, "cancelled before it reached Ray")
-        elif (now - aware(job.created_at)).total_seconds() > settings.pending_timeout_s:
-            _finish(session, job, JobStatus.FAILED,
-                    f"could not be submitted within {settings.pending_timeout_s:g} s: "
-                    f"{job.message or ''}")
-        elif job.last_attempt_at is None or \
-                (now - aware(job.last_attempt_at)).total_seconds() > settings.resubmit_after_s:
-            submit_row(session, job, ray, settings)  # the API died mid-submit, or Ray was down
-        return
-    try:
-        info = ray.info(job.id)
-    except UnknownJob:
-        if (now - aware(job.submitted_at)).total_seconds() < settings.lost_grace_s:
-            return
-        if tracking is not None and job.mlflow_run_id:
-            try:
-                tracking.terminate(job.mlflow_run_id, "KILLED")
-            except Exception as err:
-                log.warning("could not terminate MLflow run of lost %s: %s", job.id, err)
-        _finish(session, job, JobStatus.LOST, "Ray no longer knows this job "
-                "(cluster restarted?); its MLflow run was terminated")
-        return
-    try:
-        text = ray.logs(job.id)
-    except Exception:
-        text = None
-    if text is not None:
-        archive_logs(settings, job, text)
-        if job.mlflow_run_id is None and (m := RUN_ID_RE.search(text)):
-            job.mlflow_run_id = m.group(1)
-            if tracking is not None:
-                try:
-                    tracking.tag_job(job.mlflow_run_id, job.id)
-                except Exception as err:
-                    log.warning("could not tag run of %s: %s", job.id, err)
-    status = RAY_TO_STATUS.get(str(info.status.value if hasattr(info.status, "value")
-                                   else info.status), JobStatus.FAILED)
-    job.started_at = job.started_at or _ts(info.start_time)
-    if status == JobStatus.PENDING and (now - aware(job.created_at)).total_seconds() > \
-            settings.pending_timeout_s:
-        try:
-            ray.stop(job.id)
-        except Exception as err:
-            log.warning("could not stop timed-out %s: %s", job.id, err)
-        _finish(session, job, JobStatus.FAILED,
-                f"still PENDING after {settings.pending_timeout_s:g} s (pending_timeout_s): "
-                f"{info.message or 'no resources?'}")
-        return
-    if status in TERMINAL:
-        job.ended_at = _ts(info.end_time) or now
-        msg = info.message
-        if status == JobStatus.STOPPED and job.cancel_requested:
-            msg = f"cancelled by user; {msg}" if msg else "cancelled by user"
-        job.message = msg
-    job.status = status
-    session.commit()
-
-
-def reconcile_once(session: Session, ray: RayJobs, tracking: Tracking | None,
-                   settings: Settings) -> int:
-    """One pass over the unfinished rows; returns how many it looked at."""
-    active = [s.value for s in JobStatus if s not in TERMINAL]
-    jobs = session.scalars(select(Job).where(Job.status.in_(active))).all()
-    for job in jobs:
-        try:
-            reconcile_job(session, job, ray, tracking, settings)
-        except Exception as err:  # Ray or MLflow down: keep the row, try next pass
-            session.rollback()
-            log.warning("reconcile %s: %s", job.id, err)
-    return len(jobs)

@@ -1,21 +1,33 @@
 """The API's background work: the loop that keeps each unfinished job row in step with Ray (a
-daemon thread), and the pool that hands new jobs to Ray so that their POST need not wait."""
+daemon thread, one pass is ``reconcile_once``), and the pool that hands new jobs to Ray so that
+their POST need not wait."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.db import session_scope
-from service.orchestrator import reconcile_once, submit_new
-from service.ray_jobs import RayJobs, get_ray_jobs
+from service.models import TERMINAL, Job, JobStatus, utcnow
+from service.orchestrator import archive_logs, aware, finish, finish_if, submit_new, submit_row
+from service.ray_jobs import RayJobs, UnknownJob, get_ray_jobs
+from service.restarts import infrastructure_failure, restart
 from service.settings import Settings
-from service.tracking import get_tracking
+from service.tracking import Tracking, get_tracking
 
-__all__ = ["Reconciler", "Submitter"]
+__all__ = ["Reconciler", "Submitter", "reconcile_job", "reconcile_once"]
 
 log = logging.getLogger("bckd.service")
+RUN_ID_RE = re.compile(r"bckd: mlflow_run_id=([0-9a-f]{32})")
+RAY_TO_STATUS = {"PENDING": JobStatus.PENDING, "RUNNING": JobStatus.RUNNING,
+                 "SUCCEEDED": JobStatus.SUCCEEDED, "FAILED": JobStatus.FAILED,
+                 "STOPPED": JobStatus.STOPPED}
 
 
 class Reconciler:
@@ -70,3 +82,117 @@ class Submitter:
 def _log_error(future: Future) -> None:
     if (err := future.exception()) is not None:  # e.g. the database was locked too long
         log.warning("submission left to the reconciler: %s", err)
+
+
+def _ts(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+
+def _age(since: datetime | None, now: datetime) -> float:
+    return (now - aware(since)).total_seconds()
+
+
+def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking | None,
+                  settings: Settings) -> None:
+    now = utcnow()
+    attempt_start = job.restarted_at or job.created_at  # the pending clocks of this attempt
+    if job.submitted_at is None:  # never confirmed by Ray: (re)submit, Ray dedups the id
+        if job.cancel_requested:
+            _cancel_unconfirmed(session, job, ray, settings, now)
+        elif _age(attempt_start, now) > settings.pending_timeout_s:
+            finish(session, job, JobStatus.FAILED,
+                   f"could not be submitted within {settings.pending_timeout_s:g} s: "
+                   f"{job.message or ''}")
+        elif job.last_attempt_at is None or \
+                _age(job.last_attempt_at, now) > settings.resubmit_after_s:
+            submit_row(session, job, ray, settings)  # the API died mid-submit, or Ray was down
+        return
+    try:
+        info = ray.info(job.ray_id)
+    except UnknownJob:
+        # counted from the last answer Ray gave about the job, not from its submission: one
+        # "unknown" of a dashboard hiccup is not a restarted cluster
+        if _age(job.ray_seen_at or job.submitted_at, now) < settings.lost_grace_s:
+            return
+        if restart(session, job, "Ray no longer knew the job (cluster restarted?)"):
+            return  # the next attempt reopens the MLflow run: it stays as it is
+        if tracking is not None and job.mlflow_run_id:
+            try:
+                tracking.terminate(job.mlflow_run_id, "KILLED")
+            except Exception as err:
+                log.warning("could not terminate MLflow run of lost %s: %s", job.id, err)
+        finish(session, job, JobStatus.LOST, "Ray no longer knows this job "
+               "(cluster restarted?); its MLflow run was terminated")
+        return
+    job.ray_seen_at = now
+    try:
+        text = ray.logs(job.ray_id)
+    except Exception:
+        text = None
+    if text is not None:
+        archive_logs(settings, job, text)
+        if (m := RUN_ID_RE.search(text)) and m.group(1) != job.mlflow_run_id:
+            job.mlflow_run_id = m.group(1)
+            if tracking is not None:
+                try:
+                    tracking.tag_job(job.mlflow_run_id, job.id)
+                except Exception as err:
+                    log.warning("could not tag run of %s: %s", job.id, err)
+    status = RAY_TO_STATUS.get(str(info.status.value if hasattr(info.status, "value")
+                                   else info.status), JobStatus.FAILED)
+    job.started_at = job.started_at or _ts(info.start_time)
+    if status == JobStatus.PENDING and _age(attempt_start, now) > settings.pending_timeout_s:
+        try:
+            ray.stop(job.ray_id)
+        except Exception as err:
+            log.warning("could not stop timed-out %s: %s", job.id, err)
+        finish(session, job, JobStatus.FAILED,
+               f"still PENDING after {settings.pending_timeout_s:g} s (pending_timeout_s): "
+               f"{info.message or 'no resources?'}")
+        return
+    if status == JobStatus.FAILED and (why := infrastructure_failure(info, text)) and \
+            restart(session, job, f"{why}: {info.message or ''}".rstrip(": ")):
+        return
+    if status in TERMINAL:
+        job.ended_at = _ts(info.end_time) or now
+        msg = info.message
+        if status == JobStatus.STOPPED and job.cancel_requested:
+            msg = f"cancelled by user; {msg}" if msg else "cancelled by user"
+        job.message = msg
+    job.status = status
+    session.commit()
+
+
+def _cancel_unconfirmed(session: Session, job: Job, ray: RayJobs, settings: Settings,
+                        now: datetime) -> None:
+    """A cancelled row that Ray never confirmed. With no attempt made it is STOPPED. An
+    attempt in flight is left to its submitter (which stops what lands); one older than
+    ``resubmit_after_s`` may have reached Ray before its API died, so Ray is asked to stop
+    it: Ray knowing it confirms the row, to be followed to Ray's STOPPED."""
+    if job.last_attempt_at is None:
+        finish_if(session, job, JobStatus.STOPPED, "cancelled before it reached Ray")
+        return
+    if _age(job.last_attempt_at, now) <= settings.resubmit_after_s:
+        return
+    try:
+        ray.stop(job.ray_id)
+    except UnknownJob:
+        finish_if(session, job, JobStatus.STOPPED, "cancelled before it reached Ray")
+        return
+    job.submitted_at = job.ray_seen_at = now
+    job.message = "cancelled; its submission had reached Ray: stopping it there"
+    session.commit()
+
+
+def reconcile_once(session: Session, ray: RayJobs, tracking: Tracking | None,
+                   settings: Settings) -> int:
+    """One pass over the unfinished rows; returns how many it looked at."""
+    active = [s.value for s in JobStatus if s not in TERMINAL]
+    jobs = session.scalars(select(Job).where(Job.status.in_(active))).all()
+    for job in jobs:
+        try:
+            reconcile_job(session, job, ray, tracking, settings)
+        except Exception as err:  # Ray or MLflow down: keep the row, try next pass
+            session.rollback()
+            log.warning("reconcile %s: %s", job.id, err)
+    return len(jobs)

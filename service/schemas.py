@@ -61,6 +61,14 @@ class JobCreate(BaseModel):
         None, max_length=1024, description="distill: checkpoint path or runs:/<run_id>/<path>")
     resources: Resources = Field(default_factory=Resources)
     num_samples: int = Field(1, ge=1, le=1000, description="sweep: number of trials")
+    max_failures: int = Field(0, ge=0, le=100, description="worker failures inside the run "
+                              "(a sweep: inside each trial's run) that Ray Train recovers from "
+                              "by restarting the workers from the last checkpoint")
+    max_restarts: int = Field(0, ge=0, le=100, description="times the service resubmits the "
+                              "job, under its own name so that it resumes from its last "
+                              "checkpoint, after it was LOST or FAILED for an infrastructure "
+                              "reason; a failure the job reports as its own (config, data, "
+                              "training) is never retried")
     name: Name | None = Field(None, description="the run's name, unique per owner: its "
                               "directory and its MLflow run name; the same name with the same "
                               "config resumes the run")
@@ -83,7 +91,9 @@ class JobPublic(BaseModel):
     config: str
     status: JobStatus
     message: str | None
-    attempts: int
+    attempts: int  # submissions to Ray tried, over all restarts
+    restarts: int  # times the job was resubmitted after LOST or an infrastructure FAILED
+    max_restarts: int
     mlflow_run_id: str | None
     entrypoint: str
     created_at: datetime

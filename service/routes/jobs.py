@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from service.db import session_scope
 from service.deps import CurrentUser, RayDep, SessionDep, SettingsDep, SubmitterDep
+from service.errors import Unavailable
 from service.models import TERMINAL, Job, JobKind, JobStatus
-from service.orchestrator import cancel_job, create_job, find_duplicate, read_archive
+from service.orchestrator import cancel_job, read_archive, submit_request
 from service.schemas import JobCreate, JobLinks, JobPublic, JobsPublic, LogsPublic
 from service.settings import Settings
 from service.tracking import get_tracking
@@ -37,7 +38,7 @@ def _public(job: Job, settings: Settings, metrics: dict[str, float] | None = Non
         base = (settings.mlflow_public_url or settings.mlflow_uri).rstrip("/")
         mlflow = f"{base}/#/runs/{job.mlflow_run_id}"  # MLflow UI redirects to the experiment
     out = JobPublic.model_validate(job)
-    out.links = JobLinks(ray_dashboard=f"{dash}/#/jobs/{job.id}", mlflow_run=mlflow)
+    out.links = JobLinks(ray_dashboard=f"{dash}/#/jobs/{job.ray_id}", mlflow_run=mlflow)
     out.metrics = metrics
     return out
 
@@ -60,20 +61,13 @@ def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
            settings: SettingsDep, response: Response, submitter: SubmitterDep,
            idem_key: IdemKey = None) -> JobPublic:
     """Validate, store the job as PENDING and answer; the job goes to Ray right after."""
-    known = find_duplicate(session, user, req, idem_key)
-    if known is not None:  # a retry: answered from the table alone
-        response.status_code = status.HTTP_200_OK
-        return _public(known, settings)
     try:
-        totals = ray.totals()
-    except Exception as err:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            f"Ray cluster unreachable: {err}") from err
-    tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
-    job, new = create_job(session, user, req, idem_key, settings, tracking, totals)
+        job, new = submit_request(session, user, req, idem_key, settings, ray)
+    except Unavailable as err:
+        raise HTTPException(err.status, str(err)) from err
     if new:
         submitter.submit(job.id, ray)
-    else:
+    else:  # a retry, answered from the table alone
         response.status_code = status.HTTP_200_OK
     return _public(job, settings)
 
@@ -120,16 +114,15 @@ def cancel(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
     if job.status not in TERMINAL:
         try:
             cancel_job(session, job, ray)
-        except Exception as err:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                f"Ray unreachable, cancel recorded: {err}") from err
+        except Unavailable as err:
+            raise HTTPException(err.status, str(err)) from err
     return _public(job, settings)
 
 
 def _logs(job: Job, ray) -> tuple[str, str]:
     if job.submitted_at is not None:
         try:
-            return ray.logs(job.id), "ray"
+            return ray.logs(job.ray_id), "ray"
         except Exception:
             pass
     return "", "none"
@@ -158,11 +151,15 @@ def stream_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep
 
 
 def _follow(job_id: str, ray, settings: Settings, poll_s: float = 1.0) -> Iterator[str]:
-    sent = 0
+    sent, attempt = 0, None
     while True:
         for session in session_scope(settings.db_url):
             job = session.get(Job, job_id)
         done = job is None or job.status in TERMINAL
+        if job is not None and attempt is not None and job.ray_id != attempt:
+            yield f"\n--- bckd: {job.message or 'restarted'} ---\n"  # a new attempt's log
+            sent = 0
+        attempt = job.ray_id if job is not None else attempt
         text, source = _logs(job, ray) if job is not None else ("", "none")
         if source == "none":
             text = (read_archive(settings, job) if job is not None else None) or ""

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from service.auth import hash_token
+from service.db import session_scope
 from service.stack import Stack, StackConfig, free_port
 from tests.service.servicetools import TOKENS, client, finished, toy_dataset, wait_for
 
@@ -195,6 +196,105 @@ def test_concurrent_submissions_of_one_new_name_make_one_job(stack, alice):
     again = submit(alice, **body)
     assert again.status_code == 201, again.text
     wait_for(alice, again.json()["id"], finished)
+
+
+# --- races and restarts against the real Ray ---------------------------------------------
+
+
+def test_a_cancel_during_the_submission_stops_the_job_on_ray(stack, tmp_path, monkeypatch):
+    """The API in this process, on the stack's Ray: ``submit`` is held (a real Ray cannot be
+    paused mid-call) until the cancel is in, then reaches Ray for real. The capacity stands
+    in: Ray's state API takes its token only from how this process started."""
+    import threading
+
+    from ray.job_submission import JobSubmissionClient
+
+    from service.models import TERMINAL as ENDED
+    from service.ray_jobs import RayJobs
+    from service.reconciler import reconcile_once
+    from tests.service.inprocess import inprocess_api
+
+    token = stack.ray_token_file.read_text().strip()
+
+    class HeldSubmit(RayJobs):
+        entered, release = threading.Event(), threading.Event()
+
+        @property
+        def client(self) -> JobSubmissionClient:  # the stack's token, sent by hand
+            if self._client is None:
+                self._client = JobSubmissionClient(
+                    self.address, headers={"Authorization": f"Bearer {token}"})
+            return self._client
+
+        def capacity(self, groups=(), max_age_s: float = 30.0):
+            from bckd.engine.cluster import Capacity
+
+            return Capacity(nodes=({"CPU": 2.0},))
+
+        def totals(self, max_age_s: float = 30.0):  # the same, before Capacity
+            from service.ray_jobs import ClusterTotals
+
+            return ClusterTotals(cpus=2.0, gpus=0.0, max_node_cpus=2.0, max_node_gpus=0.0)
+
+        def submit(self, *args, **kwargs) -> bool:
+            self.entered.set()
+            assert self.release.wait(60)
+            return super().submit(*args, **kwargs)
+
+    ray = HeldSubmit(stack.ray_url)
+    data_roots = [Path(TOY["data_root"]).parent]
+    with inprocess_api(monkeypatch, tmp_path, ray, data_roots, BCKD_RAY_ADDRESS=stack.ray_url,
+                       BCKD_MLFLOW_URI=stack.mlflow_url, BCKD_STOP_WAIT_S="10") as (c, settings):
+        r = c.post("/v1/jobs", json={"kind": "train", "config": "toy_teacher",
+                                     "data_root": TOY["data_root"],
+                                     "overrides": {"train_cfg.max_epochs": 100}})
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        assert ray.entered.wait(60)
+        assert c.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "PENDING"
+        ray.release.set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for s in session_scope(settings.db_url):
+                reconcile_once(s, ray, None, settings)
+            job = c.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in ENDED:
+                break
+            time.sleep(0.5)
+    assert job["status"] == "STOPPED" and "cancelled by user" in job["message"], job
+    assert str(ray.info(job_id).status.value) == "STOPPED"  # on Ray too: nothing runs unwatched
+
+
+def _kill_driver(job_file: Path) -> int:
+    """SIGKILL the job's Python process, found by its job file (unique to the job) in
+    /proc: what the OOM killer or a dying node does to a driver."""
+    import os
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(job_file).encode() in argv and b"python" in argv[0]:  # not its sh -c
+            os.kill(int(proc.name), signal.SIGKILL)
+            return int(proc.name)
+    raise AssertionError(f"no driver process with {job_file}")
+
+
+def test_a_killed_driver_is_restarted_under_its_name_and_finishes(stack, alice):
+    r = submit(alice, name="restarted", max_restarts=1, overrides={"train_cfg.max_epochs": 3})
+    assert r.status_code == 201, r.text
+    job = wait_for(alice, r.json()["id"], lambda j: j["status"] == "RUNNING"
+                   and j["mlflow_run_id"])
+    assert job["restarts"] == 0 and job["max_restarts"] == 1
+    _kill_driver(stack.data_dir / "owners" / "alice" / "jobs" / f"{job['id']}.json")
+    again = wait_for(alice, job["id"], lambda j: j["restarts"] == 1)
+    assert "restart 1 of 1" in again["message"] and "killed" in again["message"], again
+    job = wait_for(alice, job["id"], finished)
+    assert job["status"] == "SUCCEEDED" and job["restarts"] == 1 and job["attempts"] == 2, job
+    assert job["links"]["ray_dashboard"].endswith(f"/#/jobs/{job['id']}-r1")
+    assert "done FINISHED" in alice.get(f"/v1/jobs/{job['id']}/logs").json()["text"]
 
 
 def test_list_filters_and_paginates(stack, alice, admin):

@@ -1,4 +1,8 @@
-"""The reconciler's decisions, with Ray and MLflow replaced by fakes (fast, no cluster)."""
+"""The reconciler's decisions, with Ray and MLflow replaced by fakes (fast, no cluster).
+
+The fakes stand where a real Ray cannot be made to answer on cue: forgetting a job for one
+pass, failing a job with a chosen ``error_type`` and exit status. The database is the real
+one (SQLite, migrated by alembic)."""
 
 from __future__ import annotations
 
@@ -9,14 +13,15 @@ import pytest
 
 from service.db import migrate, session_scope
 from service.models import Job, JobStatus, utcnow
-from service.orchestrator import reconcile_once
 from service.ray_jobs import UnknownJob
+from service.reconciler import reconcile_once
 from service.settings import Settings
 
 
 class FakeRay:
     def __init__(self):
         self.jobs: dict[str, str] = {}  # submission id -> status
+        self.ends: dict[str, tuple[str | None, int | None]] = {}  # id -> error_type, exit code
         self.submits: list[str] = []
         self.stopped: list[str] = []
         self.logs_text = ""
@@ -31,10 +36,13 @@ class FakeRay:
     def info(self, sid):
         if sid not in self.jobs:
             raise UnknownJob(sid)
+        error_type, code = self.ends.get(sid, (None, None))
         return SimpleNamespace(status=self.jobs[sid], start_time=None, end_time=None,
-                               message="msg")
+                               message="msg", error_type=error_type, driver_exit_code=code)
 
     def stop(self, sid):
+        if sid not in self.jobs:
+            raise UnknownJob(sid)
         self.stopped.append(sid)
         return True
 
@@ -68,7 +76,8 @@ def add_job(settings, age_s: float = 0, submitted: bool = True, **kw) -> str:
     job = Job(id=kw.pop("id", "bckd-test"), owner="alice", kind="train", name="n",
               experiment="e", config="c", request={}, entrypoint="true",
               status=JobStatus.PENDING, attempts=1 if submitted else 0, created_at=created,
-              submitted_at=created if submitted else None, cancel_requested=False, **kw)
+              submitted_at=created if submitted else None,
+              cancel_requested=kw.pop("cancel_requested", False), **kw)
     for s in session_scope(settings.db_url):
         s.add(job)
         s.commit()
@@ -79,6 +88,15 @@ def reconcile(settings, ray, tracking) -> Job:
     for s in session_scope(settings.db_url):
         reconcile_once(s, ray, tracking, settings)
         return s.get(Job, "bckd-test")
+
+
+def set_row(settings, **values) -> None:
+    """Write columns of the test's row directly: how a test moves a clock back."""
+    for s in session_scope(settings.db_url):
+        job = s.get(Job, "bckd-test")
+        for k, v in values.items():
+            setattr(job, k, v)
+        s.commit()
 
 
 def test_a_row_that_never_reached_ray_is_submitted_once(env):
@@ -126,3 +144,121 @@ def test_pending_past_the_timeout_is_stopped_and_failed_with_the_reason(env):
     assert job.status == "FAILED" and "PENDING after 60 s" in job.message
     assert ray.stopped == ["bckd-test"]
 
+
+
+# --- LOST counts from the last time Ray knew the job ----------------------------------------
+
+
+def test_one_unknown_answer_for_an_old_job_ray_just_knew_is_not_lost(env):
+    settings, ray, tracking = env
+    add_job(settings, age_s=3600)  # submitted an hour ago: far older than the 5 s grace
+    ray.jobs["bckd-test"] = "RUNNING"
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "RUNNING" and job.ray_seen_at is not None
+    del ray.jobs["bckd-test"]  # one dashboard hiccup: "no such job"
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "RUNNING" and tracking.terminated == []
+    set_row(settings, ray_seen_at=utcnow() - timedelta(seconds=6))  # the grace went by
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "LOST"
+
+
+# --- restarts ---------------------------------------------------------------------------------
+
+
+def test_an_infrastructure_failure_is_resubmitted_under_a_new_ray_id(env):
+    settings, ray, tracking = env
+    add_job(settings, max_restarts=2, mlflow_run_id="c" * 32)
+    ray.jobs["bckd-test"] = "FAILED"
+    ray.ends["bckd-test"] = ("JOB_SUPERVISOR_ACTOR_DIED", None)  # the driver's node died
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "PENDING" and job.restarts == 1 and job.submitted_at is None
+    assert "restart 1 of 2" in job.message and "JOB_SUPERVISOR_ACTOR_DIED" in job.message
+    job = reconcile(settings, ray, tracking)  # the next pass submits the next attempt
+    assert ray.submits == ["bckd-test-r1"] and job.submitted_at is not None
+    assert job.mlflow_run_id == "c" * 32 and tracking.terminated == []  # the run resumes
+    ray.jobs["bckd-test-r1"] = "SUCCEEDED"
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "SUCCEEDED" and job.restarts == 1
+
+
+@pytest.mark.parametrize("end", [("JOB_ENTRYPOINT_COMMAND_ERROR", -9),
+                                 ("JOB_ENTRYPOINT_COMMAND_ERROR", 137),
+                                 ("JOB_ENTRYPOINT_COMMAND_ERROR", 1)])
+def test_a_driver_killed_or_dead_without_saying_why_is_restarted(env, end):
+    settings, ray, tracking = env
+    add_job(settings, max_restarts=1)
+    ray.jobs["bckd-test"] = "FAILED"
+    ray.ends["bckd-test"] = end
+    ray.logs_text = "Traceback ...\nConnectionError: GCS unreachable\n"  # no bckd: error line
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "PENDING" and job.restarts == 1, job.message
+
+
+def test_a_failure_the_job_reports_as_its_own_is_not_retried(env):
+    settings, ray, tracking = env
+    add_job(settings, max_restarts=3)
+    ray.jobs["bckd-test"] = "FAILED"
+    ray.ends["bckd-test"] = ("JOB_ENTRYPOINT_COMMAND_ERROR", 1)
+    ray.logs_text = "step 3\nbckd: error: training failed: RuntimeError: loss is NaN\n"
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "FAILED" and job.restarts == 0 and ray.submits == []
+
+
+def test_restarts_stop_at_max_restarts_and_a_lost_job_restarts_too(env):
+    settings, ray, tracking = env
+    add_job(settings, age_s=30, max_restarts=1, mlflow_run_id="d" * 32)  # Ray forgot it
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "PENDING" and job.restarts == 1 and "no longer knew" in job.message
+    assert tracking.terminated == []  # the next attempt reopens the run
+    reconcile(settings, ray, tracking)
+    assert ray.submits == ["bckd-test-r1"]
+    ray.jobs["bckd-test-r1"] = "FAILED"
+    ray.ends["bckd-test-r1"] = ("JOB_SUPERVISOR_ACTOR_DIED", None)
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "FAILED" and job.restarts == 1  # max_restarts spent
+
+
+def test_a_restarted_attempt_has_its_own_pending_clock(env):
+    settings, ray, tracking = env
+    add_job(settings, age_s=120, max_restarts=1)  # older than the 60 s pending timeout
+    ray.jobs["bckd-test"] = "FAILED"
+    ray.ends["bckd-test"] = ("JOB_SUPERVISOR_ACTOR_DIED", None)
+    reconcile(settings, ray, tracking)
+    job = reconcile(settings, ray, tracking)  # submitted again, and PENDING on Ray
+    assert ray.submits == ["bckd-test-r1"]
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "PENDING" and ray.stopped == []  # not timed out by the first attempt
+
+
+def test_a_cancelled_job_is_not_restarted(env):
+    settings, ray, tracking = env
+    add_job(settings, max_restarts=2, cancel_requested=True)
+    ray.jobs["bckd-test"] = "FAILED"
+    ray.ends["bckd-test"] = ("JOB_SUPERVISOR_ACTOR_DIED", None)
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "FAILED" and job.restarts == 0
+
+
+# --- a cancel whose submission's answer was lost ------------------------------------------------
+
+
+def test_a_cancel_of_a_row_whose_submission_reached_ray_before_its_api_died_stops_it(env):
+    settings, ray, tracking = env
+    # an attempt was made 20 s ago and never confirmed: the API died while Ray took the job
+    add_job(settings, submitted=False, cancel_requested=True,
+            last_attempt_at=utcnow() - timedelta(seconds=20))
+    ray.jobs["bckd-test"] = "RUNNING"
+    job = reconcile(settings, ray, tracking)
+    assert ray.stopped == ["bckd-test"] and job.status == "PENDING" and job.submitted_at
+    ray.jobs["bckd-test"] = "STOPPED"
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "STOPPED" and "cancelled by user" in job.message
+
+
+def test_a_cancel_of_an_attempt_ray_never_got_is_stopped_without_a_submission(env):
+    settings, ray, tracking = env
+    add_job(settings, submitted=False, cancel_requested=True,
+            last_attempt_at=utcnow() - timedelta(seconds=20))
+    job = reconcile(settings, ray, tracking)  # FakeRay.stop of an unknown id
+    assert job.status == "STOPPED" and ray.submits == []
