@@ -52,8 +52,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         "restores the sweep")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per "
                         "trial (1)")
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
+    parser.add_argument("--gpus-per-worker", type=int, default=0, choices=(0, 1),
+                        help="GPUs per worker: 0, or 1 (one process per GPU)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         metavar="KEY=VALUE", help="override existing config keys in every trial")
     parser.add_argument("--experiment", default="bckd", help="MLflow experiment (bckd)")
@@ -68,6 +69,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-failures", type=int, default=0,
                         help="worker failures each trial's run recovers from by restarting "
                         "from its last checkpoint (0; with --spec, the job file's)")
+    parser.add_argument("--capacity-timeout", type=float, default=600.0, metavar="S",
+                        help="seconds to wait for nodes a cluster's autoscaler adds before "
+                        "failing (600; with --spec, the job file's)")
     parser.add_argument("--progress-interval", type=int, default=10,
                         help="iterations between a trial's progress lines and MLflow writes (10)")
 
@@ -80,24 +84,26 @@ def _spec(args: argparse.Namespace):
                   max_concurrent=args.max_concurrent, metric=args.metric, mode=args.mode,
                   address=args.address, grace_period=args.grace_period,
                   reduction_factor=args.reduction_factor, seed=args.seed,
-                  progress_interval=args.progress_interval, max_failures=args.max_failures)
+                  progress_interval=args.progress_interval, max_failures=args.max_failures,
+                  capacity_timeout_s=args.capacity_timeout)
     if args.spec is None:
         if args.config is None:
             raise ValueError("give a CONFIG file, or --spec FILE")
         return SweepSpec(
             config=args.config, num_samples=args.num_samples, name=args.name,
             experiment=args.experiment, num_workers=args.num_workers,
-            cpus_per_worker=args.cpus_per_worker, use_gpu=args.use_gpu,
+            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
             cfg_options=dict(args.cfg_options or {}), work_dir=args.work_dir, **common)
     if args.config is not None or args.cfg_options:
         raise ValueError("--spec FILE holds the config and its overrides: give no CONFIG or "
                          "--cfg-options with it")
     job = read_job_file(args.spec)
     common["max_failures"] = job.max_failures  # the request's policy (REST max_failures)
+    common["capacity_timeout_s"] = job.capacity_timeout_s
     return SweepSpec(
         config=str(job.config_path()), num_samples=job.num_samples, name=job.name,
         experiment=job.experiment, num_workers=job.num_workers,
-        cpus_per_worker=job.cpus_per_worker, use_gpu=job.gpus_per_worker > 0,
+        cpus_per_worker=job.cpus_per_worker, gpus_per_worker=job.gpus_per_worker,
         cfg_options=job.overrides, work_dir=job.run_dir, tags=job.tags, policy=job.policy(),
         **common)
 

@@ -30,8 +30,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="a job file written by the service: config, typed overrides, "
                         "resources, name and roots (instead of CONFIG and its options)")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (1)")
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker (nccl)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
+    parser.add_argument("--gpus-per-worker", type=int, default=0, choices=(0, 1),
+                        help="GPUs per worker: 0, or 1 (nccl; one process per GPU)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         metavar="KEY=VALUE",
                         help="override existing config keys (a leading '+' adds a new key)")
@@ -47,6 +48,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-failures", type=int, default=0,
                         help="worker failures to recover from by restarting from the last "
                         "checkpoint (0; with --spec, the job file's max_failures)")
+    parser.add_argument("--capacity-timeout", type=float, default=600.0, metavar="S",
+                        help="seconds to wait for nodes a cluster's autoscaler adds before "
+                        "failing (600; with --spec, the job file's)")
     parser.add_argument("--progress-interval", type=int, default=10,
                         help="iterations between progress lines and MLflow writes (10)")
 
@@ -56,22 +60,25 @@ def _spec(args: argparse.Namespace):
     from bckd.engine.spec import JobSpec
 
     common = dict(address=args.address, storage_path=args.storage_path,
-                  max_failures=args.max_failures, progress_interval=args.progress_interval)
+                  max_failures=args.max_failures, progress_interval=args.progress_interval,
+                  capacity_timeout_s=args.capacity_timeout)
     if args.spec is None:
         if args.config is None:
             raise ValueError("give a CONFIG file, or --spec FILE")
         return JobSpec(
-            config=args.config, num_workers=args.num_workers, use_gpu=args.use_gpu,
-            cpus_per_worker=args.cpus_per_worker, cfg_options=dict(args.cfg_options or {}),
+            config=args.config, num_workers=args.num_workers,
+            gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+            cfg_options=dict(args.cfg_options or {}),
             experiment=args.experiment, name=args.name, work_dir=args.work_dir, **common)
     if args.config is not None or args.cfg_options:
         raise ValueError("--spec FILE holds the config and its overrides: give no CONFIG or "
                          "--cfg-options with it")
     job = read_job_file(args.spec)
     common["max_failures"] = job.max_failures  # the request's policy (REST max_failures)
+    common["capacity_timeout_s"] = job.capacity_timeout_s
     return JobSpec(
         config=str(job.config_path()), num_workers=job.num_workers,
-        use_gpu=job.gpus_per_worker > 0, cpus_per_worker=job.cpus_per_worker,
+        gpus_per_worker=job.gpus_per_worker, cpus_per_worker=job.cpus_per_worker,
         cfg_options=job.overrides, experiment=job.experiment, name=job.name,
         work_dir=job.run_dir, tags=job.tags, policy=job.policy(), **common)
 

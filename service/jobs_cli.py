@@ -186,7 +186,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-ckpt", default=None, help="path or runs:/<run_id>/<path>")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker")
-    p.add_argument("--gpus", type=float, default=0.0, help="GPUs per worker")
+    p.add_argument("--gpus", type=int, default=0, choices=(0, 1),
+                   help="GPUs per worker: 0, or 1 (more GPUs: more --workers)")
     p.add_argument("--num-samples", type=int, default=None, help="sweep trials")
     p.add_argument("--max-failures", type=int, default=None, metavar="N",
                    help="worker failures inside the run to recover from (0)")

@@ -22,6 +22,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bckd.engine.cluster import Capacity
 from bckd.engine.jobfile import JobFile
 from service.auth import Principal
 from service.checkpoints import fetch_run_checkpoints
@@ -38,7 +39,7 @@ from service.idempotency import (
 )
 from service.models import TERMINAL, Job, JobStatus, KeyClaim, Run, new_job_id, utcnow
 from service.owners import OwnerDirs
-from service.ray_jobs import ClusterTotals, RayJobs, UnknownJob
+from service.ray_jobs import RayJobs, UnknownJob
 from service.schemas import JobCreate
 from service.settings import PROJECT_ROOT, Settings
 from service.tracking import Tracking, get_tracking
@@ -48,6 +49,9 @@ __all__ = ["aware", "archive_logs", "cancel_job", "create_job", "finish", "read_
            "submit_new", "submit_request", "submit_row"]
 
 log = logging.getLogger("bckd.service")
+# the message of a job that fits only on nodes an autoscaler has yet to add
+WAITING_FOR_CAPACITY = ("waiting for capacity: its workers fit only once the autoscaler adds "
+                        "nodes (until pending_timeout_s)")
 
 
 def aware(dt: datetime | None) -> datetime | None:
@@ -68,11 +72,11 @@ def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: 
         return known, False
     try:
         try:
-            totals = ray.totals()
+            capacity = ray.capacity(settings.node_groups())
         except Exception as err:
             raise Unavailable(f"Ray cluster unreachable: {err}") from err
         tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
-        return create_job(session, user, req, idem_key, settings, tracking, totals)
+        return create_job(session, user, req, idem_key, settings, tracking, capacity)
     except BaseException:
         if idem_key is not None:
             release_claim(session, user.name, idem_key)
@@ -80,7 +84,7 @@ def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: 
 
 
 def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
-               settings: Settings, tracking: Tracking, totals: ClusterTotals | None
+               settings: Settings, tracking: Tracking, capacity: Capacity | None
                ) -> tuple[Job, bool]:
     """Validate, write the job file, then claim the run's name and insert the row in one
     transaction; True if the job is new (False: a concurrent request with the same key won,
@@ -91,7 +95,7 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
     run_dir = owner.run_dir(name)
     source = data_source(session, user, req)
     fetched = fetch_run_checkpoints(req, user, owner, tracking)
-    v = validate_job(req, settings, user.name, run_dir, fetched, totals, source)
+    v = validate_job(req, settings, user.name, run_dir, fetched, capacity, source)
     job_file = owner.job_file(job_id)  # an orphan if the claim below fails: never submitted
     JobFile(kind=str(req.kind), name=name, experiment=req.experiment, owner=user.name,
             run_dir=str(run_dir), configs_dir=str(settings.configs_dir.resolve()),
@@ -101,7 +105,7 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
             config_data=v.config_data, overrides=v.overrides,
             num_workers=req.resources.num_workers, cpus_per_worker=req.resources.cpus_per_worker,
             gpus_per_worker=req.resources.gpus_per_worker, num_samples=req.num_samples,
-            max_failures=req.max_failures,
+            max_failures=req.max_failures, capacity_timeout_s=settings.pending_timeout_s,
             tags={"bckd.owner": user.name, "bckd.job_id": job_id,
                   "bckd.config_hash": v.config_hash},
             checkpoint_url_prefixes=list(settings.checkpoint_url_prefixes)).write(job_file)
@@ -110,6 +114,7 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
               entrypoint=build_entrypoint(req.kind, job_file, settings.job_python,
                                           settings.job_module),
               status=JobStatus.PENDING, attempts=0, created_at=utcnow(), cancel_requested=False,
+              message=WAITING_FOR_CAPACITY if v.waits_for_capacity else None,
               restarts=0, max_restarts=req.max_restarts)
     for _ in range(2):  # a second pass when the name was created at the same moment
         _claim_run(session, user.name, name, req, v, job_id)

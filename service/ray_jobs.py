@@ -7,29 +7,23 @@ The client sends Ray's own auth token (``RAY_AUTH_MODE=token`` plus ``RAY_AUTH_T
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
 from functools import lru_cache
 
-__all__ = ["ClusterTotals", "RayJobs", "UnknownJob", "get_ray_jobs"]
+from bckd.engine.cluster import Capacity, NodeGroup
+
+__all__ = ["RayJobs", "UnknownJob", "get_ray_jobs"]
 
 
 class UnknownJob(LookupError):
     """Ray has no job with this submission id."""
 
 
-@dataclass(frozen=True)
-class ClusterTotals:
-    cpus: float  # whole cluster
-    gpus: float
-    max_node_cpus: float  # the largest single node: one worker never spans two
-    max_node_gpus: float
-
-
 class RayJobs:
     def __init__(self, address: str):
         self.address = address
         self._client = None
-        self._totals: tuple[float, ClusterTotals] | None = None
+        self._nodes: tuple[float, tuple[dict[str, float], ...]] | None = None
 
     @property
     def client(self):
@@ -75,24 +69,20 @@ class RayJobs:
                 raise UnknownJob(submission_id) from err
             raise
 
-    def totals(self, max_age_s: float = 30.0) -> ClusterTotals:
-        """The cluster's resources, cached ``max_age_s``: the state API is slow under load."""
+    def capacity(self, groups: Iterable[NodeGroup] = (), max_age_s: float = 30.0) -> Capacity:
+        """The alive nodes' total resources (cached ``max_age_s``: the state API is slow under
+        load), with the node ``groups`` an autoscaler can add (the service's settings)."""
         now = time.monotonic()
-        if self._totals is None or now - self._totals[0] > max_age_s:
-            self._totals = (now, self._fetch_totals())
-        return self._totals[1]
+        if self._nodes is None or now - self._nodes[0] > max_age_s:
+            from ray.util.state import list_nodes
 
-    def _fetch_totals(self) -> ClusterTotals:
-        from ray.util.state import list_nodes
-
-        nodes = [n for n in list_nodes(address=self.address, timeout=10) if n.state == "ALIVE"]
-        res = [n.resources_total or {} for n in nodes]
-        return ClusterTotals(
-            cpus=sum(r.get("CPU", 0.0) for r in res),
-            gpus=sum(r.get("GPU", 0.0) for r in res),
-            max_node_cpus=max((r.get("CPU", 0.0) for r in res), default=0.0),
-            max_node_gpus=max((r.get("GPU", 0.0) for r in res), default=0.0),
-        )
+            alive = [n for n in list_nodes(address=self.address, timeout=10)
+                     if n.state == "ALIVE"]
+            nodes = tuple(dict(n.resources_total or {}) for n in alive)
+            if not nodes:  # a head just (re)started, its node not registered yet: ask again
+                return Capacity(nodes, tuple(groups))
+            self._nodes = (now, nodes)
+        return Capacity(self._nodes[1], tuple(groups))
 
     def ping(self) -> None:
         self.client.list_jobs()

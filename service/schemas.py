@@ -29,7 +29,8 @@ class Resources(BaseModel):
 
     num_workers: int = Field(1, ge=1, le=256)  # Ray Train workers (DDP ranks)
     cpus_per_worker: float = Field(1.0, gt=0, le=1024)
-    gpus_per_worker: float = Field(0.0, ge=0, le=16)
+    # 0 or 1: a worker is one training process on one GPU; more GPUs are more workers
+    gpus_per_worker: int = Field(0, ge=0, le=1)
 
 
 class ConfigUpload(BaseModel):

@@ -9,12 +9,26 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PROJECT_ROOT", "Settings", "get_settings"]
+from bckd.engine.cluster import NodeGroup
+
+__all__ = ["PROJECT_ROOT", "Settings", "WorkerGroup", "get_settings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class WorkerGroup(BaseModel):
+    """A group of Ray nodes the cluster's autoscaler adds on demand (a KubeRay worker group):
+    what one node has, and how many the group can grow to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    cpus: float = Field(ge=0)
+    gpus: float = Field(0.0, ge=0)
+    max_replicas: int = Field(ge=0)
 
 
 class Settings(BaseSettings):
@@ -46,6 +60,13 @@ class Settings(BaseSettings):
     resubmit_after_s: float = 10.0  # an unconfirmed submission older than this is retried
     lost_grace_s: float = 30.0  # a row unknown to Ray this long after submission is LOST
     run_reconciler: bool = True  # off for an API replica that only serves reads
+    # Node groups an autoscaler can add (JSON, e.g. the KubeRay manifest's worker groups): a
+    # request that fits only on nodes of these is accepted and waits for them, never refused.
+    worker_groups: list[WorkerGroup] = Field(default_factory=list)
+
+    def node_groups(self) -> tuple[NodeGroup, ...]:
+        return tuple(NodeGroup({"CPU": g.cpus, "GPU": g.gpus}, g.max_replicas, g.name)
+                     for g in self.worker_groups)
 
     @property
     def db_url(self) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bckd.data.check import DEFAULT_LAYOUT, DataSetError, read_categories
+from bckd.engine.cluster import Capacity, ResourceError, WorkerResources
+from bckd.engine.cluster import check_resources as fits
 from bckd.engine.config import parse_config_data
 from bckd.engine.dataset import check_teacher_classes, dataset_options, head_num_classes
 from bckd.engine.overrides import apply_overrides
@@ -26,7 +28,6 @@ from bckd.engine.run_info import flatten_config
 from service.datasets import DataSource
 from service.errors import Invalid
 from service.models import JobKind
-from service.ray_jobs import ClusterTotals
 from service.schemas import JobCreate
 from service.settings import PROJECT_ROOT, Settings
 
@@ -43,6 +44,7 @@ class ValidatedJob:
     overrides: dict[str, Any]  # typed, with the data set and teacher_ckpt folded in
     resolved: dict[str, str]  # the resolved config, flat: what a rerun must match
     config_hash: str
+    waits_for_capacity: bool = False  # it fits only once the autoscaler adds nodes
 
 
 def list_configs(configs_dir: Path) -> list[tuple[str, Path]]:
@@ -160,24 +162,15 @@ def _check_teacher_classes(resolved: dict, data: dict, classes: list[str],
         raise Invalid("teacher_ckpt" if req.teacher_ckpt else "config", str(err)) from None
 
 
-def check_resources(req: JobCreate, totals: ClusterTotals) -> None:
+def check_resources(req: JobCreate, capacity: Capacity) -> bool:
+    """The job's own rule (``bckd.engine.cluster.check_resources``) on the request: True when
+    the nodes up now place its workers, False when it must wait for an autoscaler's nodes."""
     r = req.resources
-    if r.cpus_per_worker > totals.max_node_cpus:
-        raise Invalid("resources.cpus_per_worker",
-                      f"{r.cpus_per_worker} CPUs per worker, but the largest node has "
-                      f"{totals.max_node_cpus}")
-    if r.gpus_per_worker > totals.max_node_gpus:
-        raise Invalid("resources.gpus_per_worker",
-                      f"{r.gpus_per_worker} GPUs per worker, but the largest node has "
-                      f"{totals.max_node_gpus}")
-    if r.num_workers * r.cpus_per_worker > totals.cpus:
-        raise Invalid("resources.num_workers",
-                      f"{r.num_workers} workers x {r.cpus_per_worker} CPUs exceed the "
-                      f"cluster's {totals.cpus} CPUs")
-    if r.num_workers * r.gpus_per_worker > totals.gpus:
-        raise Invalid("resources.num_workers",
-                      f"{r.num_workers} workers x {r.gpus_per_worker} GPUs exceed the "
-                      f"cluster's {totals.gpus} GPUs")
+    try:
+        return fits(WorkerResources(r.num_workers, r.cpus_per_worker, r.gpus_per_worker),
+                    capacity)
+    except ResourceError as err:
+        raise Invalid(f"resources.{err.field}", err.message) from None
 
 
 def _check_kind(req: JobCreate, cfg: dict) -> bool:
@@ -203,7 +196,7 @@ def _check_classes(model: dict) -> None:
 
 
 def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
-                 fetched: dict[str, str], totals: ClusterTotals | None,
+                 fetched: dict[str, str], capacity: Capacity | None,
                  source: DataSource | None = None) -> ValidatedJob:
     """Check a request whose run will live in ``run_dir``; ``fetched`` maps request fields to
     the local copies of their ``runs:/`` checkpoints (``service.checkpoints``), ``source`` is
@@ -241,8 +234,8 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
             _check_teacher_classes(resolved, data, classes, req)
     if req.data_root is not None and not (PROJECT_ROOT / req.data_root).is_dir():
         raise Invalid("data_root", f"{req.data_root!r} is not a directory")
-    if totals is not None:
-        check_resources(req, totals)
+    waits = capacity is not None and not check_resources(req, capacity)
     flat = {**flatten_config(resolved), "kind": str(req.kind), "experiment": req.experiment}
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
-    return ValidatedJob(label, file, data if file is None else None, options, flat, digest)
+    return ValidatedJob(label, file, data if file is None else None, options, flat, digest,
+                        waits)

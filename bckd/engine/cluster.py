@@ -1,31 +1,178 @@
-"""Attach to (or start) a Ray cluster and check that it can ever run the requested workers.
+"""Attach to (or start) a Ray cluster, and the one rule for whether it can run a job's workers.
 
-Ray Train V2 retries an infeasible ``ScalingConfig`` forever on a static cluster, so the driver
-checks the nodes' resources itself and fails with a message naming what is missing.
+The rule (:func:`check_resources`) is per-node packing: a worker's resources must fit on one
+node, and the workers that fit are counted node by node. The API checks a request with it before
+the job exists (``service.validation``), and the job's driver checks again against the nodes Ray
+reports (:func:`cluster_capacity`): both must give the same answer for the same cluster, so they
+call the same function. Ray Train V2 retries an infeasible ``ScalingConfig`` forever on a static
+cluster, so a job that can never be placed fails here, naming what is missing.
+
+A cluster that an autoscaler grows (KubeRay's worker groups, which may scale from zero) is not
+refused for nodes it does not have yet: its :class:`NodeGroup`\\ s count at their maximum size,
+and the job waits for capacity (:func:`wait_for_capacity`) instead of failing.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import ray
 
-__all__ = ["WorkerResources", "check_resources", "connect"]
+__all__ = ["Capacity", "NodeGroup", "ResourceError", "WorkerResources", "check_resources",
+           "cluster_capacity", "connect", "disconnect", "wait_for_capacity"]
+
+
+class ResourceError(ValueError):
+    """The workers asked for can never be placed; ``field`` is the setting to change."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
 
 
 @dataclass(frozen=True)
 class WorkerResources:
+    """What a job asks of the cluster: ``num_workers`` Ray Train workers of these resources.
+
+    ``gpus_per_worker`` is 0 or 1: each worker is one DDP process that drives one device, so a
+    fraction of a GPU (two processes on one device, which NCCL refuses) or several GPUs (all but
+    one idle) would not mean what it says; both are refused by :meth:`check`.
+    """
+
     num_workers: int
     cpus_per_worker: float = 1.0
-    use_gpu: bool = False
+    gpus_per_worker: int = 0
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
 
     def per_worker(self) -> dict[str, float]:
         resources = {"CPU": float(self.cpus_per_worker)}
-        if self.use_gpu:
-            resources["GPU"] = 1.0
+        if self.gpus_per_worker:
+            resources["GPU"] = float(self.gpus_per_worker)
         return resources
+
+    def check(self) -> None:
+        """Raise :class:`ResourceError` for values no cluster could honour."""
+        if not isinstance(self.num_workers, int) or self.num_workers < 1:
+            raise ResourceError("num_workers", f"must be a whole number >= 1, got "
+                                f"{self.num_workers!r}")
+        if not self.cpus_per_worker > 0:
+            raise ResourceError("cpus_per_worker", f"must be > 0, got {self.cpus_per_worker!r}")
+        if self.gpus_per_worker not in (0, 1):
+            raise ResourceError(
+                "gpus_per_worker", f"must be 0 or 1, got {self.gpus_per_worker!r}: each worker is "
+                "one training process on one GPU; ask for more workers to use more GPUs")
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes an autoscaler can add: up to ``max_count`` nodes of ``resources`` each."""
+
+    resources: Mapping[str, float]
+    max_count: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """A cluster as the rule sees it: the alive nodes' total resources, and the groups an
+    autoscaler can still grow (empty on a static cluster)."""
+
+    nodes: tuple[Mapping[str, float], ...]
+    groups: tuple[NodeGroup, ...] = ()
+
+
+def _fits(need: Mapping[str, float], have: Mapping[str, float]) -> int:
+    """How many workers of ``need`` one node of ``have`` places."""
+    return min(math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in need.items())
+
+
+def check_resources(request: WorkerResources, capacity: Capacity) -> bool:
+    """True when the nodes up now can place the workers; False when only an autoscaler's groups,
+    grown to their maximum, could; raise :class:`ResourceError` when nothing ever can.
+
+    Resources are totals, not what is free now: a busy cluster makes a job wait, it does not
+    refuse it. The grown cluster is counted as the nodes up now plus every group at its maximum,
+    an upper bound (a group's nodes that are up count twice), so a job is never refused for
+    capacity the autoscaler could add.
+    """
+    request.check()
+    need = request.per_worker()
+    now = sum(_fits(need, n) for n in capacity.nodes)
+    if now >= request.num_workers:
+        return True
+    grown = now + sum(g.max_count * _fits(need, g.resources) for g in capacity.groups)
+    if grown >= request.num_workers:
+        return False
+    kinds = [*capacity.nodes, *(g.resources for g in capacity.groups)]
+    for key, field in (("CPU", "cpus_per_worker"), ("GPU", "gpus_per_worker")):
+        largest = max((k.get(key, 0.0) for k in kinds), default=0.0)
+        if key in need and need[key] > largest:
+            raise ResourceError(field, f"{need[key]:g} {key}s per worker, but the largest node "
+                                f"{'the cluster has or can add ' if capacity.groups else ''}"
+                                f"has {largest:g}")
+    totals = {k: sum(n.get(k, 0.0) for n in capacity.nodes) for k in need}
+    grows = (f" and can add {', '.join(_describe(g) for g in capacity.groups)}"
+             if capacity.groups else "")
+    raise ResourceError(
+        "num_workers", f"{request.num_workers} workers with {need} each never fit: the "
+        f"cluster's {len(capacity.nodes)} node(s) have {totals} in total{grows}, room for "
+        f"{grown} such workers")
+
+
+def _describe(group: NodeGroup) -> str:
+    label = f"group {group.name!r}: " if group.name else ""
+    return f"{label}{group.max_count} node(s) of {dict(group.resources)}"
+
+
+def cluster_capacity() -> Capacity:
+    """The connected cluster: alive nodes from ``ray.nodes()``, and the autoscaler's node groups.
+
+    Ray has no public API for the groups' maximum sizes; the autoscaler (KubeRay's included)
+    publishes them as a cluster config in the GCS, which Ray Train V2 reads the same way for its
+    own check (``ray._private.state.state.get_cluster_config``). None on a static cluster.
+    """
+    nodes = tuple(n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True))
+    config = ray._private.state.state.get_cluster_config()
+    groups = tuple(
+        NodeGroup(dict(g.resources), g.max_count if g.max_count >= 0 else 10**6, g.name)
+        for g in (config.node_group_configs if config is not None else ())
+        if g.max_count != 0)
+    return Capacity(nodes, groups)
+
+
+def wait_for_capacity(request: WorkerResources, timeout_s: float,
+                      capacity: Callable[[], Capacity] = cluster_capacity,
+                      say: Callable[[str], None] = print, poll_s: float = 5.0) -> None:
+    """Check the request; while it fits only once the autoscaler adds nodes, ask the autoscaler
+    for them and wait, saying so, up to ``timeout_s``; then raise :class:`ResourceError`."""
+    if check_resources(request, capacity()):
+        return
+    from ray.autoscaler.sdk import request_resources
+
+    bundles = [request.per_worker()] * request.num_workers
+    say(f"bckd: waiting for capacity: {request.num_workers} workers with "
+        f"{request.per_worker()} each need nodes the autoscaler has not added yet "
+        f"(waiting up to {timeout_s:g} s)")
+    request_resources(bundles=bundles)  # the placement group does not exist yet to ask for them
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not check_resources(request, capacity()):
+            if time.monotonic() > deadline:
+                raise ResourceError("num_workers", f"no capacity for {request.num_workers} "
+                                    f"workers with {request.per_worker()} each after "
+                                    f"{timeout_s:g} s of waiting for the autoscaler")
+            time.sleep(poll_s)
+    finally:
+        request_resources(bundles=[])  # a standing request would keep the nodes up forever
+    say("bckd: capacity is there; starting the workers")
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -44,32 +191,31 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
+    # Ray's processes that ask the state API without an address (Ray Train's placement-group
+    # cleaner checks its controller is alive that way) read RAY_API_SERVER_ADDRESS, else they
+    # take the last cluster `ray start` made on this machine: with another cluster there, the
+    # cleaner misses this one's controller and removes the run's placement group, killing its
+    # workers. The cluster's processes inherit the variable from this one.
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     # address="local": a new cluster, even where `ray start` left one on this machine (a bare
     # ray.init() would join that one, with its own resources and token)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+             log_to_driver=True)
     return True
 
 
-def check_resources(request: WorkerResources, nodes: list[dict] | None = None) -> None:
-    """Raise ``ValueError`` unless the alive nodes can place ``request.num_workers`` workers.
+def disconnect(started: bool) -> None:
+    """End what :func:`connect` started (``started``: it made a local cluster)."""
+    if started:
+        ray.shutdown()
+        # Ray's clients let the variable override any address they are given: a stale one
+        # would send this process's next client to the cluster just ended
+        os.environ.pop("RAY_API_SERVER_ADDRESS", None)
 
-    Each worker's resources must fit on one node; the count that fits is summed over nodes.
-    ``nodes`` defaults to ``ray.nodes()`` (total, not currently free, resources: a busy cluster
-    makes the run wait, an infeasible one fails here).
-    """
-    if request.num_workers < 1:
-        raise ValueError(f"--num-workers must be >= 1, got {request.num_workers}")
-    if request.cpus_per_worker <= 0:
-        raise ValueError(f"--cpus-per-worker must be > 0, got {request.cpus_per_worker}")
-    nodes = [n for n in (nodes if nodes is not None else ray.nodes()) if n.get("Alive", True)]
-    need = request.per_worker()
-    fits = 0
-    for node in nodes:
-        have = node.get("Resources", {})
-        fits += min(math.floor(have.get(k, 0.0) / v + 1e-9) for k, v in need.items())
-    if fits < request.num_workers:
-        totals = {k: sum(n.get("Resources", {}).get(k, 0.0) for n in nodes) for k in need}
-        raise ValueError(
-            f"the Ray cluster can never run {request.num_workers} workers with {need} each: "
-            f"its {len(nodes)} node(s) have {totals} in total and fit {fits} such workers "
-            "(lower --num-workers or --cpus-per-worker, drop --use-gpu, or add nodes)")
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+

@@ -43,6 +43,8 @@ class JobFile:
     gpus_per_worker: float = 0.0
     num_samples: int = 1  # sweeps: trials
     max_failures: int = 0  # worker failures a run (each trial's run) recovers from
+    # how long the job waits for nodes an autoscaler adds (the service's pending_timeout_s)
+    capacity_timeout_s: float = 600.0
     tags: dict[str, str] = field(default_factory=dict)  # MLflow run tags (owner, job id, hash)
     # checkpoint URL prefixes allowed besides the model zoo's (the service's
     # BCKD_CHECKPOINT_URL_PREFIXES; see bckd.engine.paths)
@@ -83,7 +85,8 @@ def read_job_file(path: str | Path) -> JobFile:
     types = {"kind": str, "name": str, "experiment": str, "owner": str, "run_dir": str,
              "configs_dir": str, "read_roots": list, "base_dir": str, "overrides": dict,
              "num_workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
-             "num_samples": int, "max_failures": int, "tags": dict,
+             "num_samples": int, "max_failures": int, "capacity_timeout_s": (int, float),
+             "tags": dict,
              "checkpoint_url_prefixes": list}
     unknown = set(data) - set(types) - {"config_file", "config_data", "version"}
     if unknown:

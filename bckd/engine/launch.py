@@ -54,11 +54,10 @@ def _run_params(cfg, info, world_size: int) -> dict[str, Any]:
 
 def run_job(spec: JobSpec) -> JobResult:
     """Run one training job to its end; see the module docstring for the steps."""
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from bckd.engine.cluster import WorkerResources, check_resources, connect
+    from bckd.engine.cluster import WorkerResources, connect, disconnect, wait_for_capacity
     from bckd.engine.ray_checkpoints import checkpoint_policy, export_results, snapshot_exists
     from bckd.engine.run_info import describe_run
     from bckd.engine.signals import fit_with_signals
@@ -81,8 +80,10 @@ def run_job(spec: JobSpec) -> JobResult:
 
     started_cluster = connect(spec.address, spec.local_num_cpus)
     try:
-        resources = WorkerResources(spec.num_workers, spec.cpus_per_worker, spec.use_gpu)
-        check_resources(resources)
+        resources = WorkerResources(spec.num_workers, spec.cpus_per_worker,
+                                    spec.gpus_per_worker)
+        wait_for_capacity(resources, spec.capacity_timeout_s,
+                          say=lambda line: print(line, flush=True))
 
         storage = spec.storage_path or str(work_dir)
         ray_name = name if spec.storage_path else RAY_RUN_NAME
@@ -109,15 +110,15 @@ def run_job(spec: JobSpec) -> JobResult:
         stop_flag = StopFlag.remote()
         worker_job = WorkerJob(
             cfg=cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id,
-            cwd=os.getcwd(), use_gpu=spec.use_gpu,
+            cwd=os.getcwd(), use_gpu=resources.use_gpu,
             progress_interval=spec.progress_interval,
             checkpoint={k: policy[k] for k in ("score_key", "score_rule", "interval")},
             stop_flag=stop_flag)
         trainer = TorchTrainer(
             train_worker,
             train_loop_config={"job": worker_job},
-            torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu,
+            torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+            scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=resources.use_gpu,
                                          resources_per_worker=resources.per_worker()),
             run_config=RunConfig(
                 name=ray_name,
@@ -148,5 +149,4 @@ def run_job(spec: JobSpec) -> JobResult:
         result.wall_s = time.monotonic() - start
         return result
     finally:
-        if started_cluster:
-            ray.shutdown()
+        disconnect(started_cluster)

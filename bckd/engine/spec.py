@@ -14,8 +14,8 @@ __all__ = ["JobResult", "JobSpec", "Prepared", "prepare"]
 class JobSpec:
     config: str
     num_workers: int = 1
-    use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    gpus_per_worker: int = 0  # 0 or 1 (bckd.engine.cluster.WorkerResources)
     cfg_options: dict[str, Any] = field(default_factory=dict)
     experiment: str = "bckd"
     name: str | None = None  # default: the config file's stem
@@ -23,6 +23,7 @@ class JobSpec:
     work_dir: str | None = None  # default: work_dirs/<name>
     storage_path: str | None = None  # shared path or s3:// URI for multi-node; default work_dir
     max_failures: int = 0
+    capacity_timeout_s: float = 600.0  # waiting for an autoscaler's nodes, then FAILED
     progress_interval: int = 10  # iterations between console lines and MLflow writes
     stop_grace_s: float = 60.0  # after SIGINT/SIGTERM, time for the workers to checkpoint
     local_num_cpus: int | None = None  # CPUs of a local cluster this job starts (default: all)

@@ -27,7 +27,7 @@ class SweepSpec:
     address: str | None = None
     num_workers: int = 1  # per trial
     cpus_per_worker: float = 1.0
-    use_gpu: bool = False
+    gpus_per_worker: int = 0  # 0 or 1 (bckd.engine.cluster.WorkerResources)
     cfg_options: dict[str, Any] = field(default_factory=dict)  # for every trial
     work_dir: str | None = None  # default: work_dirs/<name>
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
@@ -36,6 +36,7 @@ class SweepSpec:
     seed: int | None = None  # of the search algorithm
     progress_interval: int = 10
     max_failures: int = 0  # worker failures each trial's run recovers from (JobSpec's)
+    capacity_timeout_s: float = 600.0  # waiting for an autoscaler's nodes (JobSpec's)
     local_num_cpus: int | None = None
     trial_memory_mb: int = 256  # what a trial's driver process reserves (it holds no CPU)
     tags: dict[str, str] = field(default_factory=dict)  # on the parent and every trial's run

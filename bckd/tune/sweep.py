@@ -40,14 +40,16 @@ TUNE_DIR = "tune"  # <sweep_dir>/tune: Tune's experiment state (what Tuner.resto
 
 
 def _trials_that_fit(resources) -> int:
-    """How many trials' worker groups the cluster can hold at once (>= 1 once checked)."""
-    from bckd.engine.cluster import check_resources
+    """How many trials' worker groups the nodes up now hold at once (>= 1 once waited for)."""
+    from bckd.engine.cluster import ResourceError, check_resources, cluster_capacity
 
-    count = 1
+    capacity, count = cluster_capacity(), 1
     while count < 256:
+        more = replace(resources, num_workers=resources.num_workers * (count + 1))
         try:
-            check_resources(replace(resources, num_workers=resources.num_workers * (count + 1)))
-        except ValueError:
+            if not check_resources(more, capacity):
+                break
+        except ResourceError:
             break
         count += 1
     return count
@@ -60,7 +62,7 @@ def _parent_params(spec: SweepSpec, params: tuple, max_concurrent: int,
                 "scheduler": spec.scheduler, "search": spec.search, "metric": spec.metric,
                 "mode": spec.mode, "max_concurrent": max_concurrent, "max_epochs": max_epochs,
                 "num_workers": spec.num_workers, "cpus_per_worker": spec.cpus_per_worker,
-                "use_gpu": spec.use_gpu, "seed": spec.seed})
+                "gpus_per_worker": spec.gpus_per_worker, "seed": spec.seed})
     if spec.scheduler == "asha":
         out.update({"asha.grace_period": spec.grace_period,
                     "asha.reduction_factor": spec.reduction_factor, "asha.time_attr": "epoch",
@@ -71,10 +73,9 @@ def _parent_params(spec: SweepSpec, params: tuple, max_concurrent: int,
 
 def run_sweep(spec: SweepSpec) -> SweepResult:
     """Run (or restore) a sweep to its end; see the module docstring for the steps."""
-    import ray
     from ray import tune
 
-    from bckd.engine.cluster import WorkerResources, check_resources, connect
+    from bckd.engine.cluster import WorkerResources, connect, disconnect, wait_for_capacity
     from bckd.engine.spec import JobSpec, prepare
     from bckd.engine.tracking import (
         RunWriter,
@@ -100,10 +101,11 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     name = spec.name or f"sweep_{Path(spec.config).stem}"
     sweep_dir = Path(spec.work_dir or Path("work_dirs") / name).resolve()
     job = JobSpec(config=str(Path(spec.config).resolve()), num_workers=spec.num_workers,
-                  use_gpu=spec.use_gpu, cpus_per_worker=spec.cpus_per_worker,
+                  gpus_per_worker=spec.gpus_per_worker, cpus_per_worker=spec.cpus_per_worker,
                   cfg_options=dict(spec.cfg_options), experiment=spec.experiment,
                   progress_interval=spec.progress_interval, tags=dict(spec.tags),
-                  policy=spec.policy, max_failures=spec.max_failures)
+                  policy=spec.policy, max_failures=spec.max_failures,
+                  capacity_timeout_s=spec.capacity_timeout_s)
     # The checks of one job (config, overrides, data, teacher), then the space against it.
     cfg = prepare(replace(job, name=name, work_dir=str(sweep_dir / "trials" / "check"))).cfg
     check_space(params, cfg)
@@ -113,8 +115,11 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
 
     started_cluster = connect(spec.address, spec.local_num_cpus)
     try:
-        resources = WorkerResources(spec.num_workers, spec.cpus_per_worker, spec.use_gpu)
-        check_resources(resources)  # a trial that can never be placed fails here, not in Tune
+        resources = WorkerResources(spec.num_workers, spec.cpus_per_worker,
+                                    spec.gpus_per_worker)
+        # a trial that can never be placed fails here, not in Tune
+        wait_for_capacity(resources, job.capacity_timeout_s,
+                          say=lambda line: print(line, flush=True))
         fits = _trials_that_fit(resources)
         max_concurrent = spec.max_concurrent or fits
         if max_concurrent > fits:
@@ -172,8 +177,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         result.wall_s = time.monotonic() - start
         return result
     finally:
-        if started_cluster:
-            ray.shutdown()
+        disconnect(started_cluster)
 
 
 def _trial_dirname(trial) -> str:

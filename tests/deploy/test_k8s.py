@@ -68,6 +68,28 @@ def test_raycluster_head_runs_no_training_and_the_gpu_group_scales_to_zero():
     assert limits["nvidia.com/gpu"] == 1
 
 
+def test_the_api_knows_the_worker_groups_and_accepts_a_cpu_job(monkeypatch):
+    from bckd.engine.cluster import Capacity, WorkerResources, check_resources
+    from service.settings import Settings
+
+    rc = manifest("RayCluster", "bckd")["spec"]
+    declared = []
+    for group in rc["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        declared.append({"name": group["groupName"], "cpus": float(limits["cpu"]),
+                         "gpus": float(limits.get("nvidia.com/gpu", 0)),
+                         "max_replicas": group["maxReplicas"]})
+    (api,) = _containers("Deployment/api")
+    monkeypatch.setenv("BCKD_WORKER_GROUPS", _env(api)["BCKD_WORKER_GROUPS"])
+    settings = Settings()
+    assert [g.model_dump() for g in settings.worker_groups] == declared
+    # the cluster as it starts: the head alone, with no CPU for workers
+    head = {"CPU": float(rc["headGroupSpec"]["rayStartParams"]["num-cpus"])}
+    capacity = Capacity((head,), settings.node_groups())
+    assert check_resources(WorkerResources(1, 1), capacity) is False  # waits, not refused
+    assert check_resources(WorkerResources(2, 4, 1), capacity) is False
+
+
 @pytest.mark.parametrize("pod", RAY_PODS)
 def test_every_ray_node_and_the_autoscaler_get_the_ray_token(pod):
     (container,) = _containers(pod)
@@ -137,8 +159,10 @@ def test_the_api_env_matches_compose_except_where_the_ray_head_lives():
     assert set(k8s) <= SETTINGS_ENV
     bckd_compose = {k: v for k, v in dc.items() if k.startswith("BCKD_")}
     from_secret = set(env_example("api"))
-    assert set(k8s) | from_secret == set(bckd_compose)
-    for key in set(k8s) - {"BCKD_RAY_ADDRESS"}:
+    # compose's Ray nodes are static: only KubeRay has worker groups that an autoscaler grows
+    k8s_only = {"BCKD_WORKER_GROUPS"}
+    assert set(k8s) - k8s_only | from_secret == set(bckd_compose)
+    for key in set(k8s) - {"BCKD_RAY_ADDRESS"} - k8s_only:
         assert re.sub(r"\$\{[A-Z_]+:?-([^}]*)\}", r"\1", bckd_compose[key]) == k8s[key], key
     # KubeRay names the head's Service <cluster>-head-svc; its dashboard port is 8265.
     ray = urlsplit(k8s["BCKD_RAY_ADDRESS"])

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from bckd.engine.cluster import WorkerResources, check_resources
 from bckd.engine.config import check_dataset, load_config, resolve_paths
 from bckd.engine.overrides import check_override_keys
 from bckd.engine.tracking import RunWriter, open_run, read_run_json, write_run_json
@@ -34,20 +33,6 @@ def test_missing_config_and_dataset(tmp_path):
     assert cfg.train_dataloader.dataset.data_root == f"{tmp_path}/data/synth/"
     with pytest.raises(FileNotFoundError, match="dataset not found: train_dataloader"):
         check_dataset(cfg)
-
-
-def _node(cpus, gpus=0, alive=True):
-    return {"Alive": alive, "Resources": {"CPU": cpus, "GPU": gpus}}
-
-
-def test_resources_fit_per_node():
-    check_resources(WorkerResources(2, 1), [_node(1), _node(1)])
-    with pytest.raises(ValueError, match="can never run 2 workers"):
-        check_resources(WorkerResources(2, 2), [_node(3), _node(1)])
-    with pytest.raises(ValueError, match="GPU"):
-        check_resources(WorkerResources(1, 1, use_gpu=True), [_node(8)])
-    with pytest.raises(ValueError, match="can never run"):
-        check_resources(WorkerResources(1, 1), [_node(8, alive=False)])
 
 
 def test_run_writer_logs_each_step_once(tmp_path):

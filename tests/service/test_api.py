@@ -41,7 +41,10 @@ def stack(tmp_path_factory):
                    "BCKD_CONFIGS_DIR": str(HERE / "configs"),
                    "BCKD_DATA_ROOTS": json.dumps([str(root / "datasets"), str(root / "ckpt")]),
                    "BCKD_TOKENS": users, "BCKD_RECONCILE_INTERVAL_S": "0.5",
-                   "BCKD_MAX_BODY_BYTES": "100000", "BCKD_STOP_WAIT_S": "10"}))
+                   "BCKD_MAX_BODY_BYTES": "100000", "BCKD_STOP_WAIT_S": "10",
+                   # a group an autoscaler could add (none runs here): one 3-CPU node
+                   "BCKD_WORKER_GROUPS": json.dumps([{"name": "big", "cpus": 3,
+                                                      "max_replicas": 1}])}))
     st.start()
     st.root = root
     yield st
@@ -151,6 +154,15 @@ def test_cancel_stops_the_job_and_kills_its_mlflow_run(stack, alice):
     job = wait_for(alice, job_id, finished, timeout=60)
     assert job["status"] == "STOPPED" and "cancelled by user" in job["message"]
     assert mlflow_run(stack, job["mlflow_run_id"]).info.status == "KILLED"
+
+
+def test_a_job_that_fits_only_on_a_group_is_accepted_and_waits_for_capacity(stack, alice):
+    # 3 CPUs per worker: no node up has them, a node of the "big" group would
+    r = submit(alice, resources={"cpus_per_worker": 3})
+    assert r.status_code == 201, r.text
+    assert r.json()["message"].startswith("waiting for capacity")
+    assert alice.post(f"/v1/jobs/{r.json()['id']}/cancel").status_code == 202
+    assert wait_for(alice, r.json()["id"], finished, timeout=60)["status"] == "STOPPED"
 
 
 def test_api_restart_mid_job_keeps_the_job_and_it_finishes(stack, alice):
@@ -393,7 +405,12 @@ BAD = {
                          "resources.cpus_per_worker"),
     "gpus no node has": ({"resources": {"gpus_per_worker": 1}}, 422,
                          "resources.gpus_per_worker"),
-    "more workers than the cluster": ({"resources": {"num_workers": 3}}, 422,
+    "a fraction of a GPU": ({"resources": {"gpus_per_worker": 0.5}}, 422,
+                            "resources.gpus_per_worker"),
+    "two GPUs per worker": ({"resources": {"gpus_per_worker": 2}}, 422,
+                            "resources.gpus_per_worker"),
+    # 2 CPUs up, 3 more the "big" group can add
+    "more workers than the cluster": ({"resources": {"num_workers": 6}}, 422,
                                       "resources.num_workers"),
     "unknown field": ({"config_path": "x"}, 422, "config_path"),
     "unknown kind": ({"kind": "evaluate"}, 422, "kind"),
