@@ -60,7 +60,7 @@ from repro_report import (
     table_rows,
 )
 
-from service.demo import schedule_overrides
+from service.demo import end_on_signals, schedule_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("gfl", "atss", "retinanet", "fcos", "rtmdet")
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.client import Client
 
+    end_on_signals()
     machine = machine_info("cpu")
     # the data set lives beside the stack's state, never in it (data roots stay apart from it)
     tiny_data = args.data_dir.with_name(f"{args.data_dir.name}-data") / "tiny"

@@ -55,6 +55,14 @@ def schedule_overrides(epochs: int, seed: int) -> dict:
             "param_scheduler.1.milestones": [max(1, int(epochs * 0.75))]}
 
 
+def end_on_signals() -> None:
+    """Ctrl-C and SIGTERM end the process through its ``finally``, which stops the embedded
+    stack; also when it was started in the background (``&``, nohup), where SIGINT arrives
+    ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--url", default=None, help="a running API; default: start the stack")
@@ -77,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                    metavar=("API", "DASHBOARD", "MLFLOW"), help="embedded stack ports")
     args = p.parse_args(argv)
 
-    # Ctrl-C and SIGTERM end the demo through its `finally`, which stops the stack; also when
-    # started in the background (`&`, nohup), where SIGINT arrives ignored
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    end_on_signals()
     stack = None
     if args.url is None:
         from service.stack import Stack, StackConfig

@@ -175,6 +175,11 @@ class Stack:
         # Nothing here drains (no Serve proxies): stop in seconds, not Ray's default 30 s.
         ray_env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "3")
         ray_env.pop("RAY_ADDRESS", None)
+        # Ray's own processes (Ray Train's placement-group cleaner among them) that ask the
+        # state API without an address find it here; else they take the last `ray start` on
+        # the machine, maybe another cluster, and there miss this cluster's Train controller
+        # and remove its placement group, killing a healthy run (bckd.engine.cluster.connect).
+        ray_env["RAY_API_SERVER_ADDRESS"] = self.ray_url
         return ray_env
 
     def _ray_argv(self, taken: set[int]) -> list[str]:
@@ -206,7 +211,9 @@ class Stack:
         env = dict(self.env)
         env.update(BCKD_DATA_DIR=str(self.data_dir), BCKD_RAY_ADDRESS=self.ray_url,
                    BCKD_MLFLOW_URI=self.mlflow_url, BCKD_TOKENS_FILE=str(self.tokens_file),
-                   BCKD_JOB_PYTHON=sys.executable)
+                   BCKD_JOB_PYTHON=sys.executable,
+                   # Ray's clients let this variable override the address they are given
+                   RAY_API_SERVER_ADDRESS=self.ray_url)
         if self.cfg.database_url:
             env["BCKD_DATABASE_URL"] = self.cfg.database_url
         env.update(self.cfg.extra_env)

@@ -4,7 +4,6 @@ checkpoints and a restarted worker group resumes from the latest one."""
 
 from __future__ import annotations
 
-import math
 import tempfile
 
 from mmengine.dist import is_main_process
@@ -17,6 +16,11 @@ from bckd.engine.hooks.runner_state import finite_numbers, training, will_valida
 __all__ = ["CHECKPOINT_FILE", "RayCheckpointHook"]
 
 CHECKPOINT_FILE = "checkpoint.pth"  # inside each Ray checkpoint directory
+# The score of a checkpoint without an evaluation: worse than any real score, and finite,
+# because Ray Train writes the reported metrics to JSON and reads them back on a restart, where
+# an infinity comes back as None and its checkpoint manager then fails to rank the checkpoints
+# ("unsupported operand type(s) for *: 'float' and 'NoneType'").
+UNSCORED = 1e30
 
 
 class RayCheckpointHook(Hook):
@@ -40,7 +44,7 @@ class RayCheckpointHook(Hook):
         e.g. no detection at all), so Ray can always rank the checkpoint."""
         metrics = finite_numbers(metrics)
         if self.score_key and self.score_key not in metrics:
-            metrics[self.score_key] = -math.inf if self.score_rule == "greater" else math.inf
+            metrics[self.score_key] = -UNSCORED if self.score_rule == "greater" else UNSCORED
         return metrics
 
     def after_train_epoch(self, runner) -> None:
