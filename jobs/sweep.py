@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from bckd.commandline import add_command
-from jobs import run_module
+from jobs import add_resource_arguments, run_module
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -50,11 +50,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None,
                         help="sweep name (default: sweep_<config stem>); the same name again "
                         "restores the sweep")
-    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per "
-                        "trial (1)")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
-    parser.add_argument("--gpus-per-worker", type=int, default=0, choices=(0, 1),
-                        help="GPUs per worker: 0, or 1 (one process per GPU)")
+    add_resource_arguments(parser, "each trial's run")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         metavar="KEY=VALUE", help="override existing config keys in every trial")
     parser.add_argument("--experiment", default="bckd", help="MLflow experiment (bckd)")
@@ -66,12 +62,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduction-factor", type=float, default=2.0,
                         help="ASHA: keep the best 1/rf of trials at each rung (2)")
     parser.add_argument("--seed", type=int, default=None, help="search algorithm seed")
-    parser.add_argument("--max-failures", type=int, default=0,
-                        help="worker failures each trial's run recovers from by restarting "
-                        "from its last checkpoint (0; with --spec, the job file's)")
-    parser.add_argument("--capacity-timeout", type=float, default=600.0, metavar="S",
-                        help="seconds to wait for nodes a cluster's autoscaler adds before "
-                        "failing (600; with --spec, the job file's)")
     parser.add_argument("--progress-interval", type=int, default=10,
                         help="iterations between a trial's progress lines and MLflow writes (10)")
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from bckd.commandline import add_command
-from jobs import run_module
+from jobs import add_resource_arguments, run_module
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -29,10 +29,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", default=None, metavar="FILE",
                         help="a job file written by the service: config, typed overrides, "
                         "resources, name and roots (instead of CONFIG and its options)")
-    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (1)")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (1)")
-    parser.add_argument("--gpus-per-worker", type=int, default=0, choices=(0, 1),
-                        help="GPUs per worker: 0, or 1 (nccl; one process per GPU)")
+    add_resource_arguments(parser)
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         metavar="KEY=VALUE",
                         help="override existing config keys (a leading '+' adds a new key)")
@@ -45,12 +42,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-path", default=None,
                         help="checkpoint storage, shared across nodes (path or s3:// URI); "
                         "default: the work dir")
-    parser.add_argument("--max-failures", type=int, default=0,
-                        help="worker failures to recover from by restarting from the last "
-                        "checkpoint (0; with --spec, the job file's max_failures)")
-    parser.add_argument("--capacity-timeout", type=float, default=600.0, metavar="S",
-                        help="seconds to wait for nodes a cluster's autoscaler adds before "
-                        "failing (600; with --spec, the job file's)")
     parser.add_argument("--progress-interval", type=int, default=10,
                         help="iterations between progress lines and MLflow writes (10)")
 

@@ -7,9 +7,32 @@ distillation epoch takes seconds on 2 cores: 16 train / 8 val images of 128 px, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bckd.data.synth import SynthConfig, generate
+
+
+@contextmanager
+def head_of_one_cpu() -> Iterator:
+    """A ``ray.cluster_utils.Cluster`` whose head has 1 CPU, this process attached to it; the
+    test adds nodes with ``add_node``."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from service.stack import free_port
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # A free dashboard port: 8265 may belong to another cluster on this machine (`bckd serve`).
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": True, "dashboard_port": free_port()})
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def make_synth(out: Path) -> Path:

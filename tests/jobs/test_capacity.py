@@ -12,31 +12,26 @@ import threading
 
 import pytest
 import ray
+from jobtools import head_of_one_cpu
 from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_NAMESPACE
-from ray.cluster_utils import Cluster
 from ray.core.generated import autoscaler_pb2
 from ray.experimental.internal_kv import _internal_kv_put
 
 from bckd.engine.cluster import ResourceError, WorkerResources, cluster_capacity, wait_for_capacity
-from service.stack import free_port
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def scaling_cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": True, "dashboard_port": free_port()})
-    ray.init(address=cluster.address)
-    config = autoscaler_pb2.ClusterConfig(node_group_configs=[autoscaler_pb2.NodeGroupConfig(
-        name="cpu", resources={"CPU": 1}, min_count=0, max_count=1)])
-    _internal_kv_put(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, config.SerializeToString(),
-                     namespace=GCS_AUTOSCALER_STATE_NAMESPACE)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with head_of_one_cpu() as cluster:
+        ray.init(address=cluster.address)
+        config = autoscaler_pb2.ClusterConfig(node_group_configs=[
+            autoscaler_pb2.NodeGroupConfig(name="cpu", resources={"CPU": 1}, min_count=0,
+                                           max_count=1)])
+        _internal_kv_put(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, config.SerializeToString(),
+                         namespace=GCS_AUTOSCALER_STATE_NAMESPACE)
+        yield cluster
 
 
 def test_waits_for_the_node_then_goes_on(scaling_cluster):

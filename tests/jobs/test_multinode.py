@@ -6,29 +6,21 @@ from pathlib import Path
 
 import pytest
 import ray
-from jobtools import TEACHER_CONFIG, make_synth, tiny
-from ray.cluster_utils import Cluster
+from jobtools import TEACHER_CONFIG, head_of_one_cpu, make_synth, tiny
 
 from bckd.engine.launch import run_job
 from bckd.engine.spec import JobSpec
-from service.stack import free_port
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    if ray.is_initialized():
-        ray.shutdown()
-    # A free dashboard port: 8265 may belong to another cluster on this machine (`bckd serve`).
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": True, "dashboard_port": free_port()})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with head_of_one_cpu() as cluster:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        yield cluster
 
 
 def test_workers_run_on_different_nodes(two_nodes, tmp_path: Path):
