@@ -1,7 +1,7 @@
 """``Idempotency-Key``: one job per (owner, key), and a duplicate answered from the table alone.
 
 A key is in one of three states: unknown; *claimed* (a ``KeyClaim`` row: its first request is
-being validated, which may download ``runs:/`` checkpoints and ask Ray for its totals); or
+being validated, which may download ``runs:/`` checkpoints and ask Ray for its nodes); or
 *held* by its job (``Job.idempotency_key``, unique per owner). The claim is what lets a
 duplicate that arrives while the first request is still working wait for that request's job
 instead of doing the same work (a second download, a 503 when Ray is down). The job's INSERT

@@ -106,7 +106,7 @@ class Job(Base):
 
 class KeyClaim(Base):
     """An ``Idempotency-Key`` whose first request is still being validated (its ``runs:/``
-    downloads, Ray's totals). Its primary key lets exactly one request work on a key; a
+    downloads, Ray's nodes). Its primary key lets exactly one request work on a key; a
     duplicate waits for that request's job instead of repeating the work. The row is deleted
     in the transaction that inserts the job, or when the request is refused."""
 

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 2.0  # reconciler period; also the log sync period
     stop_wait_s: int = 90  # SIGINT -> SIGKILL grace on cancel; jobs.train checkpoints for <= 60 s
     resubmit_after_s: float = 10.0  # an unconfirmed submission older than this is retried
-    lost_grace_s: float = 30.0  # a row unknown to Ray this long after submission is LOST
+    lost_grace_s: float = 30.0  # a row Ray has not known this long (since it last did) is LOST
     run_reconciler: bool = True  # off for an API replica that only serves reads
     # Node groups an autoscaler can add (JSON, e.g. the KubeRay manifest's worker groups): a
     # request that fits only on nodes of these is accepted and waits for them, never refused.

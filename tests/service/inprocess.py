@@ -54,12 +54,6 @@ class HeldRay:
         self._maybe_hold("capacity")
         return Capacity(nodes=({"CPU": 4.0, "GPU": 0.0, "memory": 8e9},))
 
-    def totals(self, max_age_s: float = 30.0):  # the same question, asked before Capacity
-        from service.ray_jobs import ClusterTotals
-
-        self._maybe_hold("capacity")
-        return ClusterTotals(cpus=4.0, gpus=0.0, max_node_cpus=4.0, max_node_gpus=0.0)
-
     def submit(self, sid, entrypoint, env, metadata) -> bool:
         self._maybe_hold("submit")
         self.jobs.setdefault(sid, "RUNNING")

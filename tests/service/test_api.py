@@ -243,11 +243,6 @@ def test_a_cancel_during_the_submission_stops_the_job_on_ray(stack, tmp_path, mo
 
             return Capacity(nodes=({"CPU": 2.0},))
 
-        def totals(self, max_age_s: float = 30.0):  # the same, before Capacity
-            from service.ray_jobs import ClusterTotals
-
-            return ClusterTotals(cpus=2.0, gpus=0.0, max_node_cpus=2.0, max_node_gpus=0.0)
-
         def submit(self, *args, **kwargs) -> bool:
             self.entered.set()
             assert self.release.wait(60)
