@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from mmdet.models.dense_heads import FCOSHead, GFLHead
 from mmdet.structures.bbox import distance2bbox
 from torch import Tensor, nn
 
+from bckd.losses.fused import BoxRows, Levels
+
 __all__ = [
     "BOX_DECODERS",
     "DenseOutputs",
+    "box_rows",
     "flatten_dense_outputs",
     "flatten_level_maps",
     "register_box_decoder",
@@ -29,7 +33,9 @@ __all__ = [
 # Decoder contract: (head, priors (P_l, K), regression (B, P_l, R), stride) -> boxes (B, P_l, 4)
 # in pixels, x1 y1 x2 y2. ``priors`` are what ``head.prior_generator.grid_priors`` returns for
 # one level: anchors (P_l, 4) for anchor generators, points (P_l, 2) for point generators.
-BoxDecoder = Callable[[nn.Module, Tensor, Tensor, int], Tensor]
+# ``stride`` is the level's int, or a (P_l, 1) tensor when rows of all levels are decoded at
+# once (:func:`box_rows`); decoders use it only in products that broadcast either way.
+BoxDecoder = Callable[[nn.Module, Tensor, Tensor, int | Tensor], Tensor]
 BOX_DECODERS: dict[type, BoxDecoder] = {}
 
 
@@ -88,13 +94,14 @@ class DenseOutputs:
     """Head outputs flattened over levels; ``P`` is the number of priors of one image.
 
     logits: (B, P, C) classification logits.
-    boxes: (B, P, 4) decoded boxes, x1 y1 x2 y2 in input-image pixels.
+    boxes: (B, P, 4) decoded boxes, x1 y1 x2 y2 in input-image pixels; ``None`` when not
+        decoded (``decode_boxes=False``: :func:`box_rows` decodes the rows a loss needs).
     valid: (B, P) bool, priors inside each image's padded shape (False on batch padding).
     level_sizes: number of priors of each level, in order; they sum to ``P``.
     """
 
     logits: Tensor
-    boxes: Tensor
+    boxes: Tensor | None
     valid: Tensor
     level_sizes: list[int]
 
@@ -110,6 +117,7 @@ def flatten_dense_outputs(
     cls_scores: Sequence[Tensor],
     bbox_preds: Sequence[Tensor],
     batch_img_metas: Sequence[dict],
+    decode_boxes: bool = True,
 ) -> DenseOutputs:
     """Flatten one dense head's per-level outputs into per-prior logits and pixel boxes.
 
@@ -118,6 +126,8 @@ def flatten_dense_outputs(
         cls_scores: per level (B, A*C, H_l, W_l) logits.
         bbox_preds: per level (B, A*R, H_l, W_l) regression in the head's own encoding.
         batch_img_metas: per image, with ``pad_shape`` (the image's padded size).
+        decode_boxes: ``False`` leaves ``boxes`` as ``None``, for callers that pass
+            :func:`box_rows` to the fused ILDL instead.
     """
     featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
     device, dtype = cls_scores[0].device, cls_scores[0].dtype
@@ -129,15 +139,46 @@ def flatten_dense_outputs(
 
     boxes = []
     for level_priors, pred, stride in zip(priors, bbox_preds, strides, strict=True):
+        if not decode_boxes:
+            break
         regression = pred.permute(0, 2, 3, 1).reshape(batch, level_priors.shape[0], -1)
         boxes.append(decode(head, level_priors, regression, stride))
 
     return DenseOutputs(
         logits=flatten_level_maps(cls_scores, head.cls_out_channels),
-        boxes=torch.cat(boxes, dim=1),
+        boxes=torch.cat(boxes, dim=1) if decode_boxes else None,
         valid=valid_priors(head, featmap_sizes, batch_img_metas, device),
         level_sizes=[h * w * num_base for h, w in featmap_sizes],
     )
+
+
+def box_rows(head: nn.Module, bbox_preds: Sequence[Tensor]) -> BoxRows:
+    """What decodes any prior's box later, for :func:`bckd.losses.fused.fused_distillation_losses`
+    (and ``IoULocalizationDistillationLoss``), which decode only the rows with non-zero weight.
+
+    Rows are image-major over the batch, ``b * P + p``, as in :class:`DenseOutputs`. The
+    regression stays as the per-level maps (B, A*R, H_l, W_l); priors (B*P, K) and strides
+    (B*P, 1) are small.
+    """
+    featmap_sizes = [tuple(p.shape[-2:]) for p in bbox_preds]
+    batch, device, dtype = bbox_preds[0].shape[0], bbox_preds[0].device, bbox_preds[0].dtype
+    priors = head.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
+    strides = [s[0] if isinstance(s, tuple) else s for s in head.prior_generator.strides]
+    level_strides = [p.new_full((p.shape[0], 1), s) for p, s in zip(priors, strides, strict=False)]
+    channels = bbox_preds[0].shape[1] // head.prior_generator.num_base_priors[0]  # R per prior
+    return BoxRows(
+        regression=Levels(list(bbox_preds), channels),
+        priors=torch.cat(priors).repeat(batch, 1),  # (B*P, K)
+        strides=torch.cat(level_strides).repeat(batch, 1),  # (B*P, 1)
+        decode=partial(_decode_rows, head, _find_decoder(head)),
+    )
+
+
+def _decode_rows(
+    head: nn.Module, decode: BoxDecoder, priors: Tensor, regression: Tensor, strides: Tensor
+) -> Tensor:
+    """(n, K) priors, (n, R) regression, (n, 1) strides of any levels -> (n, 4) pixel boxes."""
+    return decode(head, priors, regression.unsqueeze(0), strides)[0]
 
 
 def valid_priors(

@@ -9,6 +9,7 @@ from bckd.losses.functional import (
     iou_localization_distillation_loss,
     pearson_feature_distillation_loss,
 )
+from bckd.losses.fused import fused_distillation_losses
 from bckd.losses.modules import (
     BinaryClassificationDistillationLoss,
     IoULocalizationDistillationLoss,
@@ -20,6 +21,7 @@ __all__ = [
     "IoULocalizationDistillationLoss",
     "PKDLoss",
     "binary_classification_distillation_loss",
+    "fused_distillation_losses",
     "iou_localization_distillation_loss",
     "pearson_feature_distillation_loss",
 ]

@@ -1,7 +1,10 @@
 """mmdet-registered wrappers of the losses: ``MODELS.build(dict(type=..., ...))``.
 
-Each module holds its hyper-parameters and ``loss_weight`` and calls the function in
-:mod:`bckd.losses.functional`; ``forward`` takes the function's tensors and reduction arguments.
+Each module holds its hyper-parameters and ``loss_weight``; ``forward`` takes the functional
+loss's tensors and reduction arguments. BCDL and ILDL run the same values through
+:func:`bckd.losses.fused.fused_distillation_losses`, compiled per their ``compile`` switch
+(``True``, ``False``, or ``"auto"``: compile at COCO-scale inputs only), e.g.
+``loss_distill_cls=dict(type="BinaryClassificationDistillationLoss", compile=False)``.
 """
 
 from __future__ import annotations
@@ -11,12 +14,8 @@ from collections.abc import Sequence
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from bckd.losses.functional import (
-    IOU_MODES,
-    binary_classification_distillation_loss,
-    iou_localization_distillation_loss,
-    pearson_feature_distillation_loss,
-)
+from bckd.losses.functional import IOU_MODES, pearson_feature_distillation_loss
+from bckd.losses.fused import COMPILE_MODES, BoxRows, fused_distillation_losses
 
 __all__ = ["BinaryClassificationDistillationLoss", "IoULocalizationDistillationLoss", "PKDLoss"]
 
@@ -25,12 +24,15 @@ __all__ = ["BinaryClassificationDistillationLoss", "IoULocalizationDistillationL
 class BinaryClassificationDistillationLoss(nn.Module):
     """BCDL times ``loss_weight``; see :func:`binary_classification_distillation_loss`."""
 
-    def __init__(self, beta: float = 1.0, loss_weight: float = 1.0) -> None:
+    def __init__(
+        self, beta: float = 1.0, loss_weight: float = 1.0, compile: bool | str = "auto"
+    ) -> None:
         super().__init__()
         if not beta > 0:
             raise ValueError(f"{beta=} must be > 0")
         self.beta = beta
         self.loss_weight = loss_weight
+        self.compile_mode = _compile_mode(compile)  # not `self.compile`: nn.Module's method
 
     def forward(
         self,
@@ -39,46 +41,57 @@ class BinaryClassificationDistillationLoss(nn.Module):
         weight: Tensor | None = None,
         avg_factor: float | Tensor | None = None,
     ) -> Tensor:
-        return self.loss_weight * binary_classification_distillation_loss(
-            student_logits, teacher_logits, weight, self.beta, avg_factor
-        )
+        cls, _ = fused_distillation_losses(student_logits, teacher_logits, weight=weight,
+                                           avg_factor=avg_factor, beta=self.beta,
+                                           compile=self.compile_mode)
+        return self.loss_weight * cls
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, loss_weight={self.loss_weight}"
+        return f"beta={self.beta}, loss_weight={self.loss_weight}, compile={self.compile_mode!r}"
 
 
 @MODELS.register_module()
 class IoULocalizationDistillationLoss(nn.Module):
-    """ILDL times ``loss_weight``; see :func:`iou_localization_distillation_loss`."""
+    """ILDL times ``loss_weight``; see :func:`iou_localization_distillation_loss`.
 
-    def __init__(self, iou_mode: str = "giou", loss_weight: float = 4.0) -> None:
+    The boxes may be :class:`~bckd.losses.fused.BoxRows` instead of ``Tensor[N, 4]``: then only
+    the priors with non-zero ``weight`` are decoded.
+    """
+
+    def __init__(
+        self, iou_mode: str = "giou", loss_weight: float = 4.0, compile: bool | str = "auto"
+    ) -> None:
         super().__init__()
         if iou_mode not in IOU_MODES:
             raise ValueError(f"{iou_mode=} must be one of {IOU_MODES}")
         self.iou_mode = iou_mode
         self.loss_weight = loss_weight
+        self.compile_mode = _compile_mode(compile)
 
     def forward(
         self,
-        student_boxes: Tensor,
-        teacher_boxes: Tensor,
+        student_boxes: Tensor | BoxRows,
+        teacher_boxes: Tensor | BoxRows,
         student_logits: Tensor,
         teacher_logits: Tensor,
         weight: Tensor | None = None,
         avg_factor: float | Tensor | None = None,
     ) -> Tensor:
-        return self.loss_weight * iou_localization_distillation_loss(
-            student_boxes,
-            teacher_boxes,
-            student_logits,
-            teacher_logits,
-            weight,
-            avg_factor,
-            iou_mode=self.iou_mode,
-        )
+        _, loc = fused_distillation_losses(
+            student_logits, teacher_logits, student_boxes, teacher_boxes, weight=weight,
+            avg_factor=avg_factor, iou_mode=self.iou_mode, with_cls=False,
+            compile=self.compile_mode)
+        return self.loss_weight * loc
 
     def extra_repr(self) -> str:
-        return f"iou_mode={self.iou_mode!r}, loss_weight={self.loss_weight}"
+        return (f"iou_mode={self.iou_mode!r}, loss_weight={self.loss_weight}, "
+                f"compile={self.compile_mode!r}")
+
+
+def _compile_mode(mode: bool | str) -> bool | str:
+    if mode not in COMPILE_MODES or isinstance(mode, int) and not isinstance(mode, bool):
+        raise ValueError(f"compile={mode!r} must be one of {COMPILE_MODES}")
+    return mode
 
 
 @MODELS.register_module()
