@@ -23,6 +23,7 @@ from bckd.distill.crosskd import CrossKD
 from bckd.distill.dense_outputs import DenseOutputs, flatten_dense_outputs, flatten_level_maps
 from bckd.distill.methods import SLOTS
 from bckd.distill.positives import PositiveRecorder, record_positives
+from bckd.distill.precision import check_precision, resolve_precision, teacher_forward, to_fp32
 from bckd.distill.teacher import build_teacher
 from bckd.distill.towers import TOWERS
 
@@ -65,6 +66,10 @@ class BCKDDetector(SingleStageDetector):
         channel_adapters: where student and teacher widths differ (FPN for PKD, the towers at
             the cut for CrossKD), bridge them with trained 1x1 convs that are kept out of
             ``state_dict()``; without it such pairs are refused.
+        teacher_precision: the teacher forward's precision, one of ``'auto'``, ``'fp32'``,
+            ``'bf16'``, ``'fp16'`` (:mod:`bckd.distill.precision`; ``'auto'``: bf16 on CPUs with
+            native bf16, else fp32). The forward always runs under inference mode and its
+            outputs reach the losses in fp32.
         data_preprocessor: replaces the student's, when given.
     """
 
@@ -82,8 +87,10 @@ class BCKDDetector(SingleStageDetector):
         crosskd_depth: int | None = None,
         crosskd_align: bool = True,
         channel_adapters: bool = False,
+        teacher_precision: str = "auto",
         data_preprocessor: dict | None = None,
     ) -> None:
+        check_precision(teacher_precision)  # refuse a typo before building two detectors
         student = copy.deepcopy(dict(student))
         if data_preprocessor is not None:
             # mmengine's Runner passes a config's top-level `data_preprocessor` to the model.
@@ -105,6 +112,7 @@ class BCKDDetector(SingleStageDetector):
                              f"{', '.join(SLOTS)} (train the plain student config for the "
                              "no-distillation baseline)")
         self._teacher = (build_teacher(teacher, teacher_ckpt),)
+        self.teacher_precision = teacher_precision
         check_distillable(self.bbox_head, self.teacher.bbox_head,
                           needs_distribution=loss_distill_ld is not None)
         self.loss_distill_cls = MODELS.build(loss_distill_cls) if loss_distill_cls else None
@@ -161,10 +169,11 @@ class BCKDDetector(SingleStageDetector):
         gt_instances, gt_ignore, img_metas = unpack_gt_instances(batch_data_samples)
         with record_positives(self.bbox_head) as positives:
             losses = self.bbox_head.loss_by_feat(*outs, gt_instances, img_metas, gt_ignore)
-        with torch.no_grad():
-            teacher_feats = self.teacher.extract_feat(batch_inputs)
-            with self._tap(self.teacher.bbox_head, "teacher") as teacher_taps:
-                teacher_outs = self.teacher.bbox_head(teacher_feats)
+        with self._tap(self.teacher.bbox_head, "teacher") as teacher_taps:
+            teacher_feats, teacher_outs = teacher_forward(
+                self.teacher, batch_inputs, self.resolved_teacher_precision(batch_inputs.device),
+                with_feats=self.loss_distill_feat is not None)
+        teacher_taps = to_fp32(teacher_taps)  # recorded under inference mode
         losses.update(self.distill_losses(outs, teacher_outs, img_metas, positives))
         if self.loss_distill_feat is not None:
             losses["loss_distill_feat"] = self.feature_loss(feats, teacher_feats)
@@ -175,6 +184,13 @@ class BCKDDetector(SingleStageDetector):
                                        teacher_outs, img_metas, positives.num_positives(),
                                        adapters))
         return losses
+
+    def resolved_teacher_precision(self, device: torch.device | None = None) -> str:
+        """``teacher_precision`` with ``'auto'`` resolved for ``device`` (default: where the
+        student's parameters are), what the teacher's forward runs in."""
+        if device is None:
+            device = next(self.parameters()).device
+        return resolve_precision(self.teacher_precision, device)
 
     def _tap(self, head: nn.Module, role: str) -> AbstractContextManager[dict]:
         """CrossKD's capture of the tower inputs at its cut while ``head`` runs, if configured."""

@@ -190,6 +190,13 @@ class _Walker:
                 raise PolicyError(path, f"{value!r}: a scope is one of {', '.join(SCOPES)}")
         elif key == "teacher" and isinstance(value, str) and parent.get("type") == "BCKDDetector":
             self.check_teacher(value, path)
+        elif key == "teacher_precision" and parent.get("type") == "BCKDDetector":
+            # a typo would otherwise reach the job and fail only when the model is built
+            from bckd.distill.precision import PRECISIONS
+
+            if value not in PRECISIONS:
+                raise PolicyError(path, f"{value!r} is not one of "
+                                  f"{', '.join(map(repr, PRECISIONS))}")
         elif key in ("backend_args", "file_client_args"):
             if value not in (None, {"backend": "local"}):
                 raise PolicyError(path, "only local files are read (None or {'backend': 'local'})")

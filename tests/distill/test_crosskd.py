@@ -22,6 +22,7 @@ def _crosskd(family: str = "gfl", **overrides: object) -> torch.nn.Module:
     if family not in ("gfl", "atss"):
         cfg.student, cfg.teacher = model_cfg(f"{family}_student"), model_cfg(f"{family}_teacher")
     cfg.teacher_ckpt = None
+    cfg.teacher_precision = "fp32"  # the references below recompute the teacher in fp32
     cfg.update(overrides)
     torch.manual_seed(0)
     return build(cfg)

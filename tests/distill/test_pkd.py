@@ -20,6 +20,7 @@ from bckd.losses import pearson_feature_distillation_loss
 def _pkd(name: str = "pkd_gfl", **overrides: object) -> torch.nn.Module:
     cfg = model_cfg(name)
     cfg.teacher_ckpt = None
+    cfg.teacher_precision = "fp32"  # the references below recompute the teacher in fp32
     cfg.update(overrides)
     torch.manual_seed(0)
     return build(cfg)
