@@ -8,11 +8,13 @@ For each head family (the synthetic configs ``configs/synth/{family}_student.py`
 ``bckd_{family}.py``, whose teacher is ``{family}_teacher.py``), on the same batch:
 
 * distill: ``BCKDDetector.train_step``: data preprocessor, student forward and head loss, the
-  teacher's forward (no grad), the BCDL + ILDL terms, backward, SGD step (the config's
+  teacher's forward (below), the BCDL + ILDL terms, backward, SGD step (the config's
   ``optim_wrapper``, gradient clipping included);
 * student: the plain student config's ``train_step``, same optimizer;
-* teacher_fwd: the teacher's forward to its head outputs, in eval mode without gradients, as the
-  distiller calls it (``bbox_head(extract_feat(x))``).
+* teacher_fwd: the teacher's forward to its head outputs as the distiller calls it:
+  ``bckd.distill.precision.teacher_forward`` (``bbox_head(extract_feat(x))`` under inference
+  mode, in the precision the distiller resolves, ``--teacher-precision`` or the config's
+  ``'auto'``, with its outputs copied to fp32).
 
 The batch is ``mmdet.testing.demo_mm_inputs``: random images of ``--size`` px with 7 random
 boxes of the configs' 8 classes each. The teacher keeps its random weights (no checkpoint is
@@ -76,9 +78,13 @@ def make_batch(batch: int, size: int, seed: int = 0) -> dict:
 def run_family(family: str, args, device: torch.device) -> dict:
     from mmengine.registry import init_default_scope
 
+    from bckd.distill.precision import teacher_forward
+
     init_default_scope("mmdet")
     distill_cfg = load_cfg(f"bckd_{family}")
     distill_cfg.model.teacher_ckpt = None  # random teacher weights: same cost
+    if args.teacher_precision is not None:
+        distill_cfg.model.teacher_precision = args.teacher_precision
     distiller, distill_optim = build(distill_cfg, device)
     student, student_optim = build(load_cfg(f"{family}_student"), device)
     teacher = distiller.teacher  # frozen, eval mode: the module the distiller runs
@@ -86,9 +92,11 @@ def run_family(family: str, args, device: torch.device) -> dict:
     with torch.no_grad():  # the teacher sees the preprocessed batch, as inside the distiller
         inputs = distiller.data_preprocessor(copy.deepcopy(data), True)["inputs"]
 
+    precision = distiller.resolved_teacher_precision(device)
+    with_feats = distiller.loss_distill_feat is not None
+
     def teacher_fwd():
-        with torch.no_grad():
-            teacher.bbox_head(teacher.extract_feat(inputs))
+        teacher_forward(teacher, inputs, precision, with_feats=with_feats)
 
     ways = {
         "distill": lambda: distiller.train_step(copy.deepcopy(data), distill_optim),
@@ -103,7 +111,8 @@ def run_family(family: str, args, device: torch.device) -> dict:
     for _ in range(args.repeats):
         for name, fn in ways.items():
             samples[name].append(timed(fn, sync))
-    result: dict = dict(family=family, batch=args.batch, size=args.size)
+    result: dict = dict(family=family, batch=args.batch, size=args.size,
+                        teacher_precision=precision)
     result.update({name: summarize(s) for name, s in samples.items()})
     for clock in ("wall_ms", "cpu_ms"):
         d, s, t = (result[w][clock] for w in WAYS)
@@ -123,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None)  # default: torch's (= cores)
+    p.add_argument("--teacher-precision", default=None,  # default: the configs' ('auto')
+                   choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--json", type=Path, default=RESULTS / "step.json")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         r = results[-1]
         print(f"  {family}: distill {r['distill']['cpu_ms']:.0f} ms, student "
               f"{r['student']['cpu_ms']:.0f} ms, teacher_fwd {r['teacher_fwd']['cpu_ms']:.0f} ms "
-              f"(CPU time)", flush=True)
+              f"(CPU time; teacher in {r['teacher_precision']})", flush=True)
 
     clock = "wall_ms" if device.type == "cuda" else "cpu_ms"
     print()
@@ -159,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.json, dict(
         machine=machine,
         config=dict(batch=args.batch, size=args.size, repeats=args.repeats, warmup=args.warmup,
+                    teacher_precision=args.teacher_precision or "config ('auto')",
                     gt_per_image=GT_PER_IMAGE, goal=f"ratio <= {GOAL}", judged_on=clock),
         results=results, table=table, goal_met=met, verdict=verdict))
     return 0
