@@ -5,21 +5,27 @@
     python benchmarks/bench_losses.py --device cuda --json benchmarks/results/losses_cuda.json
 
 Inputs are the five FPN levels of an 800x1333 image (strides 8..128, ceil(800/s) x ceil(1333/s)),
-80 classes, GFL heads with reg_max 16, student and teacher outputs random. Four ways are timed:
+80 classes, GFL heads with reg_max 16, student and teacher outputs random. Six ways are timed:
 
-* vectorized: flatten the levels once, decode all boxes once, one call of each bckd loss;
+* fused:      bckd.losses.fused in one torch.compile'd pass: flattening of both heads' maps,
+              the shared sigmoids, BCDL, ILDL's max gap, box decoding (of the priors with
+              non-zero weight: here all) and GIoU; its compile time is reported apart;
+* fused_eager: the same pass with compile=False (the fallback);
+* vectorized: flatten the levels once, decode all boxes once, one call of each functional loss
+              (the path before the fused one);
 * loop:       the official BCKD code's way (its GFL head loss): per level permute/reshape,
               decode, BCE * |diff| ** beta and GIoU of that level, accumulated per level;
-* losses only: the two bckd functions on already flattened, decoded inputs;
+* losses only: the two functional losses on already flattened, decoded inputs;
 * head loss:  the student's own detection loss, mmdet GFLHead.loss_by_feat with 7 random
               boxes per image (ATSS assignment + QFL + GIoU + DFL), from head outputs.
 
 Each is timed as forward + backward from leaf tensors (warmup, then the median of repeats, the
-ways interleaved), in wall time and in this process's CPU time. Goal: vectorized >= 3x faster
-than the per-level loop, and <= 0.5x the head's own loss time; judged on CPU time on a CPU (other
-processes on a shared machine inflate it least), on wall time on CUDA.
+ways interleaved), in wall time and in this process's CPU time. Goal: fused >= 3x faster than
+the per-level loop, and <= 0.5x the head's own loss time; judged on CPU time on a CPU (other
+processes on a shared machine inflate it least), on wall time on CUDA. Compiling starts from an
+empty inductor cache (a fresh TORCHINDUCTOR_CACHE_DIR), as a first training run would.
 
-Over 300 lines on purpose: the four ways it times (vectorized, loop, losses only, head loss) sit
+Over 300 lines on purpose: the ways it times (vectorized, loop, losses only, head loss) sit
 side by side, so that each reads against the others.
 """
 
@@ -31,6 +37,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,10 +48,12 @@ from mmdet.structures.bbox import bbox_overlaps
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
+from bckd.distill.dense_outputs import box_rows
 from bckd.losses import (
     binary_classification_distillation_loss,
     iou_localization_distillation_loss,
 )
+from bckd.losses.fused import Levels, fused_distillation_losses
 
 IMAGE_HW = (800, 1333)  # COCO 1x training scale
 STRIDES = (8, 16, 32, 64, 128)  # GFL / RetinaNet FPN P3-P7
@@ -52,13 +61,15 @@ NUM_CLASSES = 80
 REG_MAX = 16  # GFL default: 17 bins per side
 GT_PER_IMAGE = 7  # COCO average is ~7.3 objects per image
 BETA = 1.0  # BCKD default
-WAYS = ("vectorized", "loop", "losses_only", "head_loss")
+WAYS = ("fused", "fused_eager", "vectorized", "loop", "losses_only", "head_loss")
 RATIOS = {  # name: (numerator, denominator)
+    "loop/fused": ("loop", "fused"),
+    "fused/head": ("fused", "head_loss"),
     "loop/vec": ("loop", "vectorized"),
     "vec/head": ("vectorized", "head_loss"),
     "only/head": ("losses_only", "head_loss"),
 }
-GOALS = {"loop/vec": (">=", 3.0), "vec/head": ("<=", 0.5)}
+GOALS = {"loop/fused": (">=", 3.0), "fused/head": ("<=", 0.5)}
 
 # GFL head as in mmdet configs/gfl/gfl_r50_fpn_1x_coco.py
 GFL_HEAD = dict(
@@ -145,6 +156,14 @@ def vectorized(inp: dict, head) -> torch.Tensor:
     avg = inp["avg_factor"]
     cls = binary_classification_distillation_loss(z_s, z_t, beta=BETA, avg_factor=avg)
     loc = iou_localization_distillation_loss(boxes_s, boxes_t, z_s, z_t, avg_factor=avg)
+    return cls + loc
+
+
+def fused(inp: dict, head, compile: bool) -> torch.Tensor:
+    cls, loc = fused_distillation_losses(
+        Levels(inp["cls_s"], NUM_CLASSES), Levels(inp["cls_t"], NUM_CLASSES),
+        box_rows(head, inp["reg_s"]), box_rows(head, inp["reg_t"]),
+        avg_factor=inp["avg_factor"], beta=BETA, compile=compile)
     return cls + loc
 
 
@@ -282,18 +301,28 @@ def run_batch(batch: int, head, device: torch.device, warmup: int, repeats: int)
         flat_boxes[0].requires_grad_(True),
         flat_boxes[1],
     ]
-    with torch.no_grad():  # the two ways compute the same losses
+    with torch.no_grad():  # the ways compute the same losses
         a, b = vectorized(inp, head), per_level_loop(inp, head)
-    if not torch.allclose(a, b, rtol=1e-4):
-        raise AssertionError(f"vectorized {a.item()} != per-level loop {b.item()}")
+        c = fused(inp, head, compile=False)
+    for name, other in (("per-level loop", b), ("fused eager", c)):
+        if not torch.allclose(a, other, rtol=1e-4):
+            raise AssertionError(f"vectorized {a.item()} != {name} {other.item()}")
 
+    # The first call compiles (forward and backward; once per process, as dynamic=True serves
+    # every batch size): timed alone, so that the rounds below time the steady state.
+    start = time.perf_counter()
+    fused(inp, head, compile=True).backward()
+    compile_s = time.perf_counter() - start
     ways = {
+        "fused": lambda i: fused(i, head, compile=True),
+        "fused_eager": lambda i: fused(i, head, compile=False),
         "vectorized": lambda i: vectorized(i, head),
         "loop": lambda i: per_level_loop(i, head),
         "losses_only": losses_only,
         "head_loss": lambda i: head_loss(i, head),
     }
-    result = dict(batch=batch, num_priors=inp["num_priors"], loss_value=a.item())
+    result = dict(batch=batch, num_priors=inp["num_priors"], loss_value=a.item(),
+                  first_fused_call_s=compile_s)
     times = time_fwd_bwd(ways, inp, device, warmup, repeats)
     for name, fn in ways.items():
         wall, cpu = zip(*times[name], strict=True)
@@ -315,13 +344,14 @@ def format_table(r: dict) -> str:
     """One batch size's times, ratios and peak memory as text lines."""
     header = f"batch {r['batch']}, {r['num_priors']} priors"
     lines = [f"{header:<26}" + "".join(f"{w:>12}" for w in WAYS) + " |"
-             + "".join(f"{n:>10}" for n in RATIOS)]
+             + "".join(f"{n:>11}" for n in RATIOS)]
     for clock, label in (("wall_ms", "wall ms"), ("cpu_ms", "cpu ms (process)")):
         cells = "".join(f"{r[w][clock]:>12.1f}" for w in WAYS)
-        ratios = "".join(f"{v:>9.2f}x" for v in r[f"ratios_{clock}"].values())
+        ratios = "".join(f"{v:>10.2f}x" for v in r[f"ratios_{clock}"].values())
         lines.append(f"  {label:<24}{cells} |{ratios}")
     lines.append(f"  {'peak MiB':<24}" + "".join(f"{r[w]['peak_mib']:>12.0f}" for w in WAYS)
                  + " |")
+    lines.append(f"  first fused call (compile + fwd + bwd): {r['first_fused_call_s']:.1f} s wall")
     return "\n".join(lines)
 
 
@@ -337,6 +367,8 @@ def main() -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # A cold compile, as a first training run on a fresh machine pays it.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_losses_inductor_")
     torch.manual_seed(0)
 
     machine = machine_info(str(device))
