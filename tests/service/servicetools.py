@@ -3,6 +3,7 @@ clients per user and the waits on job states."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -50,3 +51,12 @@ def finished(job: dict) -> bool:
 def wait_all(c: httpx.Client, ids: list[str], timeout: float = 900) -> list[dict]:
     """Every job of ``ids`` once all have ended (a real training takes minutes here)."""
     return [wait_for(c, i, finished, timeout=timeout, poll_s=1.0) for i in ids]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process of this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -35,7 +35,7 @@ from service.stack import (
     free_port,
     worker_port_range,
 )
-from tests.service.servicetools import toy_dataset
+from tests.service.servicetools import alive, toy_dataset
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -221,14 +221,6 @@ def started_pids(lines: list[str]) -> dict[str, int]:
     """The parts' pids from the start-up line ``processes: ray pid 1, mlflow pid 2, ...``."""
     listed = line_of(lines, "processes:").split(":", 1)[1]
     return {label: int(pid) for label, pid in re.findall(r"(\w+) pid (\d+)", listed)}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from service.supervisor import (
     describe_exit,
     restart_delay,
 )
+from tests.service.servicetools import alive
 
 POLICY = RestartPolicy()  # the defaults bckd serve runs with
 
@@ -66,14 +67,6 @@ def stack(tmp_path: Path):
     st = Stack(StackConfig(data_dir=tmp_path))
     yield st
     st.stop()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_part_that_keeps_crashing_is_given_up_naming_it_and_its_log(stack, tmp_path):
