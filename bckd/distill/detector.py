@@ -15,6 +15,7 @@ from mmdet.models.utils import unpack_gt_instances
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmengine.dist import get_world_size
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from bckd.distill.adapters import channel_adapter, keep_adapters_out_of_checkpoints
@@ -113,6 +114,7 @@ class BCKDDetector(SingleStageDetector):
                              "no-distillation baseline)")
         self._teacher = (build_teacher(teacher, teacher_ckpt),)
         self.teacher_precision = teacher_precision
+        self._logged_precision: str | None = None
         check_distillable(self.bbox_head, self.teacher.bbox_head,
                           needs_distribution=loss_distill_ld is not None)
         self.loss_distill_cls = MODELS.build(loss_distill_cls) if loss_distill_cls else None
@@ -190,7 +192,12 @@ class BCKDDetector(SingleStageDetector):
         student's parameters are), what the teacher's forward runs in."""
         if device is None:
             device = next(self.parameters()).device
-        return resolve_precision(self.teacher_precision, device)
+        precision = resolve_precision(self.teacher_precision, device)
+        if precision != self._logged_precision:  # once: the run's log says what 'auto' chose
+            print_log(f"teacher forward: {precision} under inference mode (teacher_precision="
+                      f"{self.teacher_precision!r} on {device.type})", logger="current")
+            self._logged_precision = precision
+        return precision
 
     def _tap(self, head: nn.Module, role: str) -> AbstractContextManager[dict]:
         """CrossKD's capture of the tower inputs at its cut while ``head`` runs, if configured."""
