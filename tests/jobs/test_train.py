@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 from jobtools import BCKD_CONFIG, ROOT, TEACHER_CONFIG, make_synth, tiny
 from mlflow.tracking import MlflowClient
 
@@ -104,6 +105,10 @@ def test_two_worker_distillation_is_tracked(synth_data, work_root, teacher):
     assert params["model.type"] == "BCKDDetector"
     assert not [k for k in params if k.startswith(("cfg.", "loss_weight.")) or k == "seed"]
     assert run.data.tags["method"] == "bckd"
+    from bckd.distill.precision import resolve_precision  # 'auto' as the worker resolved it
+
+    auto = resolve_precision("auto", torch.device("cpu"))
+    assert run.data.tags["model.teacher_precision"] == auto
     assert {"teacher", "student", "dataset"} <= set(run.data.tags)
     # per-step losses: 16 images / (2 workers x 4) = 2 iterations per epoch, 2 epochs
     for key in ("loss", "loss_cls", "loss_distill_cls", "loss_distill_loc", "lr", "images_per_s"):

@@ -55,6 +55,10 @@ class MLflowLoggerHook(Hook):
 
     def before_train(self, runner) -> None:
         model = unwrap(runner.model)
+        if hasattr(model, "resolved_teacher_precision") and self.writer is not None:
+            # what 'auto' chose on this device; a tag, since the config's param is logged as
+            # written and an MLflow param cannot change
+            self.writer.set_tags({"model.teacher_precision": model.resolved_teacher_precision()})
         # Once per run: not after a resume (runner.iter > 0), and only when there is a val set.
         if hasattr(model, "teacher") and runner.iter == 0 and runner.val_loop is not None:
             print_log("evaluating the teacher on the val set", logger="current")
