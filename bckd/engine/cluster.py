@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import ray
-
 __all__ = ["Capacity", "NodeGroup", "ResourceError", "WorkerResources", "check_resources",
            "cluster_capacity", "connect", "disconnect", "wait_for_capacity"]
 
@@ -139,6 +137,7 @@ def cluster_capacity() -> Capacity:
     publishes them as a cluster config in the GCS, which Ray Train V2 reads the same way for its
     own check (``ray._private.state.state.get_cluster_config``). None on a static cluster.
     """
+    import ray
     nodes = tuple(n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True))
     config = ray._private.state.state.get_cluster_config()
     groups = tuple(
@@ -184,6 +183,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     (``RAY_TRAIN_ENABLE_STATE_TRACKING=1``, set here before the cluster starts). Token auth,
     on by default for new local clusters, is kept.
     """
+    import ray  # here, not at the top: the service imports the rule, not Ray (whose auth mode
+    # is read once, when it is first imported)
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     if ray.is_initialized():
         return False
@@ -208,6 +209,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
 def disconnect(started: bool) -> None:
     """End what :func:`connect` started (``started``: it made a local cluster)."""
     if started:
+        import ray
+
         ray.shutdown()
         # Ray's clients let the variable override any address they are given: a stale one
         # would send this process's next client to the cluster just ended
