@@ -196,13 +196,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     # cleaner checks its controller is alive that way) read RAY_API_SERVER_ADDRESS, else they
     # take the last cluster `ray start` made on this machine: with another cluster there, the
     # cleaner misses this one's controller and removes the run's placement group, killing its
-    # workers. The cluster's processes inherit the variable from this one.
+    # workers. It goes to the cluster's workers only, not into this process's environment:
+    # Ray's clients let it override any address they are given, so a value left behind would
+    # send this process's later clients to a cluster that has ended.
     port = _free_port()
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     # address="local": a new cluster, even where `ray start` left one on this machine (a bare
     # ray.init() would join that one, with its own resources and token)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-             log_to_driver=True)
+             log_to_driver=True, runtime_env={"env_vars": {
+                 "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
     return True
 
 
@@ -212,9 +214,6 @@ def disconnect(started: bool) -> None:
         import ray
 
         ray.shutdown()
-        # Ray's clients let the variable override any address they are given: a stale one
-        # would send this process's next client to the cluster just ended
-        os.environ.pop("RAY_API_SERVER_ADDRESS", None)
 
 
 def _free_port() -> int:
