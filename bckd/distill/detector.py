@@ -21,7 +21,12 @@ from torch import Tensor, nn
 from bckd.distill.adapters import channel_adapter, keep_adapters_out_of_checkpoints
 from bckd.distill.compat import check_distillable
 from bckd.distill.crosskd import CrossKD
-from bckd.distill.dense_outputs import DenseOutputs, flatten_dense_outputs, flatten_level_maps
+from bckd.distill.dense_outputs import (
+    DenseOutputs,
+    box_rows,
+    flatten_dense_outputs,
+    flatten_level_maps,
+)
 from bckd.distill.methods import SLOTS
 from bckd.distill.positives import PositiveRecorder, record_positives
 from bckd.distill.precision import check_precision, resolve_precision, teacher_forward, to_fp32
@@ -51,7 +56,8 @@ class BCKDDetector(SingleStageDetector):
         loss_distill_cls: classification term, called as ``loss(student_logits, teacher_logits,
             weight, avg_factor)``: BCDL, or mmdet's ``KnowledgeDistillationKLDivLoss`` for KD.
         loss_distill_loc: localization term, called as ``loss(student_boxes, teacher_boxes,
-            student_logits, teacher_logits, weight, avg_factor)``: ILDL.
+            student_logits, teacher_logits, weight, avg_factor)`` with the boxes as
+            :class:`~bckd.losses.fused.BoxRows` (decoded where ``weight`` is non-zero): ILDL.
         loss_distill_ld: GFL only, LD on the box distributions of the student's positives,
             mmdet's ``KnowledgeDistillationKLDivLoss`` as in its ``LDHead``.
         loss_distill_feat: feature term on every FPN level, ``loss(student_feats,
@@ -224,9 +230,12 @@ class BCKDDetector(SingleStageDetector):
                (self.loss_distill_cls, self.loss_distill_loc, self.loss_distill_ld)):
             # Only feature or cross-head terms: no per-prior outputs to flatten.
             return {"distill_num_pos": student_outs[0][0].new_tensor(num_pos)}
-        student = flatten_dense_outputs(self.bbox_head, student_outs[0], student_outs[1], img_metas)
-        teacher = flatten_dense_outputs(
-            self.teacher.bbox_head, teacher_outs[0], teacher_outs[1], img_metas)
+        # Boxes stay encoded: ILDL decodes only the rows it weighs (box_rows), and no other term
+        # reads them.
+        student = flatten_dense_outputs(self.bbox_head, student_outs[0], student_outs[1],
+                                        img_metas, decode_boxes=False)
+        teacher = flatten_dense_outputs(self.teacher.bbox_head, teacher_outs[0], teacher_outs[1],
+                                        img_metas, decode_boxes=False)
         s_logits, t_logits = _rows(student.logits), _rows(teacher.logits)  # (B*P, C)
         weight = student.valid.reshape(-1).to(s_logits.dtype)  # (B*P,)
 
@@ -236,7 +245,8 @@ class BCKDDetector(SingleStageDetector):
                 s_logits, t_logits, weight=weight, avg_factor=num_pos)
         if self.loss_distill_loc is not None:
             losses["loss_distill_loc"] = self.loss_distill_loc(
-                _rows(student.boxes), _rows(teacher.boxes), s_logits, t_logits,
+                box_rows(self.bbox_head, student_outs[1]),
+                box_rows(self.teacher.bbox_head, teacher_outs[1]), s_logits, t_logits,
                 weight=weight, avg_factor=num_pos)
         if self.loss_distill_ld is not None:
             losses["loss_distill_ld"] = self._ld_loss(student, student_outs[1], teacher_outs[1],

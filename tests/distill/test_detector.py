@@ -42,11 +42,14 @@ def test_distillation_step_and_terms_decrease(family: str, teacher_dir: Path) ->
     model = build(distill_cfg(family, save_teacher(family, teacher_dir)))
     data = batch(model)
     history = _train(model, data, steps=8, lr=0.005, distill_only=True)
-    first, last = history[0], history[-1]
+    first = history[0]
     for term in DISTILL_TERMS:
         assert term in first, f"{term} missing from {sorted(first)}"
-        assert all(math.isfinite(h[term]) for h in history), [h[term] for h in history]
-        assert last[term] < first[term], f"{family} {term}: {first[term]} -> {last[term]}"
+        values = [h[term] for h in history]
+        assert all(math.isfinite(v) for v in values), values
+        # Means of the first and last 3 steps: a single step's value wobbles (RTMDet's BCDL
+        # rises 20 % from step 1 to 2 at any lr down to 0.001, BatchNorm on a 2-image batch).
+        assert sum(values[-3:]) < sum(values[:3]), f"{family} {term}: {values}"
     assert first["distill_num_pos"] >= 1
 
 
