@@ -125,13 +125,24 @@ class RunWriter:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> int:
         """Log the metrics at ``step``; return how many were new (not already logged)."""
+        return self.log_steps([(step, metrics)])
+
+    def log_steps(self, rows: Iterable[tuple[int, Mapping[str, float]]]) -> int:
+        """Log several steps' metrics, steps in increasing order, in one ``log_batch``; return
+        how many were new. One write per call, not per step: each write is a database commit
+        (a SQLite one waits for the disk), and a job's worker makes it every few iterations."""
         now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()
-                 if step > self._high_water(key)]
+        batch: list[Metric] = []
+        written: dict[str, int] = {}  # kept apart until the write succeeds
+        for step, metrics in rows:
+            for key, value in metrics.items():
+                last = written[key] if key in written else self._high_water(key)
+                if step > last:
+                    batch.append(Metric(key, float(value), now, step))
+                    written[key] = step
         if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
-            for metric in batch:
-                self._last_step[metric.key] = step
+            self.client.log_batch(self.run_id, metrics=batch)  # MLflow splits it per 1000
+            self._last_step.update(written)
         return len(batch)
 
     def log_params(self, params: Mapping[str, object]) -> None:

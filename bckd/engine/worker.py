@@ -1,8 +1,9 @@
 """The per-worker training function that Ray Train runs on every rank.
 
 It reads its job at the top, builds an mmengine ``Runner`` on the process group Ray Train has
-already created (``launcher='pytorch'`` reuses it), resumes from the checkpoint Ray hands back
-after a restart or a rerun, trains, and returns from rank 0 what each rank saw.
+already created (``launcher='pytorch'`` reuses it; a single worker trains without DDP), resumes
+from the checkpoint Ray hands back after a restart or a rerun, trains, and returns from rank 0
+what each rank saw.
 """
 
 from __future__ import annotations
@@ -42,20 +43,29 @@ def _set_dist_env() -> None:
     os.environ.setdefault("LOCAL_WORLD_SIZE", str(ctx.get_local_world_size()))
 
 
-def _prepare_cfg(job: WorkerJob, resume_from: str | None):
-    cfg = copy.deepcopy(job.cfg)
-    cfg.launcher = "pytorch"
-    # mmengine's default DDP wrapper passes device_ids=[LOCAL_RANK], which DDP rejects for CPU
-    # modules; on GPU, Ray Train has already selected this worker's device.
+def _ddp_wrapper_cfg(job: WorkerJob, cfg) -> dict:
+    """mmengine's default DDP wrapper passes device_ids=[LOCAL_RANK], which DDP rejects for CPU
+    modules; on GPU, Ray Train has already selected this worker's device."""
     if job.use_gpu:
         import ray.train.torch
 
         device_ids = [ray.train.torch.get_device().index]
     else:
         device_ids = None
-    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=device_ids,
-                                 broadcast_buffers=False,
-                                 find_unused_parameters=cfg.get("find_unused_parameters", False))
+    return dict(type="MMDistributedDataParallel", device_ids=device_ids, broadcast_buffers=False,
+                find_unused_parameters=cfg.get("find_unused_parameters", False))
+
+
+def _prepare_cfg(job: WorkerJob, resume_from: str | None, world_size: int):
+    cfg = copy.deepcopy(job.cfg)
+    if world_size > 1:
+        cfg.launcher = "pytorch"  # reuses the process group Ray Train made
+        cfg.model_wrapper_cfg = _ddp_wrapper_cfg(job, cfg)
+    else:
+        # One worker has no gradients to average: without DDP's wrapper its step skips the
+        # copies into and out of the gradient buckets (a few % of a CPU step, measured in
+        # benchmarks/README.md). mmengine still reads rank 0 of 1 from the process group.
+        cfg.launcher = "none"
     # Checkpoints go through Ray (RayCheckpointHook), not mmengine's CheckpointHook.
     cfg.default_hooks = dict(cfg.get("default_hooks", {}), checkpoint=None)
     evaluator = cfg.get("val_evaluator")
@@ -90,6 +100,7 @@ def _allow_list_checkpoints(runner, own: bool) -> None:
 
 def build_runner(job: WorkerJob, resume_from: str | None = None):
     """An mmengine Runner for this rank with the MLflow, Ray, progress and audit hooks."""
+    import ray.train
     from mmengine.runner import Runner
 
     from bckd.engine import faults
@@ -102,7 +113,7 @@ def build_runner(job: WorkerJob, resume_from: str | None = None):
     from bckd.engine.registries import init_registries
     from bckd.engine.stop import StopHook
 
-    cfg = _prepare_cfg(job, resume_from)
+    cfg = _prepare_cfg(job, resume_from, ray.train.get_context().get_world_size())
     init_registries(cfg)
     runner = Runner.from_cfg(cfg)
     _allow_list_checkpoints(runner, own=resume_from is not None)
@@ -127,9 +138,11 @@ def build_runner(job: WorkerJob, resume_from: str | None = None):
 
 def train_worker(config: dict) -> dict:
     """Ray Train entry point: ``config = {"job": WorkerJob}``. Returns (on rank 0) per-rank
-    ``{rank, node_id, host, pid, params_sha256, seen: {epoch: [img_id, ...]}}``."""
+    ``{rank, node_id, host, pid, params_sha256, resumed_from, seen: {epoch: [img_id, ...]},
+    ddp}`` (``ddp``: whether the model trained inside a DDP wrapper)."""
     import ray.train
     import torch.distributed as dist
+    from mmengine.model import is_model_wrapper
 
     from bckd.engine.hooks import CHECKPOINT_FILE, node_identity, params_sha256
     from bckd.engine.stop import StopRequested
@@ -153,7 +166,8 @@ def train_worker(config: dict) -> dict:
             stopped = True
 
     mine = {"rank": runner.rank, **node_identity(), "params_sha256": params_sha256(runner.model),
-            "resumed_from": resume_from, "seen": audit.seen}
+            "resumed_from": resume_from, "seen": audit.seen,
+            "ddp": is_model_wrapper(runner.model)}
     everyone: list = [None] * runner.world_size
     if dist.is_initialized() and runner.world_size > 1:
         dist.all_gather_object(everyone, mine)

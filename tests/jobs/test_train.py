@@ -56,6 +56,8 @@ def teacher(cluster, synth_data, work_root) -> Path:
                              name="gfl_teacher", work_dir=str(work_root / "gfl_teacher"),
                              progress_interval=2))
     assert result.status == "FINISHED", result.error
+    # one worker trains the bare model: no DDP wrapper's bucket copies (ARCHITECTURE.md)
+    assert [r["ddp"] for r in result.ranks] == [False]
     return Path(result.final_checkpoint)
 
 
@@ -85,6 +87,7 @@ def _bckd(synth_data, work_root, teacher, name, max_epochs=2, **kw) -> JobSpec:
 def test_teacher_run_writes_final_checkpoint(teacher, work_root):
     state = load_state_dict(str(teacher))
     assert any(k.startswith("bbox_head.") for k in state)
+    assert not any(k.startswith("module.") for k in state)  # saved without a wrapper's prefix
     info = read_run_json(teacher.parent)
     assert info["status"] == "FINISHED" and info["experiment"] == "bckd"
     run = _client(work_root).get_run(info["mlflow_run_id"])
@@ -125,6 +128,7 @@ def test_two_worker_distillation_is_tracked(synth_data, work_root, teacher):
     assert not any("teacher" in k for k in state)
     # data parallel: disjoint shards per epoch, identical parameters at the end
     first, second = result.ranks
+    assert first["ddp"] and second["ddp"]  # several workers train inside DDP
     for epoch in (1, 2):
         assert first["seen"][epoch] and not set(first["seen"][epoch]) & set(second["seen"][epoch])
     assert first["params_sha256"] == second["params_sha256"]

@@ -32,7 +32,8 @@ class MLflowLoggerHook(Hook):
             earlier attempt of the job, whether or not this worker resumes from a checkpoint
             (a worker killed before the first one restarts from scratch): the writer asks
             MLflow and drops those steps (:class:`~bckd.engine.tracking.RunWriter`).
-        flush_interval: iterations between MLflow writes (metrics are buffered in between).
+        flush_interval: iterations between MLflow writes (metrics are buffered in between and
+            written in one batch).
         eval_prefix: ``CocoMetric.outfile_prefix``; ``<prefix>.bbox.json`` is logged per eval.
         figure3_images: val images in the disagreement picture (distillation runs; 0: none).
     """
@@ -101,8 +102,9 @@ class MLflowLoggerHook(Hook):
     def flush(self) -> None:
         if self.writer is None:
             return
-        for step, metrics in self._buffer:
-            self.writer.log_metrics(metrics, step=step)
+        # One MLflow write for the buffer, not one per step: the write blocks the training loop,
+        # and ten SQLite commits took six times as long as one (benchmarks/README.md, Ray).
+        self.writer.log_steps(self._buffer)
         self._buffer.clear()
 
     def _log_eval_json(self, artifact_dir: str) -> None:

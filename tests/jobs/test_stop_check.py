@@ -1,0 +1,67 @@
+"""The stop check never waits for the flag's actor, on a real local Ray cluster
+(benchmarks/README.md, "Ray overhead and scaling"). That one worker trains without DDP and
+several inside it is checked on the jobs of tests/jobs/test_train.py."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+import ray
+
+from bckd.engine.cluster import connect
+from bckd.engine.stop import StopHook, StopRequested
+
+pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    connect(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class SlowFlag:
+    """A stop flag whose every answer takes ``delay_s`` (a busy node, a remote actor)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        time.sleep(self.delay_s)
+        return self._set
+
+
+def test_stop_check_never_waits_for_the_flag(cluster):
+    flag = SlowFlag.remote(1.0)
+    ray.get(flag.set.remote())
+    hook = StopHook(flag, interval=1)
+    runner = SimpleNamespace(iter=0, rank=0, world_size=1)
+    start = time.monotonic()
+    with pytest.raises(StopRequested):
+        for step in range(100):
+            t = time.monotonic()
+            runner.iter = step
+            hook.after_train_iter(runner, batch_idx=step)
+            assert time.monotonic() - t < 0.5  # one answer takes 1 s: the check did not wait
+            time.sleep(0.1)  # an iteration
+    # the stop landed once the first answer came back, not many checks later
+    assert time.monotonic() - start < 5.0
+
+
+def test_unset_flag_never_stops(cluster):
+    flag = SlowFlag.remote(0.0)
+    hook = StopHook(flag, interval=2)
+    runner = SimpleNamespace(iter=0, rank=0, world_size=1)
+    for step in range(40):
+        runner.iter = step
+        hook.after_train_iter(runner, batch_idx=step)
+        time.sleep(0.01)
