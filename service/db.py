@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from service.models import Base, UTCDateTime, utcnow
+from service.settings import Settings
 
 __all__ = ["DataSet", "get_engine", "migrate", "session_scope"]
 
@@ -20,9 +21,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 @lru_cache
-def get_engine(url: str) -> Engine:
+def get_engine(url: str, pool_size: int) -> Engine:
+    """The engine of ``url``, whose pool keeps ``pool_size`` connections open
+    (``Settings.db_connections``): SQLAlchemy's default keeps 5, opens and closes up to 10 more
+    per use, and makes any thread beyond those wait for one."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, pool_size=pool_size,
+                               connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record):  # WAL: readers do not block the reconciler's writes
@@ -32,16 +37,16 @@ def get_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, pool_pre_ping=True)
 
 
 @lru_cache
-def _sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+def _sessionmaker(url: str, pool_size: int) -> sessionmaker[Session]:
+    return sessionmaker(get_engine(url, pool_size), expire_on_commit=False)
 
 
-def session_scope(url: str) -> Iterator[Session]:
-    with _sessionmaker(url)() as session:
+def session_scope(settings: Settings) -> Iterator[Session]:
+    with _sessionmaker(settings.db_url, settings.db_connections)() as session:
         yield session
 
 

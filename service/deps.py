@@ -19,24 +19,34 @@ from service.settings import Settings, get_settings
 
 __all__ = ["CurrentUser", "RayDep", "SessionDep", "SettingsDep", "SubmitterDep"]
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+# The dependencies here are ``async`` though none awaits: FastAPI runs each sync dependency as
+# one more trip through the request thread pool, and under load every trip queues for a thread.
+# None of them blocks (a cached lookup, a stat and a hash); the session, which may wait for the
+# database, stays sync, and so do the routes.
+
+
+async def _settings() -> Settings:
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:
-    yield from session_scope(settings.db_url)
+    yield from session_scope(settings)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_ray(settings: SettingsDep) -> RayJobs:
+async def get_ray(settings: SettingsDep) -> RayJobs:
     return get_ray_jobs(settings.ray_address)
 
 
 RayDep = Annotated[RayJobs, Depends(get_ray)]
 
 
-def get_submitter(request: Request) -> Submitter:
+async def get_submitter(request: Request) -> Submitter:
     return request.app.state.submitter
 
 
@@ -57,8 +67,9 @@ def tokens_for(settings: Settings) -> TokenTable:
 _bearer = HTTPBearer(auto_error=False, description="an API token from the tokens file")
 
 
-def current_user(settings: SettingsDep, cred: Annotated[HTTPAuthorizationCredentials | None,
-                                                        Depends(_bearer)]) -> Principal:
+async def current_user(settings: SettingsDep,
+                       cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+                       ) -> Principal:
     if cred is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
@@ -94,6 +95,8 @@ async def invalid_field(request: Request, err: Invalid) -> JSONResponse:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
+    # the sync routes' threads; the database pool keeps a connection for each of them
+    to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
     reconciler = Reconciler(settings) if settings.run_reconciler else None

@@ -84,6 +84,9 @@ class Job(Base):
     message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # submissions tried
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    # The run's latest metrics as the reconciler last read them (None: never read), so a job
+    # read needs no MLflow round trip; as fresh as the status, one reconcile pass old at most.
+    metrics: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

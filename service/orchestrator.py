@@ -234,7 +234,7 @@ def submit_new(job_id: str, ray: RayJobs, settings: Settings) -> None:
     gets its PENDING row without waiting for it. A row the reconciler or a cancel reached
     first is left alone; a failed submission is retried by the reconciler.
     """
-    for session in session_scope(settings.db_url):
+    for session in session_scope(settings):
         job = session.get(Job, job_id)
         if job is not None and job.last_attempt_at is None and not job.cancel_requested:
             submit_row(session, job, ray, settings)

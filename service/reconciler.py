@@ -53,7 +53,7 @@ class Reconciler:
                 log.warning("MLflow client: %s", err)
                 tracking = None
             try:
-                for session in session_scope(s.db_url):
+                for session in session_scope(s):
                     reconcile_once(session, ray, tracking, s)
             except Exception as err:
                 log.warning("reconcile pass failed: %s", err)
@@ -61,22 +61,27 @@ class Reconciler:
 
 
 class Submitter:
-    """A few threads of its own that give new jobs to Ray (``orchestrator.submit_new``).
+    """A few threads of its own (``Settings.submit_threads``) that give new jobs to Ray
+    (``orchestrator.submit_new``); with none, a new job waits for the reconciler's next pass.
 
     Not FastAPI's ``BackgroundTasks``: those run in the request thread pool, so 50 submissions
     blocked on Ray (about a second each on a loaded 2-core head) held the threads the next POSTs
     needed. A submission lost with the process is picked up by the reconciler.
     """
 
-    def __init__(self, settings: Settings, workers: int = 4):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bckd-submit")
+        self._pool = ThreadPoolExecutor(settings.submit_threads, thread_name_prefix="bckd-submit"
+                                        ) if settings.submit_threads else None
 
     def submit(self, job_id: str, ray: RayJobs) -> None:
-        self._pool.submit(submit_new, job_id, ray, self.settings).add_done_callback(_log_error)
+        if self._pool is not None:
+            self._pool.submit(submit_new, job_id, ray, self.settings).add_done_callback(
+                _log_error)
 
     def stop(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _log_error(future: Future) -> None:
@@ -138,6 +143,13 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
                     tracking.tag_job(job.mlflow_run_id, job.id)
                 except Exception as err:
                     log.warning("could not tag run of %s: %s", job.id, err)
+    if tracking is not None and job.mlflow_run_id:
+        # read here, once a pass, so that GET /v1/jobs/{id} answers from the row; the pass
+        # that sees the job end reads its final values
+        try:
+            job.metrics = tracking.latest_metrics(job.mlflow_run_id)
+        except Exception as err:
+            log.warning("could not read the metrics of %s: %s", job.id, err)
     status = RAY_TO_STATUS.get(str(info.status.value if hasattr(info.status, "value")
                                    else info.status), JobStatus.FAILED)
     job.started_at = job.started_at or _ts(info.start_time)

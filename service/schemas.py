@@ -102,7 +102,8 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
     links: JobLinks | None = None
-    metrics: dict[str, float] | None = None  # latest MLflow metrics (GET of one job only)
+    # the run's latest MLflow metrics as the reconciler last read them (None: not yet)
+    metrics: dict[str, float] | None = None
 
 
 class JobsPublic(BaseModel):

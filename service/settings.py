@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     resubmit_after_s: float = 10.0  # an unconfirmed submission older than this is retried
     lost_grace_s: float = 30.0  # a row Ray has not known this long (since it last did) is LOST
     run_reconciler: bool = True  # off for an API replica that only serves reads
+    # Threads that serve the sync routes (anyio's thread pool, 40 by default in FastAPI).
+    request_threads: int = Field(40, ge=1)
+    # Threads that hand a new job to Ray right after its POST answered; 0: none, the job waits
+    # for the reconciler's next pass (a replica that should never call Ray's submit itself).
+    submit_threads: int = Field(4, ge=0)
     # Node groups an autoscaler can add (JSON, e.g. the KubeRay manifest's worker groups): a
     # request that fits only on nodes of these is accepted and waits for them, never refused.
     worker_groups: list[WorkerGroup] = Field(default_factory=list)
@@ -71,6 +76,13 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'service.db'}"
+
+    @property
+    def db_connections(self) -> int:
+        """Connections the database pool keeps: one for each thread that may hold a session
+        at once (request threads, submitters, the reconciler), so none waits for one under load
+        and none is opened and closed per request."""
+        return self.request_threads + self.submit_threads + 1
 
     @property
     def owners_dir(self) -> Path:

@@ -17,7 +17,6 @@ from service.models import TERMINAL, Job, JobKind, JobStatus
 from service.orchestrator import cancel_job, read_archive, submit_request
 from service.schemas import JobCreate, JobLinks, JobPublic, JobsPublic, LogsPublic
 from service.settings import Settings
-from service.tracking import get_tracking
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -30,8 +29,7 @@ JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#
              for name, op in (("read", "read_job"), ("cancel", "cancel"), ("logs", "read_logs"))}
 
 
-def _public(job: Job, settings: Settings, metrics: dict[str, float] | None = None
-            ) -> JobPublic:
+def _public(job: Job, settings: Settings) -> JobPublic:
     dash = (settings.ray_dashboard_url or settings.ray_address).rstrip("/")
     mlflow = None
     if job.mlflow_run_id:
@@ -39,7 +37,6 @@ def _public(job: Job, settings: Settings, metrics: dict[str, float] | None = Non
         mlflow = f"{base}/#/runs/{job.mlflow_run_id}"  # MLflow UI redirects to the experiment
     out = JobPublic.model_validate(job)
     out.links = JobLinks(ray_dashboard=f"{dash}/#/jobs/{job.ray_id}", mlflow_run=mlflow)
-    out.metrics = metrics
     return out
 
 
@@ -95,15 +92,9 @@ def list_jobs(user: CurrentUser, session: SessionDep, settings: SettingsDep,
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
 def read_job(job_id: str, user: CurrentUser, session: SessionDep,
              settings: SettingsDep) -> JobPublic:
-    job = _own_job(session, user, job_id)
-    metrics = None
-    if job.mlflow_run_id:
-        try:
-            metrics = get_tracking(settings.mlflow_uri, settings.mlflow_public_url
-                                   ).latest_metrics(job.mlflow_run_id)
-        except Exception:
-            metrics = None  # MLflow down: the job is still readable
-    return _public(job, settings, metrics)
+    """The row alone: its metrics are the reconciler's last read of MLflow, so a client's poll
+    costs no round trip to MLflow (docs/SERVICE.md, "A job read asks neither Ray nor MLflow")."""
+    return _public(_own_job(session, user, job_id), settings)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic,
@@ -153,7 +144,7 @@ def stream_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep
 def _follow(job_id: str, ray, settings: Settings, poll_s: float = 1.0) -> Iterator[str]:
     sent, attempt = 0, None
     while True:
-        for session in session_scope(settings.db_url):
+        for session in session_scope(settings):
             job = session.get(Job, job_id)
         done = job is None or job.status in TERMINAL
         if job is not None and attempt is not None and job.ray_id != attempt:

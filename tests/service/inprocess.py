@@ -81,7 +81,7 @@ def body(toy, **kw) -> dict:
 
 
 def row(settings, job_id: str) -> Job:
-    for s in session_scope(settings.db_url):
+    for s in session_scope(settings):
         return s.get(Job, job_id)
 
 

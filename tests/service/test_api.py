@@ -262,7 +262,7 @@ def test_a_cancel_during_the_submission_stops_the_job_on_ray(stack, tmp_path, mo
         ray.release.set()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            for s in session_scope(settings.db_url):
+            for s in session_scope(settings):
                 reconcile_once(s, ray, None, settings)
             job = c.get(f"/v1/jobs/{job_id}").json()
             if job["status"] in ENDED:

@@ -151,7 +151,7 @@ def test_a_cancel_while_the_submission_is_in_flight_stops_the_job_when_it_lands(
         until(lambda: ray.stopped == [job_id], "the landed job is stopped on Ray")
         job = until(lambda: (j := row(settings, job_id)).submitted_at and j, "confirmed")
         assert job.cancel_requested and "cancelled while it was being submitted" in job.message
-        for s in session_scope(settings.db_url):
+        for s in session_scope(settings):
             reconcile_once(s, ray, None, settings)
         job = row(settings, job_id)
     assert job.status == "STOPPED" and "cancelled by user" in job.message
@@ -163,7 +163,7 @@ def test_a_slow_submission_retried_by_the_reconciler_is_not_stopped_when_it_land
     with inprocess_api(monkeypatch, tmp_path, ray, [toy.parent]) as (c, settings):
         job_id = c.post("/v1/jobs", json=body(toy)).json()["id"]
         assert ray.entered.wait(WAIT_S)  # the POST's submission hangs in Ray
-        for s in session_scope(settings.db_url):  # resubmit_after_s went by: the retry
+        for s in session_scope(settings):  # resubmit_after_s went by: the retry
             job = s.get(Job, job_id)
             job.last_attempt_at -= timedelta(seconds=settings.resubmit_after_s + 1)
             s.commit()
@@ -171,7 +171,7 @@ def test_a_slow_submission_retried_by_the_reconciler_is_not_stopped_when_it_land
         assert row(settings, job_id).submitted_at is not None  # the retry confirmed it
         ray.release.set()  # the first submission's answer comes back late
         c.app.state.submitter.stop()  # waits for the late submission's thread to end
-        for s in session_scope(settings.db_url):
+        for s in session_scope(settings):
             reconcile_once(s, ray, None, settings)
         job = row(settings, job_id)
     assert ray.stopped == [] and job.status == "RUNNING" and job.attempts == 2
@@ -187,6 +187,6 @@ def test_a_submission_that_starts_after_a_cancel_never_reaches_ray(tmp_path, mon
         r = c.post(f"/v1/jobs/{job_id}/cancel")
         assert r.json()["status"] == "STOPPED" and "before it reached Ray" in r.json()["message"]
         submit_new(job_id, ray, settings)  # a submission that starts only now
-        for s in session_scope(settings.db_url):
+        for s in session_scope(settings):
             reconcile_once(s, ray, None, settings)
     assert "submit" not in ray.calls and row(settings, job_id).status == "STOPPED"

@@ -54,6 +54,12 @@ class FakeTracking:
     def __init__(self):
         self.terminated: list[tuple[str, str]] = []
         self.tagged: list[tuple[str, str]] = []
+        self.metrics: dict[str, float] | None = {}  # None: MLflow does not answer
+
+    def latest_metrics(self, run_id):
+        if self.metrics is None:
+            raise ConnectionError("MLflow is down")
+        return dict(self.metrics)
 
     def terminate(self, run_id, status="KILLED"):
         self.terminated.append((run_id, status))
@@ -78,21 +84,21 @@ def add_job(settings, age_s: float = 0, submitted: bool = True, **kw) -> str:
               status=JobStatus.PENDING, attempts=1 if submitted else 0, created_at=created,
               submitted_at=created if submitted else None,
               cancel_requested=kw.pop("cancel_requested", False), **kw)
-    for s in session_scope(settings.db_url):
+    for s in session_scope(settings):
         s.add(job)
         s.commit()
     return job.id
 
 
 def reconcile(settings, ray, tracking) -> Job:
-    for s in session_scope(settings.db_url):
+    for s in session_scope(settings):
         reconcile_once(s, ray, tracking, settings)
         return s.get(Job, "bckd-test")
 
 
 def set_row(settings, **values) -> None:
     """Write columns of the test's row directly: how a test moves a clock back."""
-    for s in session_scope(settings.db_url):
+    for s in session_scope(settings):
         job = s.get(Job, "bckd-test")
         for k, v in values.items():
             setattr(job, k, v)
@@ -120,6 +126,20 @@ def test_status_follows_ray_and_the_run_id_is_read_from_the_log(env):
     ray.jobs["bckd-test"] = "SUCCEEDED"
     job = reconcile(settings, ray, tracking)
     assert job.status == "SUCCEEDED" and job.ended_at is not None
+
+
+def test_each_pass_keeps_the_runs_latest_metrics_on_the_row_until_the_job_ends(env):
+    settings, ray, tracking = env
+    add_job(settings, mlflow_run_id="a" * 32)
+    ray.jobs["bckd-test"] = "RUNNING"
+    tracking.metrics = {"loss": 0.5}
+    assert reconcile(settings, ray, tracking).metrics == {"loss": 0.5}
+    tracking.metrics = None  # MLflow away for a pass: the row keeps what it had
+    assert reconcile(settings, ray, tracking).metrics == {"loss": 0.5}
+    tracking.metrics = {"loss": 0.25, "coco/bbox_mAP": 0.5}  # logged before the job ended
+    ray.jobs["bckd-test"] = "SUCCEEDED"
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "SUCCEEDED" and job.metrics == {"loss": 0.25, "coco/bbox_mAP": 0.5}
 
 
 def test_a_job_ray_forgot_is_lost_and_its_mlflow_run_killed(env):
