@@ -9,15 +9,17 @@ setup:
 demo: setup
 	$(PY) -m service.demo
 
-# pytest exits 5 when it collected no test: a broken suite, reported as such.
+# pytest exits 5 when it collected no test: a broken suite, reported as such. The benchmark
+# scripts' smoke tests (marker `bench`) run in `make bench`, which runs those scripts anyway.
 test: setup
-	@$(PY) -m pytest -q --durations=10 || { rc=$$?; [ $$rc -eq 5 ] && echo "make test: pytest collected no tests" >&2; exit $$rc; }
+	@$(PY) -m pytest -q --durations=10 -m "not bench" || { rc=$$?; [ $$rc -eq 5 ] && echo "make test: pytest collected no tests" >&2; exit $$rc; }
 
 lint: setup
 	.venv/bin/ruff check .
 
-# Every benchmark (about 7 min on a quiet 2-core machine), then the docs' tables from the JSON they wrote.
+# The scripts' smoke tests, every benchmark (about 10 min on a quiet 2-core machine), then the docs' tables from the JSON they wrote.
 bench: setup
+	$(PY) -m pytest -q -m bench tests/benchmarks
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_step.py
 	$(PY) benchmarks/bench_ray.py

@@ -2,7 +2,10 @@
 JSON. They check behaviour (the files, the keys, the resume logic), never timing.
 
 The fast ones (~40 s on 2 cores) run by default; the ones that start Ray or the service stack
-are marked slow (minutes on 2 cores): ``pytest tests/benchmarks -m slow``.
+are marked slow (minutes on 2 cores): ``pytest tests/benchmarks -m slow``. The smoke runs of
+``bench_ray.py`` and ``bench_service.py`` are also marked ``bench``: ``make bench`` runs them
+before those scripts, and ``make test`` leaves them out (its 30-minute budget; the reproduction's
+tiny run stays in it).
 """
 
 from __future__ import annotations
@@ -190,6 +193,7 @@ def test_the_docs_tables_match_the_json_they_came_from():
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_bench_ray_plain_and_one_ray_worker(tmp_path):
     out = tmp_path / "ray.json"
     run_script("bench_ray.py", "--num-train", "16", "--epochs", "1", "--skip", "1",
@@ -201,6 +205,7 @@ def test_bench_ray_plain_and_one_ray_worker(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_bench_service_a_few_clients(tmp_path):
     out = tmp_path / "service.json"
     run_script("bench_service.py", "--clients", "3", "--submits", "1", "--statuses", "2",

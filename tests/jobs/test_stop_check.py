@@ -10,19 +10,9 @@ from types import SimpleNamespace
 import pytest
 import ray
 
-from bckd.engine.cluster import connect
 from bckd.engine.stop import StopHook, StopRequested
 
 pytestmark = pytest.mark.slow
-
-@pytest.fixture(scope="module")
-def cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    connect(num_cpus=2)
-    yield
-    ray.shutdown()
-
 
 @ray.remote(num_cpus=0)
 class SlowFlag:

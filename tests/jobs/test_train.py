@@ -12,28 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 from jobtools import BCKD_CONFIG, ROOT, TEACHER_CONFIG, make_synth, tiny
 from mlflow.tracking import MlflowClient
 
 from bckd.checkpoint import load_state_dict
-from bckd.engine.cluster import connect
 from bckd.engine.launch import run_job
 from bckd.engine.spec import JobSpec
 from bckd.engine.tracking import read_run_json
 from cli import main as cli_main
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    connect(num_cpus=2)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,9 @@ import math
 import time
 
 import pytest
-import ray
 from jobtools import BCKD_CONFIG  # tests/jobs, on the path from conftest.py
 from mlflow.tracking import MlflowClient
 
-from bckd.engine.cluster import connect
 from bckd.tune import SweepSpec, run_sweep
 from bckd.tune.tracking import child_runs
 
@@ -32,15 +30,6 @@ model.loss_distill_cls.beta: {type: choice, values: [0.5, 1, 2]}
 model.student.test_cfg.score_thr: {type: grid, values: [0.0, 0.0, 1.1]}
 """
 METRIC = "coco/bbox_mAP"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    connect(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
