@@ -9,9 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0004"
-branch_labels = None
-depends_on = None
+down_revision = "0004"  # alembic reads branch_labels and depends_on only if set
 
 
 def upgrade() -> None:
