@@ -33,11 +33,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BUSY_LOAD = 2.5  # 1-min load average above which a 2-core machine counts as busy
 
 
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine_info(device: str = "cpu") -> dict[str, Any]:
     """What the numbers came from; ``load_avg_1min_start`` is read now."""
     info: dict[str, Any] = dict(
         device=device,
         cpu=platform.processor() or platform.machine(),
+        cpu_model=cpu_model(),  # two machines of one kind here differed (Xeon, AMD EPYC)
         cpu_count=os.cpu_count(),
         python=platform.python_version(),
         load_avg_1min_start=round(os.getloadavg()[0], 2),
