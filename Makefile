@@ -9,15 +9,16 @@ setup:
 demo: setup
 	$(PY) -m service.demo
 
-# pytest exits 5 when it collected no test: a broken suite, reported as such. The benchmark
-# scripts' smoke tests (marker `bench`) run in `make bench`, which runs those scripts anyway.
+# pytest exits 5 when it collected no test: a broken suite, reported as such. The benchmark and
+# reproduction scripts' smoke tests (marker `bench`) run in `make bench` and `make reproduce`.
 test: setup
 	@$(PY) -m pytest -q --durations=10 -m "not bench" || { rc=$$?; [ $$rc -eq 5 ] && echo "make test: pytest collected no tests" >&2; exit $$rc; }
 
 lint: setup
 	.venv/bin/ruff check .
 
-# The scripts' smoke tests, every benchmark (about 10 min on a quiet 2-core machine), then the docs' tables from the JSON they wrote.
+# The scripts' smoke tests (~6 min), every benchmark (12 min on a quiet 2-core machine), then the
+# docs' tables from the JSON they wrote.
 bench: setup
 	$(PY) -m pytest -q -m bench tests/benchmarks
 	$(PY) benchmarks/bench_losses.py
@@ -26,6 +27,8 @@ bench: setup
 	$(PY) benchmarks/bench_service.py
 	$(PY) benchmarks/tables.py
 
-# The method comparison through the REST service (estimate 5.0 h on 2 cores, resumable), then the docs.
+# The scripts' smoke tests, the method comparison through the REST service (estimate 5.0 h on 2
+# cores, resumable), then the docs.
 reproduce: setup
+	$(PY) -m pytest -q -m bench tests/benchmarks
 	$(PY) benchmarks/reproduce.py; rc=$$?; $(PY) benchmarks/tables.py && exit $$rc

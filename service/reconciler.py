@@ -17,7 +17,7 @@ from service.db import session_scope
 from service.models import TERMINAL, Job, JobStatus, utcnow
 from service.orchestrator import archive_logs, aware, finish, finish_if, submit_new, submit_row
 from service.ray_jobs import RayJobs, UnknownJob, get_ray_jobs
-from service.restarts import infrastructure_failure, restart
+from service.restarts import infrastructure_failure, job_error, restart
 from service.settings import Settings
 from service.tracking import Tracking, get_tracking
 
@@ -168,6 +168,8 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
     if status in TERMINAL:
         job.ended_at = _ts(info.end_time) or now
         msg = info.message
+        if status == JobStatus.FAILED:
+            msg = job_error(text) or msg  # the job's own error, not Ray's tail of the log
         if status == JobStatus.STOPPED and job.cancel_requested:
             msg = f"cancelled by user; {msg}" if msg else "cancelled by user"
         job.message = msg

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from service.models import Job, JobStatus, utcnow
 
-__all__ = ["JOB_ERROR_RE", "infrastructure_failure", "restart"]
+__all__ = ["JOB_ERROR_RE", "infrastructure_failure", "job_error", "restart"]
 
 log = logging.getLogger("bckd.service")
 JOB_ERROR_RE = re.compile(r"^bckd: error: ", re.MULTILINE)  # the job judged its own failure
@@ -54,6 +54,29 @@ def infrastructure_failure(info, log_text: str | None) -> str | None:
     if JOB_ERROR_RE.search(said) is None:
         return f"the driver exited with status {code} without a bckd: error line"
     return None
+
+
+def job_error(log_text: str | None, limit: int = 2000) -> str | None:
+    """The job's own account of its failure: its ``bckd: error:`` line and the lines that carry
+    it on (a worker's error snippet), up to the next line Ray streamed in from another process
+    (those start with an ANSI colour code), or ``None`` without such a line. Ray's message ends
+    with the log's last lines, which are often other processes' tracebacks printed after it.
+    Over ``limit`` characters, the first line and the block's end are kept: what failed, and
+    the exception that says why."""
+    matches = list(JOB_ERROR_RE.finditer(log_text or ""))
+    if not matches:
+        return None
+    lines = log_text[matches[-1].start():].splitlines()
+    block = [lines[0]]
+    for line in lines[1:]:
+        if line.startswith("\x1b["):
+            break
+        block.append(line)
+    text = "\n".join(block).rstrip()
+    if len(text) <= limit:
+        return text
+    head = block[0][: limit // 2]
+    return f"{head}\n...\n{text[len(text) - (limit - len(head) - 5):]}"
 
 
 def restart(session: Session, job: Job, reason: str) -> bool:

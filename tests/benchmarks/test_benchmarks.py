@@ -2,10 +2,10 @@
 JSON. They check behaviour (the files, the keys, the resume logic), never timing.
 
 The fast ones (~40 s on 2 cores) run by default; the ones that start Ray or the service stack
-are marked slow (minutes on 2 cores): ``pytest tests/benchmarks -m slow``. The smoke runs of
-``bench_ray.py`` and ``bench_service.py`` are also marked ``bench``: ``make bench`` runs them
-before those scripts, and ``make test`` leaves them out (its 30-minute budget; the reproduction's
-tiny run stays in it).
+are marked slow (minutes on 2 cores): ``pytest tests/benchmarks -m slow``. Those three smoke runs
+(``bench_ray.py``, ``bench_service.py``, ``reproduce.py --tiny``) are also marked ``bench``:
+``make bench`` and ``make reproduce`` run them before the scripts, and ``make test`` leaves them
+out (its 30-minute budget).
 """
 
 from __future__ import annotations
@@ -222,6 +222,7 @@ def test_bench_service_a_few_clients(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_reproduce_tiny_end_to_end_through_the_service(tmp_path):
     prefix = f"t{uuid.uuid4().hex[:8]}"
     try:

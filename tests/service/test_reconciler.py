@@ -15,6 +15,7 @@ from service.db import migrate, session_scope
 from service.models import Job, JobStatus, utcnow
 from service.ray_jobs import UnknownJob
 from service.reconciler import reconcile_once
+from service.restarts import job_error
 from service.settings import Settings
 
 
@@ -220,9 +221,22 @@ def test_a_failure_the_job_reports_as_its_own_is_not_retried(env):
     add_job(settings, max_restarts=3)
     ray.jobs["bckd-test"] = "FAILED"
     ray.ends["bckd-test"] = ("JOB_ENTRYPOINT_COMMAND_ERROR", 1)
-    ray.logs_text = "step 3\nbckd: error: training failed: RuntimeError: loss is NaN\n"
+    ray.logs_text = ("step 3\nbckd: error: training failed: WorkerGroupError:\n"
+                     "  node_ip='10.0.0.2'\n"
+                     "\x1b[36m(RayTrainWorker pid=7)\x1b[0m Traceback (most recent call last):\n")
     job = reconcile(settings, ray, tracking)
     assert job.status == "FAILED" and job.restarts == 0 and ray.submits == []
+    # the message is the job's own error with its snippet, not the traceback Ray streamed after
+    assert job.message == "bckd: error: training failed: WorkerGroupError:\n  node_ip='10.0.0.2'"
+
+
+def test_a_long_job_error_keeps_its_first_line_and_its_end():
+    trace = "\n".join(f"  File 'loops.py', line {i}" for i in range(400))
+    log_text = (f"bckd: error: training failed: WorkerGroupError:\n{trace}\n"
+                "RuntimeError: Connection closed by peer [10.0.0.2]:4000\n")
+    message = job_error(log_text)
+    assert len(message) <= 2000
+    assert message.startswith("bckd: error: training failed") and message.endswith("]:4000")
 
 
 def test_restarts_stop_at_max_restarts_and_a_lost_job_restarts_too(env):
