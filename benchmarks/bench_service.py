@@ -30,7 +30,11 @@ first. Each client has its own HTTP connection (httpx for the service, requests 
 ``clients x statuses`` reads, ``--timeout`` seconds in all. Goals: the API's own p99 < 100 ms;
 the full path's p99 <= 1.2 x raw p99 and < 100 ms, for submit and for status. One part of the
 service's submit is also timed alone (10 sequential calls): ``part_ray_totals``, the cluster's
-nodes it reads from Ray's state API on every POST to check the resources (cached 30 s).
+nodes it reads from Ray's state API on every POST to check the resources (cached 30 s). And the
+API's CPU per request (``api_cpu_per_request``: its process's CPU time over 20 submits and 100
+reads from one client, api-only), which other work on the machine moves less than latency. One
+API process runs Python on one core at a time, so at N clients asking at once the last answer
+comes after about N x that.
 """
 
 from __future__ import annotations
@@ -99,6 +103,21 @@ def stats(latencies: list[float], errors: list[str]) -> dict:
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
             "mean_ms": sum(latencies) / n if n else float("nan"),
             "max_ms": max(latencies, default=float("nan"))}
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process ``pid`` has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_call_ms(pid: int, call: Callable[[int], object], n: int) -> float:
+    """The CPU ms process ``pid`` spends per ``call(i)``, over ``n`` calls one after the other:
+    what a request costs the API itself, whatever else the machine runs."""
+    before = process_cpu_s(pid)
+    for i in range(n):
+        call(i)
+    return 1e3 * (process_cpu_s(pid) - before) / n
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> float:
@@ -202,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
 
             # warm-up: connections, config cache, Ray's nodes
             held_ids = [api_submit(api[0], 0) for _ in range(3)]
+            pid = stack.parts["api"].proc.pid
+            api_cpu = {"submit_ms": cpu_per_call_ms(pid, lambda i: held_ids.append(
+                           api_submit(api[0], i)), 20),
+                       "status_ms": cpu_per_call_ms(pid, lambda i: api[0].get(
+                           held_ids[i % len(held_ids)]), 100)}
+            print(f"API CPU per request, one client: submit {api_cpu['submit_ms']:.1f} ms, "
+                  f"status {api_cpu['status_ms']:.1f} ms", flush=True)
 
             print(f"api-only submit: {args.clients} clients x {args.submits}", flush=True)
             lat, ids, err = hammer(api, args.submits, api_submit)
@@ -293,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{goals['submit']['p99_ratio']:.2f} x raw Ray, status "
         f"{goals['status']['service_p99_ms']:.0f} ms = {goals['status']['p99_ratio']:.2f} x "
         f"(goal <= {GOAL_RATIO} x and < {GOAL_P99_MS:.0f} ms: {met(goals['submit']['met'])}, "
-        f"{met(goals['status']['met'])})")
+        f"{met(goals['status']['met'])}); the API spends {api_cpu['submit_ms']:.1f} ms CPU "
+        f"per submit and {api_cpu['status_ms']:.1f} ms per status, so with every client "
+        f"asking at once the last waits about {args.clients} x that")
     print(verdict)
     finish_machine(machine)
     write_json(args.json, dict(
@@ -303,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                     stack_startup_s=startup,
                     goal=f"api-only p99 < {GOAL_P99_MS} ms; full path p99 <= {GOAL_RATIO} x "
                          f"raw p99 and < {GOAL_P99_MS} ms"),
-        results=results, goals=goals, table=table, verdict=verdict))
+        results=results, api_cpu_per_request=api_cpu, goals=goals, table=table,
+        verdict=verdict))
     return 0
 
 

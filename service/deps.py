@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.auth import Principal, TokenTable
-from service.db import session_scope
+from service.db import new_session
 from service.ray_jobs import RayJobs, get_ray_jobs
 from service.reconciler import Submitter
 from service.settings import Settings, get_settings
@@ -20,9 +20,10 @@ from service.settings import Settings, get_settings
 __all__ = ["CurrentUser", "RayDep", "SessionDep", "SettingsDep", "SubmitterDep"]
 
 # The dependencies here are ``async`` though none awaits: FastAPI runs each sync dependency as
-# one more trip through the request thread pool, and under load every trip queues for a thread.
-# None of them blocks (a cached lookup, a stat and a hash); the session, which may wait for the
-# database, stays sync, and so do the routes.
+# one more trip through the request thread pool (a sync generator two: in and out), and under
+# load every trip queues for a thread and for the GIL. None of them blocks: a cached lookup, a
+# stat and a hash; a session connects only at its first query, which runs in the route's thread
+# (the routes stay sync), and its close hands the connection back to the pool.
 
 
 async def _settings() -> Settings:
@@ -32,8 +33,9 @@ async def _settings() -> Settings:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    yield from session_scope(settings)
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    with new_session(settings) as session:
+        yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -6,7 +6,7 @@ and ``bckd serve`` can set the environment before the first request.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -73,9 +73,21 @@ class Settings(BaseSettings):
         return tuple(NodeGroup({"CPU": g.cpus, "GPU": g.gpus}, g.max_replicas, g.name)
                      for g in self.worker_groups)
 
+    # The directories resolved once per Settings (they are read on every request; a resolve is
+    # a system call per path component). Settings are never changed after they are read.
+    @cached_property
+    def state_dir(self) -> Path:
+        """``data_dir``, absolute, symlinks resolved."""
+        return self.data_dir.resolve()
+
+    @cached_property
+    def shared_roots(self) -> tuple[Path, ...]:
+        """``data_roots``, absolute, symlinks resolved."""
+        return tuple(p.resolve() for p in self.data_roots)
+
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'service.db'}"
+        return self.database_url or f"sqlite:///{self.state_dir / 'service.db'}"
 
     @property
     def db_connections(self) -> int:
@@ -86,19 +98,18 @@ class Settings(BaseSettings):
 
     @property
     def owners_dir(self) -> Path:
-        return self.data_dir.resolve() / "owners"
+        return self.state_dir / "owners"
 
     def read_roots(self, owner: str) -> list[Path]:
         """What a request of ``owner`` may read: the shared data roots and its own directory."""
-        return [*(p.resolve() for p in self.data_roots), self.owners_dir / owner]
+        return [*self.shared_roots, self.owners_dir / owner]
 
     @model_validator(mode="after")
     def _data_roots_apart_from_state(self) -> Settings:
         # A data root that holds the data dir would expose tokens, the database and every
         # owner's runs to every request; one inside it would mix shared and private files.
-        state = self.data_dir.resolve()
-        for root in self.data_roots:
-            root = root.resolve()
+        state = self.state_dir
+        for root in self.shared_roots:
             if state.is_relative_to(root) or root.is_relative_to(state):
                 raise ValueError(f"BCKD_DATA_ROOTS: {root} overlaps the service's data dir "
                                  f"{state}; keep data roots apart from it")

@@ -23,7 +23,7 @@ from bckd.engine.config import parse_config_data
 from bckd.engine.dataset import check_teacher_classes, dataset_options, head_num_classes
 from bckd.engine.overrides import apply_overrides
 from bckd.engine.paths import PathError, check_path, resolve
-from bckd.engine.policy import ConfigPolicy, PolicyError, Roots
+from bckd.engine.policy import ConfigPolicy, PolicyError, Roots, registered_names
 from bckd.engine.run_info import flatten_config
 from service.datasets import DataSource
 from service.errors import Invalid
@@ -31,7 +31,8 @@ from service.models import JobKind
 from service.schemas import JobCreate
 from service.settings import PROJECT_ROOT, Settings
 
-__all__ = ["DISTILLER", "ValidatedJob", "is_distill_config", "list_configs", "validate_job"]
+__all__ = ["DISTILLER", "ValidatedJob", "is_distill_config", "list_configs", "validate_job",
+           "warm_up"]
 
 DISTILLER = "BCKDDetector"
 
@@ -45,6 +46,14 @@ class ValidatedJob:
     resolved: dict[str, str]  # the resolved config, flat: what a rerun must match
     config_hash: str
     waits_for_capacity: bool = False  # it fits only once the autoscaler adds nodes
+
+
+def warm_up() -> None:
+    """Import what checking a request needs (mmengine, and mmdet's registries through the
+    policy's names): seconds the first request would otherwise wait."""
+    from mmengine.config import Config  # noqa: F401
+
+    registered_names()
 
 
 def list_configs(configs_dir: Path) -> list[tuple[str, Path]]:
@@ -223,8 +232,8 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
     values, injected = _request_options(req, data, teacher, source, classes)
     options = _options(req, values, injected, fetched)
     try:
-        cfg = apply_overrides(Config(copy.deepcopy(data)), options, policy,
-                              trusted=file is not None)
+        # no copy of data first: Config copies every mapping and list it is given
+        cfg = apply_overrides(Config(data), options, policy, trusted=file is not None)
     except PolicyError as err:
         raise Invalid(_field(err.key, req, injected), err.message) from None
     resolved = cfg.to_dict()

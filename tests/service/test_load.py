@@ -1,12 +1,16 @@
 """What keeps the API's own cost low under many concurrent clients (benchmarks/bench_service.py
 measures it): a job read asks MLflow nothing, the database pool holds a connection for every
-thread that may need one, the thread pools are the sizes the settings say.
+thread that may need one and gets each back, SQLite commits without waiting for fsync, the
+thread pools are the sizes the settings say, and the API imports what a request's check needs
+before it answers, then freezes those objects out of the collector's walks.
 
 The API is the real app and database in this process (``tests/service/inprocess.py``), Ray the
 recording stand-in ``HeldRay`` (no call is held here)."""
 
 from __future__ import annotations
 
+import gc
+import sys
 from contextlib import ExitStack
 
 import pytest
@@ -84,3 +88,31 @@ def test_the_pool_keeps_a_connection_for_each_thread_that_may_hold_one(tmp_path)
     # opened once each and kept: SQLAlchemy's default pool (5) opened and closed the others
     # on every use
     assert len(opened) == settings.db_connections
+
+
+def test_every_request_gives_its_connection_back(tmp_path, monkeypatch, toy):
+    with inprocess_api(monkeypatch, tmp_path, HeldRay(), [toy.parent]) as (c, settings):
+        pool = get_engine(settings.db_url, settings.db_connections).pool
+        job_id = c.post("/v1/jobs", json=body(toy)).json()["id"]
+        assert c.get(f"/v1/jobs/{job_id}").status_code == 200
+        assert c.get("/v1/jobs/no-such-job").status_code == 404  # a route that raised
+        bad = c.post("/v1/jobs", json={**body(toy), "config": "no/such/config"})
+        assert bad.status_code == 422, bad.text
+        assert pool.checkedout() == 0
+
+
+def test_sqlite_commits_in_wal_mode_without_waiting_for_fsync(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    migrate(settings.db_url)
+    for s in session_scope(settings):
+        assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert s.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL (FULL is 2)
+
+
+def test_the_api_is_warm_and_frozen_before_it_answers(tmp_path, monkeypatch, toy):
+    gc.unfreeze()  # an earlier test's app may have frozen this process's objects
+    assert gc.get_freeze_count() == 0
+    with inprocess_api(monkeypatch, tmp_path, HeldRay(), [toy.parent]) as (c, _):
+        assert "mmdet.models" in sys.modules  # the policy's registered names, read at start
+        assert gc.get_freeze_count() > 100_000
+        assert c.post("/v1/jobs", json=body(toy)).status_code == 201
