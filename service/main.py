@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
@@ -94,6 +95,17 @@ async def invalid_field(request: Request, err: Invalid) -> JSONResponse:
                         status_code=err.status)
 
 
+def _warm_up_and_freeze() -> None:
+    """Import what checking a request needs (``service.validation.warm_up``), then freeze.
+
+    Everything imported by then (torch and mmdet among it: about half a million objects) lives
+    as long as the process. Frozen, it is out of the collector's sight; a full collection,
+    whenever one comes, would walk it all: 0.2-0.4 s on 2 cores, which every request waits for.
+    """
+    warm_up()
+    gc.freeze()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
@@ -101,11 +113,9 @@ async def lifespan(app: FastAPI):
     to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
-    warm_up()
-    # Everything imported so far (torch and mmdet among it: about half a million objects) lives
-    # as long as the process. Frozen, it is out of the collector's sight; a full collection,
-    # whenever one comes, would walk it all: 0.2-0.4 s on 2 cores, which every request waits for.
-    gc.freeze()
+    # beside the first requests, not inside the first submit, and not before the API answers
+    # (about 8 s CPU: a start under load would outlast its callers' health checks)
+    threading.Thread(target=_warm_up_and_freeze, name="bckd-warm-up", daemon=True).start()
     reconciler = Reconciler(settings) if settings.run_reconciler else None
     if reconciler is not None:
         reconciler.start()
