@@ -130,26 +130,34 @@ def flatten_dense_outputs(
             :func:`box_rows` to the fused ILDL instead.
     """
     featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
-    device, dtype = cls_scores[0].device, cls_scores[0].dtype
-    priors = head.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
-    strides = [s[0] if isinstance(s, tuple) else s for s in head.prior_generator.strides]
-    decode = _find_decoder(head)
-    batch = cls_scores[0].shape[0]
     num_base = head.prior_generator.num_base_priors[0]
-
-    boxes = []
-    for level_priors, pred, stride in zip(priors, bbox_preds, strides, strict=True):
-        if not decode_boxes:
-            break
-        regression = pred.permute(0, 2, 3, 1).reshape(batch, level_priors.shape[0], -1)
-        boxes.append(decode(head, level_priors, regression, stride))
-
     return DenseOutputs(
         logits=flatten_level_maps(cls_scores, head.cls_out_channels),
-        boxes=torch.cat(boxes, dim=1) if decode_boxes else None,
-        valid=valid_priors(head, featmap_sizes, batch_img_metas, device),
+        boxes=_decode_levels(head, bbox_preds) if decode_boxes else None,
+        valid=valid_priors(head, featmap_sizes, batch_img_metas, cls_scores[0].device),
         level_sizes=[h * w * num_base for h, w in featmap_sizes],
     )
+
+
+def _level_priors(head: nn.Module, maps: Sequence[Tensor]) -> tuple[list[Tensor], list[int]]:
+    """Each level's priors (P_l, K) for per-level maps (B, *, H_l, W_l), and its stride."""
+    featmap_sizes = [tuple(m.shape[-2:]) for m in maps]
+    priors = head.prior_generator.grid_priors(featmap_sizes, dtype=maps[0].dtype,
+                                              device=maps[0].device)
+    strides = [s[0] if isinstance(s, tuple) else s for s in head.prior_generator.strides]
+    return priors, strides
+
+
+def _decode_levels(head: nn.Module, bbox_preds: Sequence[Tensor]) -> Tensor:
+    """Per level (B, A*R, H_l, W_l) regression -> (B, P, 4) pixel boxes of every prior."""
+    priors, strides = _level_priors(head, bbox_preds)
+    decode = _find_decoder(head)
+    batch = bbox_preds[0].shape[0]
+    boxes = []
+    for level_priors, pred, stride in zip(priors, bbox_preds, strides, strict=True):
+        regression = pred.permute(0, 2, 3, 1).reshape(batch, level_priors.shape[0], -1)
+        boxes.append(decode(head, level_priors, regression, stride))
+    return torch.cat(boxes, dim=1)
 
 
 def box_rows(head: nn.Module, bbox_preds: Sequence[Tensor]) -> BoxRows:
@@ -160,10 +168,8 @@ def box_rows(head: nn.Module, bbox_preds: Sequence[Tensor]) -> BoxRows:
     regression stays as the per-level maps (B, A*R, H_l, W_l); priors (B*P, K) and strides
     (B*P, 1) are small.
     """
-    featmap_sizes = [tuple(p.shape[-2:]) for p in bbox_preds]
-    batch, device, dtype = bbox_preds[0].shape[0], bbox_preds[0].device, bbox_preds[0].dtype
-    priors = head.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
-    strides = [s[0] if isinstance(s, tuple) else s for s in head.prior_generator.strides]
+    priors, strides = _level_priors(head, bbox_preds)
+    batch = bbox_preds[0].shape[0]
     level_strides = [p.new_full((p.shape[0], 1), s) for p, s in zip(priors, strides, strict=False)]
     channels = bbox_preds[0].shape[1] // head.prior_generator.num_base_priors[0]  # R per prior
     return BoxRows(
@@ -188,8 +194,11 @@ def valid_priors(
     device: torch.device,
 ) -> Tensor:
     """(B, P) bool: the priors inside each image's ``pad_shape``, in ``grid_priors`` order."""
-    valid = [
-        torch.cat(head.prior_generator.valid_flags(featmap_sizes, meta["pad_shape"], device))
-        for meta in batch_img_metas
-    ]
-    return torch.stack(valid)
+    # Once per distinct padded shape: the images of a batch mostly share one, and the flags cost
+    # a dozen small ops per level and image.
+    flags: dict[tuple, Tensor] = {}
+    for meta in batch_img_metas:
+        shape = tuple(meta["pad_shape"])
+        if shape not in flags:
+            flags[shape] = torch.cat(head.prior_generator.valid_flags(featmap_sizes, shape, device))
+    return torch.stack([flags[tuple(meta["pad_shape"])] for meta in batch_img_metas])

@@ -231,12 +231,12 @@ class BCKDDetector(SingleStageDetector):
             # Only feature or cross-head terms: no per-prior outputs to flatten.
             return {"distill_num_pos": student_outs[0][0].new_tensor(num_pos)}
         # Boxes stay encoded: ILDL decodes only the rows it weighs (box_rows), and no other term
-        # reads them.
+        # reads them. Of the teacher only the logits are read: the valid priors are the
+        # student's (check_distillable: same strides and priors per location).
         student = flatten_dense_outputs(self.bbox_head, student_outs[0], student_outs[1],
                                         img_metas, decode_boxes=False)
-        teacher = flatten_dense_outputs(self.teacher.bbox_head, teacher_outs[0], teacher_outs[1],
-                                        img_metas, decode_boxes=False)
-        s_logits, t_logits = _rows(student.logits), _rows(teacher.logits)  # (B*P, C)
+        t_logits = flatten_level_maps(teacher_outs[0], self.teacher.bbox_head.cls_out_channels)
+        s_logits, t_logits = _rows(student.logits), _rows(t_logits)  # (B*P, C)
         weight = student.valid.reshape(-1).to(s_logits.dtype)  # (B*P,)
 
         losses: dict[str, Tensor] = {}

@@ -8,6 +8,7 @@ from distilltools import FAMILIES, batch, build, model_cfg
 from mmengine.config import ConfigDict
 
 from bckd.distill import flatten_dense_outputs
+from bckd.distill.dense_outputs import valid_priors
 from bckd.distill.positives import record_positives
 
 # Keep every (prior, class) pair: no score threshold, no top-k, no NMS, no clipping.
@@ -90,3 +91,16 @@ def test_positive_count_is_what_the_head_normalizes_by(family: str) -> None:
     level_sizes = [o.shape[-2] * o.shape[-1] * head.num_base_priors for o in outs[0]]
     mask = recorder.positive_mask(batch_size=2, level_sizes=level_sizes)
     assert mask.sum().item() == pytest.approx(seen[-1])
+
+
+def test_valid_priors_are_each_images_own_flags() -> None:
+    # valid_priors computes the flags once per distinct pad_shape; each row must still be the
+    # flags of its own image's pad_shape, whatever the order of the shapes in the batch.
+    model, outs, metas = _head_outputs("gfl", training=False)
+    head, cpu = model.bbox_head, torch.device("cpu")
+    sizes = [tuple(o.shape[-2:]) for o in outs[0]]
+    pads = [(96, 96), (64, 96), (96, 96), (96, 32)]
+    valid = valid_priors(head, sizes, [{**metas[0], "pad_shape": p} for p in pads], cpu)
+    for row, pad in zip(valid, pads, strict=True):
+        assert torch.equal(row, torch.cat(head.prior_generator.valid_flags(sizes, pad, cpu)))
+    assert not torch.equal(valid[0], valid[1]) and not torch.equal(valid[1], valid[3])
