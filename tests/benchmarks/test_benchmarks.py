@@ -60,6 +60,8 @@ def test_bench_step_writes_ratios_for_a_tiny_batch(tmp_path):
     for way in ("distill", "student", "teacher_fwd"):
         assert r[way]["wall_ms"] > 0 and r[way]["cpu_ms"] > 0
     assert r["ratio_cpu_ms"] > 0 and isinstance(report["goal_met"], bool)
+    low, high = r["ratio_cpu_ms_range"]  # one paired ratio per round: the median is among them
+    assert low <= r["ratio_cpu_ms"] <= high
     assert {"load_avg_1min_start", "load_avg_1min_end", "busy"} <= report["machine"].keys()
 
 
