@@ -154,7 +154,12 @@ class Stack:
                     "--host", self.cfg.host, "--port", str(self.cfg.mlflow_port),
                     "--workers", "1"]
             url = f"{self.mlflow_url}/health"
-            proc = self.spawn("mlflow", argv, self.env, logs / "mlflow.log", url)
+            # MLflow 3 starts a job runner and seven huey consumers beside the server for its
+            # GenAI jobs (scorers, trace roll-ups), which BCKD never submits: about 35 s of CPU
+            # at each start, on cores the Ray head is starting on. The tracking server is the
+            # same without them; a deployment that wants them sets the variable itself.
+            env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
+            proc = self.spawn("mlflow", argv, env, logs / "mlflow.log", url)
             waits.append((url, proc))
         try:
             for url, proc in waits:  # started together, waited for in turn
