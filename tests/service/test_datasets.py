@@ -36,7 +36,11 @@ def stack(tmp_path_factory):
         data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
         mlflow_port=free_port(), num_cpus=2,
         extra_env={"BCKD_DATA_ROOTS": json.dumps([str(sets)]), "BCKD_TOKENS": users,
-                   "BCKD_RECONCILE_INTERVAL_S": "0.5"}))
+                   "BCKD_RECONCILE_INTERVAL_S": "0.5",
+                   # SIGINT -> SIGKILL grace of a cancel (as test_api.py): a job cancelled
+                   # before it trains may use all of it (the default 90 s), and no test here
+                   # checks how a cancelled job ends
+                   "BCKD_STOP_WAIT_S": "10"}))
     st.start()
     st.root, st.sets = root, sets
     yield st

@@ -41,7 +41,8 @@ def stack(tmp_path_factory):
         mlflow_port=free_port(), num_cpus=2,
         extra_env={"BCKD_DATA_ROOTS": json.dumps([str(root / "datasets")]),
                    "BCKD_TOKENS": users, "BCKD_RECONCILE_INTERVAL_S": "0.5",
-                   "BCKD_MAX_BODY_BYTES": "200000"}))
+                   "BCKD_MAX_BODY_BYTES": "200000",
+                   "BCKD_STOP_WAIT_S": "10"}))  # why: test_datasets.py
     st.start()
     st.root, st.data = root, data
     yield st
