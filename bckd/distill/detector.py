@@ -103,12 +103,18 @@ class BCKDDetector(SingleStageDetector):
             # mmengine's Runner passes a config's top-level `data_preprocessor` to the model.
             student["data_preprocessor"] = data_preprocessor
         student_type = student.pop("type")
-        student_cls = MODELS.get(student_type)
-        if student_cls is None or not issubclass(student_cls, SingleStageDetector):
-            raise ValueError(f"student.type={student_type!r} is not a one-stage (dense) detector "
-                             "registered in mmdet")
+        # A student read from a package's config (`{{_base_.model}}` of an `mmdet::` file)
+        # carries `_scope_`; mmengine's build would consume it, here the student is built by
+        # this constructor, so it switches to that scope itself (the config policy has
+        # already limited `_scope_` to the allowed ones).
+        scope = student.pop("_scope_", None)
         use_syncbn = student.pop("use_syncbn", False)  # RTMDet's option
-        super().__init__(**student)
+        with MODELS.switch_scope_and_registry(scope) as registry:
+            student_cls = registry.get(student_type)
+            if student_cls is None or not issubclass(student_cls, SingleStageDetector):
+                raise ValueError(f"student.type={student_type!r} is not a one-stage (dense) "
+                                 "detector registered in mmdet")
+            super().__init__(**student)
         if use_syncbn and get_world_size() > 1:
             nn.SyncBatchNorm.convert_sync_batchnorm(self)
 

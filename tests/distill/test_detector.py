@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from distilltools import FAMILIES, batch, build, distill_cfg, model_cfg, save_teacher
+from distilltools import CONFIGS, FAMILIES, batch, build, distill_cfg, model_cfg, save_teacher
+from mmdet.registry import MODELS
+from mmengine.config import Config
 
 from bckd.checkpoint import load_state_dict
 
@@ -120,3 +122,24 @@ def test_no_distillation_term_is_refused(teacher_dir: Path) -> None:
     cfg.loss_distill_cls = cfg.loss_distill_loc = None
     with pytest.raises(ValueError, match="no distillation loss"):
         build(cfg)
+
+
+@pytest.mark.parametrize(
+    ("config", "student_depth", "teacher_depth"),
+    [("bckd_gfl_r101_r50_1x_coco.py", 50, 101), ("bckd_rtmdet_l_tiny_coco.py", None, None)],
+)
+def test_coco_configs_build_their_student_from_mmdets_config(
+    config: str, student_depth: int | None, teacher_depth: int | None
+) -> None:
+    # Their student is `{{_base_.model}}` of an `mmdet::` config, which carries `_scope_`.
+    cfg = Config.fromfile(str(CONFIGS.parent / "coco" / config)).model
+    assert cfg.student["_scope_"] == "mmdet"
+    cfg.teacher_ckpt = None  # random weights: no download, the same modules
+    model = MODELS.build(cfg)  # no init_weights: that would fetch ImageNet weights
+    assert model.bbox_head.num_classes == model.teacher.bbox_head.num_classes == 80
+    if student_depth is not None:
+        assert (model.backbone.depth, model.teacher.backbone.depth) == (student_depth,
+                                                                         teacher_depth)
+    student_params = sum(p.numel() for p in model.parameters())  # the teacher is hidden
+    teacher_params = sum(p.numel() for p in model.teacher.parameters())
+    assert student_params < teacher_params
