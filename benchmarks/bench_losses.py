@@ -312,6 +312,7 @@ def run_batch(batch: int, head, device: torch.device, warmup: int, repeats: int)
     # every batch size): timed alone, so that the rounds below time the steady state.
     start = time.perf_counter()
     fused(inp, head, compile=True).backward()
+    _sync(device)
     compile_s = time.perf_counter() - start
     ways = {
         "fused": lambda i: fused(i, head, compile=True),

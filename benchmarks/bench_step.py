@@ -2,23 +2,33 @@
 
     python benchmarks/bench_step.py                         # 5 families, 256 px, batch 8: ~5 min
     python benchmarks/bench_step.py --families gfl --batch 2 --size 128 --repeats 3
-    python benchmarks/bench_step.py --device cuda --json benchmarks/results/step_cuda.json
+    python benchmarks/bench_step.py --setting coco --device cuda \
+        --json benchmarks/results/step_cuda.json            # the COCO configs (a GPU's work)
 
-For each head family (the synthetic configs ``configs/synth/{family}_student.py`` and
-``bckd_{family}.py``, whose teacher is ``{family}_teacher.py``), on the same batch:
+Two settings of configs, each a distillation config whose ``model.student`` is the student:
+
+* ``synth`` (default): ``configs/synth/bckd_{family}.py`` for five head families (their teacher
+  is ``{family}_teacher.py``), 8 classes, 256 px images, batch 8 (the synthetic configs').
+* ``coco``: the paper's settings in ``configs/coco/``: GFL ResNet-101 -> ResNet-50 at the 1x
+  schedule's 1333x800 with 2 images per GPU, and RTMDet-l -> RTMDet-tiny at 640x640 with 32
+  images per GPU; 80 classes. Their teachers are built from mmdet's own configs.
+
+For each, on the same batch:
 
 * distill: ``BCKDDetector.train_step``: data preprocessor, student forward and head loss, the
   teacher's forward (below), the BCDL + ILDL terms, backward, SGD step (the config's
   ``optim_wrapper``, gradient clipping included);
-* student: the plain student config's ``train_step``, same optimizer;
+* student: the same config with ``model.student`` as its model: its ``train_step``, same
+  optimizer;
 * teacher_fwd: the teacher's forward to its head outputs as the distiller calls it:
   ``bckd.distill.precision.teacher_forward`` (``bbox_head(extract_feat(x))`` under inference
   mode, in the precision the distiller resolves, ``--teacher-precision`` or the config's
   ``'auto'``, with its outputs copied to fp32).
 
-The batch is ``mmdet.testing.demo_mm_inputs``: random images of ``--size`` px with 7 random
-boxes of the configs' 8 classes each. The teacher keeps its random weights (no checkpoint is
-needed to time it). Each way is timed in wall time and in this process's CPU time (all threads);
+The batch is ``mmdet.testing.demo_mm_inputs``: random images with 7 random boxes of the
+config's classes each. Teacher and student keep their random weights (no checkpoint is needed
+to time them); SyncBN layers (RTMDet's) become BatchNorm, as mmengine's Runner does outside a
+distributed run. Each way is timed in wall time and in this process's CPU time (all threads);
 rounds interleave the ways so that load from other processes falls on all of them alike; the
 median of ``--repeats`` rounds after ``--warmup`` is reported for each way. The ratio is paired:
 one per round (that round's distill over its student + teacher_fwd), reported as their median
@@ -49,33 +59,49 @@ from common import (
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("gfl", "atss", "retinanet", "fcos", "rtmdet")
+# setting -> family -> (distillation config under configs/, image (h, w), images per batch)
+SETTINGS = {
+    "synth": {f: (f"synth/bckd_{f}.py", (256, 256), 8) for f in FAMILIES},
+    "coco": {
+        "gfl": ("coco/bckd_gfl_r101_r50_1x_coco.py", (800, 1333), 2),
+        "rtmdet": ("coco/bckd_rtmdet_l_tiny_coco.py", (640, 640), 32),
+    },
+}
 WAYS = ("distill", "student", "teacher_fwd")
 GOAL = 1.05  # distill / (student + teacher_fwd)
-GT_PER_IMAGE = 7  # about the synthetic data's mean (6.5 objects per image)
-NUM_CLASSES = 8  # the synthetic configs' classes
+GT_PER_IMAGE = 7  # about the synthetic data's mean (6.5 objects) and COCO's (7.3) per image
 
 
-def load_cfg(name: str):
+def load_cfg(path: str):
     from mmengine.config import Config
 
-    return Config.fromfile(str(ROOT / "configs" / "synth" / f"{name}.py"))
+    return Config.fromfile(str(ROOT / "configs" / path))
+
+
+def student_cfg(distill_cfg):
+    """``distill_cfg`` with its ``model.student`` as the model: the student trained alone."""
+    cfg = copy.deepcopy(distill_cfg)
+    cfg.model = cfg.model.student
+    return cfg
 
 
 def build(cfg, device: torch.device):
     """The config's model and optimizer wrapper, on ``device``, in train mode."""
     from mmdet.registry import MODELS
+    from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
 
-    model = MODELS.build(cfg.model).to(device).train()
+    # SyncBN needs a process group; mmengine's Runner reverts it the same way when there is none
+    model = revert_sync_batchnorm(MODELS.build(cfg.model)).to(device).train()
     return model, build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
 
 
-def make_batch(batch: int, size: int, seed: int = 0) -> dict:
+def make_batch(batch: int, hw: tuple[int, int], num_classes: int, seed: int = 0) -> dict:
     from mmdet.testing import demo_mm_inputs
 
     torch.manual_seed(seed)
-    return demo_mm_inputs(batch_size=batch, image_shapes=[(3, size, size)] * batch,
-                          num_items=[GT_PER_IMAGE] * batch, num_classes=NUM_CLASSES)
+    return demo_mm_inputs(batch_size=batch, image_shapes=[(3, *hw)] * batch,
+                          num_items=[GT_PER_IMAGE] * batch, num_classes=num_classes)
 
 
 def run_family(family: str, args, device: torch.device) -> dict:
@@ -84,14 +110,17 @@ def run_family(family: str, args, device: torch.device) -> dict:
     from bckd.distill.precision import teacher_forward
 
     init_default_scope("mmdet")
-    distill_cfg = load_cfg(f"bckd_{family}")
+    config, hw, batch = SETTINGS[args.setting][family]
+    hw = (args.size, args.size) if args.size else hw
+    batch = args.batch or batch
+    distill_cfg = load_cfg(config)
     distill_cfg.model.teacher_ckpt = None  # random teacher weights: same cost
     if args.teacher_precision is not None:
         distill_cfg.model.teacher_precision = args.teacher_precision
     distiller, distill_optim = build(distill_cfg, device)
-    student, student_optim = build(load_cfg(f"{family}_student"), device)
+    student, student_optim = build(student_cfg(distill_cfg), device)
     teacher = distiller.teacher  # frozen, eval mode: the module the distiller runs
-    data = make_batch(args.batch, args.size)
+    data = make_batch(batch, hw, distill_cfg.model.student.bbox_head.num_classes)
     with torch.no_grad():  # the teacher sees the preprocessed batch, as inside the distiller
         inputs = distiller.data_preprocessor(copy.deepcopy(data), True)["inputs"]
 
@@ -107,6 +136,8 @@ def run_family(family: str, args, device: torch.device) -> dict:
         "teacher_fwd": teacher_fwd,
     }
     sync = torch.cuda.synchronize if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for fn in ways.values():
         for _ in range(args.warmup):
             timed(fn, sync)
@@ -114,7 +145,7 @@ def run_family(family: str, args, device: torch.device) -> dict:
     for _ in range(args.repeats):
         for name, fn in ways.items():
             samples[name].append(timed(fn, sync))
-    result: dict = dict(family=family, batch=args.batch, size=args.size,
+    result: dict = dict(family=family, config=f"configs/{config}", batch=batch, image_hw=hw,
                         teacher_precision=precision)
     result.update({name: summarize(s) for name, s in samples.items()})
     for k, clock in enumerate(("wall_ms", "cpu_ms")):
@@ -126,14 +157,19 @@ def run_family(family: str, args, device: torch.device) -> dict:
         result[f"overhead_{clock}"] = d - s - t  # distillation beyond the two networks
     result["params_student_M"] = sum(p.numel() for p in student.parameters()) / 1e6
     result["params_teacher_M"] = sum(p.numel() for p in teacher.parameters()) / 1e6
+    if device.type == "cuda":
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
-    p.add_argument("--batch", type=int, default=8)  # the synthetic configs' batch per worker
-    p.add_argument("--size", type=int, default=256)  # the synthetic data's default image size
+    p.add_argument("--setting", default="synth", choices=list(SETTINGS))
+    p.add_argument("--families", nargs="+", default=None, help="default: all of the setting's: "
+                   + "; ".join(f"{k}: {', '.join(v)}" for k, v in SETTINGS.items()))
+    p.add_argument("--batch", type=int, default=None, help="default: the setting's")
+    p.add_argument("--size", type=int, default=None, help="square images of this size; "
+                   "default: the setting's")
     p.add_argument("--repeats", type=int, default=5)  # median of 5: ~1 min per family on 2 cores
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -142,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--json", type=Path, default=RESULTS / "step.json")
     args = p.parse_args(argv)
+    families = args.families or list(SETTINGS[args.setting])
+    unknown = [f for f in families if f not in SETTINGS[args.setting]]
+    if unknown:
+        p.error(f"--families {' '.join(unknown)}: not in --setting {args.setting} "
+                f"({', '.join(SETTINGS[args.setting])})")
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,17 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     import bckd.losses  # noqa: F401 - registers the distillation losses
 
     machine = machine_info(str(device))
-    print(f"step: {args.batch} images of {args.size} px, {GT_PER_IMAGE} boxes each; median of "
+    print(f"step: setting {args.setting}, {GT_PER_IMAGE} boxes per image; median of "
           f"{args.repeats} after {args.warmup} warmup", flush=True)
+    clock = "wall_ms" if device.type == "cuda" else "cpu_ms"
     results = []
-    for family in args.families:
+    for family in families:
         results.append(run_family(family, args, device))
         r = results[-1]
-        print(f"  {family}: distill {r['distill']['cpu_ms']:.0f} ms, student "
-              f"{r['student']['cpu_ms']:.0f} ms, teacher_fwd {r['teacher_fwd']['cpu_ms']:.0f} ms "
-              f"(CPU time; teacher in {r['teacher_precision']})", flush=True)
+        print(f"  {family} ({r['batch']} x {r['image_hw'][0]}x{r['image_hw'][1]}): "
+              + ", ".join(f"{w} {r[w][clock]:.1f} ms" for w in WAYS)
+              + f" ({clock[:-3]} time; teacher in {r['teacher_precision']})", flush=True)
 
-    clock = "wall_ms" if device.type == "cuda" else "cpu_ms"
     print()
     rows = []
     for r in results:
@@ -180,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     finish_machine(machine)
     write_json(args.json, dict(
         machine=machine,
-        config=dict(batch=args.batch, size=args.size, repeats=args.repeats, warmup=args.warmup,
+        config=dict(setting=args.setting, repeats=args.repeats, warmup=args.warmup,
                     teacher_precision=args.teacher_precision or "config ('auto')",
                     gt_per_image=GT_PER_IMAGE, goal=f"ratio <= {GOAL}", judged_on=clock),
         results=results, table=table, goal_met=met, verdict=verdict))

@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from common import RESULTS
+from common import RESULTS, is_busy
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = (ROOT / "README.md", ROOT / "benchmarks" / "README.md")
@@ -27,11 +27,15 @@ DOCS = (ROOT / "README.md", ROOT / "benchmarks" / "README.md")
 BLOCKS = {
     "losses": ("losses.json", "bench_losses.py"),
     "step": ("step.json", "bench_step.py"),
+    "losses_cuda": ("losses_cuda.json", "bench_losses.py"),  # these three: benchmarks/cuda/run.sh
+    "step_cuda": ("step_cuda.json", "bench_step.py"),
+    "step_cuda_bf16": ("step_cuda_bf16.json", "bench_step.py"),
     "ray": ("ray.json", "bench_ray.py"),
     "service": ("service.json", "bench_service.py"),
     "reproduction": ("reproduction.json", "reproduce.py"),
 }
-GOALS = ("losses", "step", "ray", "service")  # the "goals" block: one verdict line each
+# the "goals" block: one verdict line each
+GOALS = ("losses", "step", "losses_cuda", "step_cuda", "ray", "service")
 _BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)",
                     re.DOTALL)
 
@@ -48,7 +52,7 @@ def _provenance(name: str, report: dict) -> str:
     """``python benchmarks/x.py ...` (date, N cores, load a -> b, BUSY|quiet)``."""
     m = report["machine"]
     load = f"load average {m['load_avg_1min_start']} -> {m['load_avg_1min_end']}"
-    state = "BUSY: other processes shared the cores" if m["busy"] else "quiet"
+    state = "BUSY: other processes shared the cores" if is_busy(m) else "quiet"
     return (f"`{m['command']}` ({m['started']}, {m['cpu_count']} cores, {m['device']}, {load}, "
             f"{state}), from `benchmarks/results/{BLOCKS[name][0]}`:")
 

@@ -65,6 +65,14 @@ def test_bench_step_writes_ratios_for_a_tiny_batch(tmp_path):
     assert {"load_avg_1min_start", "load_avg_1min_end", "busy"} <= report["machine"].keys()
 
 
+def test_bench_step_refuses_a_family_outside_its_setting():
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_step.py"), "--setting", "coco",
+                           "--families", "atss"], cwd=ROOT, text=True, capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "--families atss: not in --setting coco (gfl, rtmdet)" in proc.stderr
+
+
 def test_reproduce_plan_lists_the_runs_without_running_anything():
     proc = run_script("reproduce.py", "--plan", timeout=60)
     runs = reproduce.plan(reproduce.Schedule(), "repro")
