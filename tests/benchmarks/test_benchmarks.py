@@ -204,14 +204,17 @@ def test_the_docs_tables_match_the_json_they_came_from():
 
 @pytest.mark.slow
 @pytest.mark.bench
-def test_bench_ray_plain_and_one_ray_worker(tmp_path):
+def test_bench_ray_pairs_plain_and_one_ray_worker(tmp_path):
     out = tmp_path / "ray.json"
     run_script("bench_ray.py", "--num-train", "16", "--epochs", "1", "--skip", "1",
-               "--cases", "plain", "ray_1x1", "--json", str(out))
+               "--cases", "plain", "ray_1xN", "--rounds", "2", "--json", str(out))
     report = json.loads(out.read_text())
-    for case in ("plain", "ray_1x1"):
+    for case in ("plain", "ray_1xN"):
         r = report["results"][case]
         assert r["iterations"] == 2 and r["steady_images_per_s"] > 0 and r["startup_s"] > 0
+        assert len(r["runs"]) == 2  # the goal's pair runs once per round
+    low, high = report["ratios"]["ray_1xN/plain_range"]
+    assert low <= report["ratios"]["ray_1xN/plain"] <= high
 
 
 @pytest.mark.slow
