@@ -13,7 +13,8 @@
    the checkpoints under ``<storage>/<ray name>/`` and resumes from the latest after a worker
    failure (``max_failures``) or when the same name is run again;
 5. write ``final.pth`` and ``best.pth`` (student weights only) into the work dir, log them, and
-   end the run FINISHED, FAILED or KILLED (SIGINT/SIGTERM).
+   end the run FINISHED, FAILED or KILLED (SIGINT/SIGTERM; one before training began ends the
+   job at once, with nothing to checkpoint).
 
 Checkpoint settings and exports are :mod:`bckd.engine.ray_checkpoints`, the stop signals
 :mod:`bckd.engine.signals`; this module is the order of the steps.
@@ -54,6 +55,24 @@ def _run_params(cfg, info, world_size: int) -> dict[str, Any]:
 
 def run_job(spec: JobSpec) -> JobResult:
     """Run one training job to its end; see the module docstring for the steps."""
+    from bckd.engine.signals import NOTHING_TO_SAVE, JobStopped, stop_raises
+    from bckd.engine.tracking import RunWriter, write_run_json
+
+    start = time.monotonic()
+    opened: dict[str, Any] = {}  # what _run has opened so far, for a stop before training
+    try:
+        with stop_raises():
+            return _run(spec, opened, start)
+    except JobStopped as stop:
+        print(f"bckd: received {stop} {NOTHING_TO_SAVE}; the run ends KILLED", flush=True)
+        if "run_id" in opened:
+            RunWriter(opened["tracking_uri"], opened["run_id"]).terminate("KILLED")
+            write_run_json(opened["work_dir"], mlflow_run_id=opened["run_id"], status="KILLED")
+        return JobResult(opened.get("name", spec.name or ""), str(opened.get("work_dir", "")),
+                         opened.get("run_id", ""), "KILLED", wall_s=time.monotonic() - start)
+
+
+def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -72,9 +91,9 @@ def run_job(spec: JobSpec) -> JobResult:
     )
     from bckd.engine.worker import WorkerJob, train_worker
 
-    start = time.monotonic()
     job = prepare(spec)
     cfg, name, work_dir = job.cfg, job.name, job.work_dir
+    opened.update(name=name, work_dir=work_dir)
     info = describe_run(cfg)
     params = _run_params(cfg, info, spec.num_workers)  # before Ray and MLflow: it can refuse
 
@@ -95,6 +114,7 @@ def run_job(spec: JobSpec) -> JobResult:
                 **spec.tags}
         run_id = open_run(tracking_uri, spec.experiment, name, tags,
                           run_id=run_to_reopen(previous, resuming))
+        opened.update(run_id=run_id, tracking_uri=tracking_uri)
         print(f"bckd: mlflow_run_id={run_id}", flush=True)
         write_run_json(work_dir, mlflow_run_id=run_id, experiment=spec.experiment, name=name,
                        tracking_uri=tracking_uri, status="RUNNING", path=str(work_dir),

@@ -1,5 +1,10 @@
-"""Stopping a job from its terminal or its supervisor: ``trainer.fit()`` runs off the main
-thread, and SIGINT/SIGTERM end the MLflow run KILLED, then ask the workers to checkpoint."""
+"""Stopping a job from its terminal or its supervisor (SIGINT, SIGTERM).
+
+While the driver sets the job up (checks, Ray, MLflow), a signal raises :class:`JobStopped`
+where it is (:func:`stop_raises`): nothing has run that could be saved, and the caller ends
+what it opened KILLED. Once training is handed to Ray, ``trainer.fit()`` runs off the main
+thread and a signal ends the MLflow run KILLED, then asks the workers to checkpoint
+(:func:`fit_with_signals`)."""
 
 from __future__ import annotations
 
@@ -8,9 +13,38 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["FitThread", "fit_with_signals"]
+__all__ = ["FitThread", "JobStopped", "NOTHING_TO_SAVE", "fit_with_signals", "stop_raises"]
+
+NOTHING_TO_SAVE = "before training began: nothing to checkpoint"  # said by either stop path
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class JobStopped(Exception):  # noqa: N818 - a request, not an error
+    """SIGINT or SIGTERM before training was handed to Ray; ``str()`` is the signal's name."""
+
+
+@contextmanager
+def stop_raises() -> Iterator[None]:
+    """Within the block (on the main thread only), SIGINT and SIGTERM raise :class:`JobStopped`
+    where the driver is, as Python's own SIGINT does, but for both signals and by a name the
+    job catches; :func:`fit_with_signals` takes them over while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+        raise JobStopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class FitThread(threading.Thread):
@@ -34,13 +68,17 @@ def fit_with_signals(trainer, stop_flag, writer, work_dir: Path,
                      grace_s: float) -> tuple[str, FitThread]:
     """Run ``trainer.fit()``; on SIGINT/SIGTERM end the MLflow run KILLED at once (the job
     supervisor may SIGKILL a few seconds later), then ask the workers to checkpoint and stop,
-    waiting up to ``grace_s``. A second signal exits immediately.
+    waiting up to ``grace_s``, or not at all when training had not begun (nothing to save:
+    :class:`~bckd.engine.stop.StopFlag`). A second signal exits immediately.
 
     Returns ``("FINISHED" or "KILLED", the finished thread)`` (its ``result`` or ``error``)."""
+    import ray
+
     from bckd.engine.tracking import write_run_json
 
     fit = FitThread(trainer)
     stopping: list[float] = []
+    asked: list = []  # the flag's answer on its way: had training begun?
 
     def on_signal(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
         if stopping:
@@ -51,17 +89,20 @@ def fit_with_signals(trainer, stop_flag, writer, work_dir: Path,
               f"workers to checkpoint (up to {grace_s:.0f} s)", file=sys.stderr, flush=True)
         writer.terminate("KILLED")
         write_run_json(work_dir, status="KILLED")
-        stop_flag.set.remote()
+        asked.append(stop_flag.set.remote())  # answered in the loop below, not in a handler
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {}
     if in_main:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             previous[sig] = signal.signal(sig, on_signal)
     try:
         fit.start()
         while fit.is_alive():
             fit.join(timeout=0.5)
+            if asked and not _training_began(ray, asked.pop()):
+                print(f"bckd: stopped {NOTHING_TO_SAVE}", file=sys.stderr, flush=True)
+                break
             if stopping and time.monotonic() - stopping[0] > grace_s:
                 print("bckd: workers did not stop in time", file=sys.stderr, flush=True)
                 break
@@ -69,3 +110,11 @@ def fit_with_signals(trainer, stop_flag, writer, work_dir: Path,
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return ("KILLED" if stopping else "FINISHED"), fit
+
+
+def _training_began(ray, answer, timeout_s: float = 10.0) -> bool:
+    """The stop flag's answer; True (wait for the stop checkpoint) if it does not come."""
+    try:
+        return bool(ray.get(answer, timeout=timeout_s))
+    except Exception:  # noqa: BLE001 - an unreachable flag: keep the graceful path
+        return True

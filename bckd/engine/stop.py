@@ -5,6 +5,11 @@ iterations and broadcasts the answer, so every rank leaves at the same iteration
 ``ray.train.report`` with a checkpoint; the worker function then returns normally (a raised
 error would count as a worker failure and trigger a restart). Rank 0 never waits for the actor:
 it asks at one check and reads the answer at a later one, so a stop lands an interval late.
+
+A stop before training began has nothing to checkpoint. Rank 0 tells the flag when training
+begins, and raising the flag answers whether it has: the actor runs one call at a time, so the
+two orders are the only ones, and the driver waits for a stop checkpoint only when one is coming
+(before, a job cancelled while its workers started waited out the whole stop grace).
 """
 
 from __future__ import annotations
@@ -22,9 +27,16 @@ __all__ = ["StopFlag", "StopHook", "StopRequested"]
 class StopFlag:
     def __init__(self) -> None:
         self._set = False
+        self._training = False
 
-    def set(self) -> None:
+    def set(self) -> bool:
+        """Ask the workers to stop; True if training had begun (a stop checkpoint will come),
+        False if not (nothing to save: the driver need not wait)."""
         self._set = True
+        return self._training
+
+    def begin_training(self) -> None:
+        self._training = True
 
     def is_set(self) -> bool:
         return self._set
@@ -56,6 +68,10 @@ class StopHook(Hook):
             answer = bool(ray.get(ready[0]))
         self._asked = self.flag.is_set.remote()
         return answer
+
+    def before_train(self, runner) -> None:
+        if runner.rank == 0:  # once a job (and per restart): a round trip here is no cost
+            ray.get(self.flag.begin_training.remote())
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if (runner.iter + 1) % self.interval:

@@ -4,6 +4,7 @@ a killed worker, SIGTERM, and each bad input failing early with its message."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from bckd.checkpoint import load_state_dict
 from bckd.engine.launch import run_job
+from bckd.engine.signals import NOTHING_TO_SAVE
 from bckd.engine.spec import JobSpec
 from bckd.engine.tracking import read_run_json
 from cli import main as cli_main
@@ -191,6 +193,43 @@ def test_sigterm_ends_the_run_killed(cluster, synth_data, work_root):
     assert _client(work_root).get_run(run_id).info.status == "KILLED"
     # the workers checkpointed before leaving, so a rerun would resume from there
     assert list((work_dir / "ray_train").glob("checkpoint_iter_*"))
+
+
+# A stop while the driver sets up (after the run is named), and while Ray starts the controller
+# and the worker (once the controller speaks): seconds before any step on any machine.
+@pytest.mark.parametrize(("when", "said"), [
+    ("bckd: mlflow_run_id=", f"received SIGINT {NOTHING_TO_SAVE}"),
+    ("(TrainController", f"stopped {NOTHING_TO_SAVE}"),
+], ids=["setting-up", "starting-workers"])
+def test_a_stop_before_training_began_ends_at_once_with_nothing_to_save(
+        cluster, synth_data, work_root, when, said):
+    # Before, the driver waited for a stop checkpoint that only came after the first steps
+    # (or for the whole grace), or died of a KeyboardInterrupt with its run left RUNNING.
+    name = f"stopped-{len(when)}"
+    work_dir = work_root / name
+    options = [f"{k}={v}" for k, v in tiny(synth_data, max_epochs=50).items()
+               if k != "param_scheduler"]
+    env = {**os.environ, "RAY_ADDRESS": cluster,
+           "MLFLOW_TRACKING_URI": f"sqlite:///{work_root / 'mlflow.db'}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", TEACHER_CONFIG, "--name", name,
+         "--work-dir", str(work_dir), "--progress-interval", "1", "--cfg-options", *options],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if when in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert said in out and "bckd: progress" not in out, out[-2000:]  # and no step ran
+    (run_id,) = re.findall(r"^bckd: mlflow_run_id=(\w+)$", out, re.MULTILINE)
+    assert read_run_json(work_dir) | {"mlflow_run_id": run_id, "status": "KILLED"} == \
+        read_run_json(work_dir)
+    run = _client(work_root).get_run(run_id)
+    assert run.info.status == "KILLED" and "loss" not in run.data.metrics
+    assert not list((work_dir / "ray_train").glob("checkpoint_iter_*"))
 
 
 def _cli_error(capsys, argv: list[str]) -> str:
