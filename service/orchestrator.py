@@ -117,18 +117,20 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
               message=WAITING_FOR_CAPACITY if v.waits_for_capacity else None,
               restarts=0, max_restarts=req.max_restarts)
     for _ in range(2):  # a second pass when the name was created at the same moment
-        _claim_run(session, user.name, name, req, v, job_id)
-        session.add(job)
-        if idem_key is not None:  # the key passes from its claim to its job in one commit
-            session.execute(delete(KeyClaim).where(KeyClaim.owner == user.name,
-                                                   KeyClaim.idempotency_key == idem_key))
         try:
+            _claim_run(session, user.name, name, req, v, job_id)
+            session.add(job)
+            if idem_key is not None:  # the key passes from its claim to its job in one commit
+                # (this DELETE flushes the INSERTs first: a lost race raises here, not at commit)
+                session.execute(delete(KeyClaim).where(KeyClaim.owner == user.name,
+                                                       KeyClaim.idempotency_key == idem_key))
             session.commit()  # the claim and the row together: a run's job always exists
             return job, True
         except IntegrityError:  # the same key, or the same new name, won the insert
             session.rollback()
             found = by_key(session, user.name, idem_key) if idem_key else None
             if found is not None:
+                release_claim(session, user.name, idem_key)  # ours: the key is held by a job
                 return same_request(found, req), False
     raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
 

@@ -15,13 +15,16 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import select
 
+from service.auth import Principal
 from service.db import session_scope
 from service.deps import get_ray, get_submitter
-from service.models import Job
-from service.orchestrator import submit_new
+from service.models import Job, KeyClaim, utcnow
+from service.orchestrator import create_job, submit_new
 from service.ray_jobs import RayJobs
 from service.reconciler import reconcile_once
+from service.schemas import JobCreate
 from service.stack import free_port
 from service.tracking import Tracking
 from tests.service.inprocess import WAIT_S, HeldRay, body, inprocess_api, row, until
@@ -111,6 +114,27 @@ def test_a_duplicate_never_downloads_the_runs_checkpoint(tmp_path, monkeypatch, 
     assert answers["second"].status_code == 200
     assert answers["second"].json()["id"] == answers["first"].json()["id"]
     assert len(downloads) == 1 and ray.calls.count("capacity") == 1
+
+
+def test_a_request_whose_job_loses_the_key_to_an_earlier_job_answers_that_job(
+        tmp_path, monkeypatch, toy):
+    # The interleaving (seen as a 500 under 6 concurrent duplicates): B reads "no job holds the
+    # key", A commits its job and drops its claim, B reads "no claim" and claims the key, and
+    # B's job then loses the INSERT to A's on the unique key. Driven here from that moment: B
+    # holds a claim of the key that A's job already holds, and creates its job.
+    with inprocess_api(monkeypatch, tmp_path, HeldRay(), [toy.parent]) as (c, settings):
+        first = c.post("/v1/jobs", json=body(toy), headers={"Idempotency-Key": "k"})
+        assert first.status_code == 201, first.text
+        req = JobCreate(**body(toy))
+        for s in session_scope(settings):
+            s.add(KeyClaim(owner="alice", idempotency_key="k", request=req.model_dump(
+                mode="json"), created_at=utcnow()))
+            s.commit()
+            job, new = create_job(s, Principal("alice", admin=False), req, "k", settings,
+                                  tracking=None, capacity=None)
+            assert (job.id, new) == (first.json()["id"], False)
+            assert s.get(KeyClaim, ("alice", "k")) is None  # B's claim is gone with its job
+            assert len(s.scalars(select(Job)).all()) == 1
 
 
 def test_a_refused_request_releases_its_key_and_a_retry_is_judged_again(
