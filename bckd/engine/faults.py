@@ -16,10 +16,10 @@ Each comma-separated ``point:n`` fires once per job, on rank 0:
   it is reported to Ray Train (a write the crash leaves behind, unregistered).
 
 Before dying, rank 0 waits until Ray Train has collected the reports it made so far. Ray's
-controller takes a report off a worker only when it polls it (every 2 s), so a real crash within
-2 s of a checkpoint's report loses that checkpoint and restarts from the one before (no harm to
-MLflow: the steps in between are dropped as any replay). Waiting makes the restart point the one
-the test names instead of a matter of timing.
+controller takes a report off a worker only when it polls it (every 0.5 s: ``launch.POLL_S``),
+so a real crash that soon after a checkpoint's report loses it and restarts from the one before
+(no harm to MLflow: the steps in between are dropped as any replay). Waiting makes the restart
+point the one the test names instead of a matter of timing.
 
 "Once" must survive the process: before killing itself the worker creates
 ``<work_dir>/faults/<point>-<n>.fired``; a restarted worker finds the file and goes on. The work
