@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from bckd.engine.spec import JobResult, JobSpec, prepare
@@ -73,8 +74,9 @@ def run_job(spec: JobSpec) -> JobResult:
         if "run_id" in opened:
             RunWriter(opened["tracking_uri"], opened["run_id"]).terminate("KILLED")
             write_run_json(opened["work_dir"], mlflow_run_id=opened["run_id"], status="KILLED")
-        return JobResult(opened.get("name", spec.name or ""), str(opened.get("work_dir", "")),
-                         opened.get("run_id", ""), "KILLED", wall_s=time.monotonic() - start)
+        name = opened.get("name", spec.name or Path(spec.config).stem)
+        return JobResult(name, str(opened.get("work_dir", "")), opened.get("run_id", ""),
+                         "KILLED", wall_s=time.monotonic() - start)
 
 
 def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
