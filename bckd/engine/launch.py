@@ -65,12 +65,13 @@ def run_job(spec: JobSpec) -> JobResult:
     from bckd.engine.tracking import RunWriter, write_run_json
 
     start = time.monotonic()
-    opened: dict[str, Any] = {}  # what _run has opened so far, for a stop before training
+    opened: dict[str, Any] = {}  # what _run has opened and done so far, for a stop
     try:
         with stop_raises():
             return _run(spec, opened, start)
     except JobStopped as stop:
-        print(f"bckd: received {stop} {NOTHING_TO_SAVE}; the run ends KILLED", flush=True)
+        when = "after training" if opened.get("trained") else NOTHING_TO_SAVE
+        print(f"bckd: received {stop} {when}; the run ends KILLED", flush=True)
         if "run_id" in opened:
             RunWriter(opened["tracking_uri"], opened["run_id"]).terminate("KILLED")
             write_run_json(opened["work_dir"], mlflow_run_id=opened["run_id"], status="KILLED")
@@ -161,6 +162,7 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
             ),
         )
         status, fit = fit_with_signals(trainer, stop_flag, writer, work_dir, spec.stop_grace_s)
+        opened["trained"] = True  # a signal from here on comes while the results are exported
         if spec.stop_requested is not None and spec.stop_requested():
             status = "KILLED"  # the fit failed because it was stopped: not a failure of the job
         result = JobResult(name, str(work_dir), run_id, status, wall_s=0.0)
