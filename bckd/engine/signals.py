@@ -72,8 +72,6 @@ def fit_with_signals(trainer, stop_flag, writer, work_dir: Path,
     :class:`~bckd.engine.stop.StopFlag`). A second signal exits immediately.
 
     Returns ``("FINISHED" or "KILLED", the finished thread)`` (its ``result`` or ``error``)."""
-    import ray
-
     from bckd.engine.tracking import write_run_json
 
     fit = FitThread(trainer)
@@ -100,7 +98,7 @@ def fit_with_signals(trainer, stop_flag, writer, work_dir: Path,
         fit.start()
         while fit.is_alive():
             fit.join(timeout=0.5)
-            if asked and not _training_began(ray, asked.pop()):
+            if asked and not _training_began(asked.pop()):
                 print(f"bckd: stopped {NOTHING_TO_SAVE}", file=sys.stderr, flush=True)
                 break
             if stopping and time.monotonic() - stopping[0] > grace_s:
@@ -112,8 +110,10 @@ def fit_with_signals(trainer, stop_flag, writer, work_dir: Path,
     return ("KILLED" if stopping else "FINISHED"), fit
 
 
-def _training_began(ray, answer, timeout_s: float = 10.0) -> bool:
+def _training_began(answer, timeout_s: float = 10.0) -> bool:
     """The stop flag's answer; True (wait for the stop checkpoint) if it does not come."""
+    import ray
+
     try:
         return bool(ray.get(answer, timeout=timeout_s))
     except Exception:  # noqa: BLE001 - an unreachable flag: keep the graceful path

@@ -197,15 +197,14 @@ def test_sigterm_ends_the_run_killed(cluster, synth_data, work_root):
 
 # A stop while the driver sets up (after the run is named), and while Ray starts the controller
 # and the worker (once the controller speaks): seconds before any step on any machine.
-@pytest.mark.parametrize(("when", "said"), [
-    ("bckd: mlflow_run_id=", f"received SIGINT {NOTHING_TO_SAVE}"),
-    ("(TrainController", f"stopped {NOTHING_TO_SAVE}"),
+@pytest.mark.parametrize(("name", "when", "said"), [
+    ("setting-up", "bckd: mlflow_run_id=", f"received SIGINT {NOTHING_TO_SAVE}"),
+    ("starting-workers", "(TrainController", f"stopped {NOTHING_TO_SAVE}"),
 ], ids=["setting-up", "starting-workers"])
 def test_a_stop_before_training_began_ends_at_once_with_nothing_to_save(
-        cluster, synth_data, work_root, when, said):
+        cluster, synth_data, work_root, name, when, said):
     # Before, the driver waited for a stop checkpoint that only came after the first steps
     # (or for the whole grace), or died of a KeyboardInterrupt with its run left RUNNING.
-    name = f"stopped-{len(when)}"
     work_dir = work_root / name
     options = [f"{k}={v}" for k, v in tiny(synth_data, max_epochs=50).items()
                if k != "param_scheduler"]
@@ -225,8 +224,8 @@ def test_a_stop_before_training_began_ends_at_once_with_nothing_to_save(
     assert proc.returncode == 130, out[-2000:]
     assert said in out and "bckd: progress" not in out, out[-2000:]  # and no step ran
     (run_id,) = re.findall(r"^bckd: mlflow_run_id=(\w+)$", out, re.MULTILINE)
-    assert read_run_json(work_dir) | {"mlflow_run_id": run_id, "status": "KILLED"} == \
-        read_run_json(work_dir)
+    info = read_run_json(work_dir)
+    assert (info["mlflow_run_id"], info["status"]) == (run_id, "KILLED")
     run = _client(work_root).get_run(run_id)
     assert run.info.status == "KILLED" and "loss" not in run.data.metrics
     assert not list((work_dir / "ray_train").glob("checkpoint_iter_*"))
