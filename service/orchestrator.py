@@ -45,8 +45,8 @@ from service.settings import PROJECT_ROOT, Settings
 from service.tracking import Tracking, get_tracking
 from service.validation import ValidatedJob, validate_job
 
-__all__ = ["aware", "archive_logs", "cancel_job", "create_job", "finish", "read_archive",
-           "submit_new", "submit_request", "submit_row"]
+__all__ = ["archive_logs", "aware", "cancel_job", "create_job", "driver_env", "finish",
+           "read_archive", "submit_new", "submit_request", "submit_row"]
 
 log = logging.getLogger("bckd.service")
 # the message of a job that fits only on nodes an autoscaler has yet to add
@@ -171,16 +171,23 @@ def _claim_run(session: Session, owner: str, name: str, req: JobCreate, v: Valid
         raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
 
 
+def driver_env(settings: Settings, job_id: str) -> dict[str, str]:
+    """The environment a job's submission gives its driver and Ray's job supervisor: names of
+    ``bckd.engine.cluster.DRIVER_ENV`` only, which the driver keeps off its workers."""
+    return {"MLFLOW_TRACKING_URI": settings.mlflow_uri, "BCKD_JOB_ID": job_id,
+            "PYTHONUNBUFFERED": "1",
+            # read by Ray's job supervisor: cancel = SIGINT, then SIGKILL after the grace
+            "RAY_JOB_STOP_SIGNAL": "SIGINT",
+            "RAY_JOB_STOP_WAIT_TIME_S": str(settings.stop_wait_s)}
+
+
 def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> None:
     """Hand a committed PENDING row to Ray; a failure leaves it for the reconciler to retry.
 
     The attempt starts only if no cancel is recorded (a compare-and-set), and after Ray
     accepted it the row is confirmed only if still none is; otherwise the job that just
     landed on Ray is stopped there (``_stop_landed``)."""
-    env = {"MLFLOW_TRACKING_URI": settings.mlflow_uri, "BCKD_JOB_ID": job.id,
-           "PYTHONUNBUFFERED": "1",
-           # read by Ray's job supervisor: cancel = SIGINT, then SIGKILL after the grace
-           "RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(settings.stop_wait_s)}
+    env = driver_env(settings, job.id)
     waiting = (Job.id == job.id, Job.status == JobStatus.PENDING, Job.submitted_at.is_(None),
                Job.cancel_requested.is_(False))
     started = session.execute(update(Job).where(*waiting).values(

@@ -14,6 +14,7 @@ and the job waits for capacity (:func:`wait_for_capacity`) instead of failing.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -21,8 +22,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Capacity", "NodeGroup", "ResourceError", "WorkerResources", "check_resources",
-           "cluster_capacity", "connect", "disconnect", "wait_for_capacity"]
+__all__ = ["DRIVER_ENV", "Capacity", "NodeGroup", "ResourceError", "WorkerResources",
+           "check_resources", "cluster_capacity", "connect", "disconnect", "wait_for_capacity"]
+
+# The variables the service gives a job's driver in its Ray submission's runtime_env (the only
+# way to Ray's job supervisor, which reads the stop signal and its grace there). They are for the
+# driver and the supervisor; the workers read none of them (a worker gets its MLflow store in its
+# WorkerJob), so the driver keeps them off its workers (:func:`connect`).
+DRIVER_ENV = frozenset({"MLFLOW_TRACKING_URI", "BCKD_JOB_ID", "PYTHONUNBUFFERED",
+                        "RAY_JOB_STOP_SIGNAL", "RAY_JOB_STOP_WAIT_TIME_S"})
 
 
 class ResourceError(ValueError):
@@ -190,22 +198,58 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        _keep_driver_env_off_workers()
         ray.init(address=address, log_to_driver=True)
         return False
     # Ray's processes that ask the state API without an address (Ray Train's placement-group
     # cleaner checks its controller is alive that way) read RAY_API_SERVER_ADDRESS, else they
     # take the last cluster `ray start` made on this machine: with another cluster there, the
     # cleaner misses this one's controller and removes the run's placement group, killing its
-    # workers. It goes to the cluster's workers only, not into this process's environment:
+    # workers. It goes to the cluster's processes only, which inherit it from this process's
+    # environment while ray.init starts them, and it leaves that environment right after:
     # Ray's clients let it override any address they are given, so a value left behind would
-    # send this process's later clients to a cluster that has ended.
+    # send this process's later clients to a cluster that has ended. Not a runtime_env: a job
+    # with one starts every worker process through Ray's setup_worker.py (a second interpreter
+    # and import of Ray, about 1 s of CPU each, seven processes a run) and never reuses the
+    # workers Ray prestarts.
     port = _free_port()
-    # address="local": a new cluster, even where `ray start` left one on this machine (a bare
-    # ray.init() would join that one, with its own resources and token)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-             log_to_driver=True, runtime_env={"env_vars": {
-                 "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+    before = os.environ.get("RAY_API_SERVER_ADDRESS")
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    try:
+        # address="local": a new cluster, even where `ray start` left one on this machine (a
+        # bare ray.init() would join that one, with its own resources and token)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
+                 dashboard_port=port, log_to_driver=True)
+    finally:
+        if before is None:
+            del os.environ["RAY_API_SERVER_ADDRESS"]
+        else:
+            os.environ["RAY_API_SERVER_ADDRESS"] = before
     return True
+
+
+def _keep_driver_env_off_workers() -> None:
+    """Drop :data:`DRIVER_ENV` from the runtime_env that Ray's job supervisor hands this driver
+    (as JSON in an environment variable that ``ray.init`` reads), before ``ray.init``.
+
+    Every Ray process of a job whose runtime_env is not empty starts through Ray's
+    setup_worker.py (a second interpreter and import of Ray, about 1 s of CPU each) instead of
+    from the workers Ray prestarts; a run makes seven of them. Variables a user put in the
+    submission for the workers stay, and so does the submission's metadata. Outside a Ray job
+    submission there is nothing to drop.
+    """
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR as JOB_CONFIG
+
+    if not os.environ.get(JOB_CONFIG):
+        return
+    job_config = json.loads(os.environ[JOB_CONFIG])
+    runtime_env = job_config.get("runtime_env") or {}
+    kept = {k: v for k, v in (runtime_env.get("env_vars") or {}).items() if k not in DRIVER_ENV}
+    runtime_env.pop("env_vars", None)
+    if kept:
+        runtime_env["env_vars"] = kept
+    job_config["runtime_env"] = runtime_env
+    os.environ[JOB_CONFIG] = json.dumps(job_config)
 
 
 def disconnect(started: bool) -> None:
