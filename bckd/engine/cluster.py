@@ -209,9 +209,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     # environment while ray.init starts them, and it leaves that environment right after:
     # Ray's clients let it override any address they are given, so a value left behind would
     # send this process's later clients to a cluster that has ended. Not a runtime_env: a job
-    # with one starts every worker process through Ray's setup_worker.py (a second interpreter
-    # and import of Ray, about 1 s of CPU each, seven processes a run) and never reuses the
-    # workers Ray prestarts.
+    # with one starts every process that takes it (five of a run's seven) through Ray's
+    # setup_worker.py, a second interpreter and import of Ray (about 1 s of CPU each), and never
+    # reuses the workers Ray prestarts.
     port = _free_port()
     before = os.environ.get("RAY_API_SERVER_ADDRESS")
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
@@ -234,7 +234,9 @@ def _keep_driver_env_off_workers() -> None:
 
     Every Ray process of a job whose runtime_env is not empty starts through Ray's
     setup_worker.py (a second interpreter and import of Ray, about 1 s of CPU each) instead of
-    from the workers Ray prestarts; a run makes seven of them. Variables a user put in the
+    from the workers Ray prestarts; five of a run's seven processes take the job's runtime_env
+    (docs/JOBS.md, "Job flow"). Ray Train's workers flush their log lines themselves (mmengine's
+    logging handlers), so they do without the driver's PYTHONUNBUFFERED. Variables a user put in the
     submission for the workers stay, and so does the submission's metadata. Outside a Ray job
     submission there is nothing to drop.
     """
