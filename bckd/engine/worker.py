@@ -109,9 +109,9 @@ def build_runner(job: WorkerJob, resume_from: str | None = None):
         ProgressHook,
         RayCheckpointHook,
         ShardAuditHook,
+        StopHook,
     )
     from bckd.engine.registries import init_registries
-    from bckd.engine.stop import StopHook
 
     cfg = _prepare_cfg(job, resume_from, ray.train.get_context().get_world_size())
     init_registries(cfg)

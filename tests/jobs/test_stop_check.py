@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import ray
 
-from bckd.engine.stop import StopHook, StopRequested
+from bckd.engine.hooks import StopHook
+from bckd.engine.stop import StopRequested
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,6 @@
-"""End-to-end jobs on a local 2-CPU Ray cluster: teacher, 2-worker distillation, rerun resume,
-a killed worker, SIGTERM, and each bad input failing early with its message."""
+"""End-to-end jobs on a local 2-CPU Ray cluster: teacher, 2-worker distillation, its rerun
+resuming (with a worker killed on the way), SIGTERM, and each bad input failing early with its
+message."""
 
 from __future__ import annotations
 
@@ -126,32 +127,26 @@ def test_two_worker_distillation_is_tracked(synth_data, work_root, teacher):
     assert read_run_json(result.work_dir)["mlflow_run_id"] == result.mlflow_run_id
 
 
-def test_rerun_with_same_name_resumes(synth_data, work_root, teacher):
-    # One more epoch on top of the finished 2-epoch run above (same name, same MLflow run).
+def test_rerun_resumes_and_a_killed_worker_resumes_from_checkpoint(cluster, synth_data,
+                                                                   work_root, teacher):
+    """One job tells two stories: a rerun under the finished run's name trains on from its last
+    checkpoint in the same MLflow run, and a worker killed mid-run restarts from the newest
+    checkpoint without logging a step twice."""
     before = read_run_json(work_root / "bckd_gfl")["mlflow_run_id"]
-    result = run_job(_bckd(synth_data, work_root, teacher, "bckd_gfl", max_epochs=3))
-    assert result.status == "FINISHED", result.error
-    assert result.mlflow_run_id == before
-    assert all(r["resumed_from"] for r in result.ranks)
-    assert all(list(r["seen"]) == [3] for r in result.ranks)  # only the new epoch trained
-    assert _steps(_client(work_root), before, "loss") == [1, 2, 3, 4, 5, 6]
-
-
-def test_killed_worker_resumes_from_checkpoint(cluster, synth_data, work_root, teacher):
-    spec = _bckd(synth_data, work_root, teacher, "bckd_killed", max_epochs=3, max_failures=1)
-    # validation at the last epoch only, as the reproduction runs: the checkpoints before it
-    # have no score, and the restarted run must still rank them (Ray reads them back from JSON)
-    spec.cfg_options["train_cfg.val_interval"] = 3
+    spec = _bckd(synth_data, work_root, teacher, "bckd_gfl", max_epochs=4, max_failures=1)
+    # validation at the last epoch only, as the reproduction runs: epoch 3's checkpoint has no
+    # score, and the restarted run must still rank it (Ray reads it back from JSON)
+    spec.cfg_options["train_cfg.val_interval"] = 4
     holder = {}
     job = threading.Thread(target=lambda: holder.setdefault("result", run_job(spec)))
     job.start()
-    # Wait until Ray has registered the first epoch's checkpoint (not just written its files).
+    # Wait until Ray has registered epoch 3's checkpoint (not just written its files): the rerun
+    # has trained an epoch of its own.
     snapshot = Path(spec.work_dir) / "ray_train" / "checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (
-            snapshot.is_file() and "checkpoint_iter_0000002" in snapshot.read_text()):
+    while time.monotonic() < deadline and "checkpoint_iter_0000006" not in snapshot.read_text():
         time.sleep(0.2)
-    assert "checkpoint_iter_0000002" in snapshot.read_text(), "no checkpoint after epoch 1"
+    assert "checkpoint_iter_0000006" in snapshot.read_text(), "no checkpoint after epoch 3"
     from ray.util.state import list_actors
 
     # address: other Ray clusters may run on the same machine
@@ -161,12 +156,17 @@ def test_killed_worker_resumes_from_checkpoint(cluster, synth_data, work_root, t
     job.join(timeout=300)
     result = holder["result"]
     assert result.status == "FINISHED", result.error
-    assert all(r["resumed_from"] for r in result.ranks)
+    assert result.mlflow_run_id == before
     client = _client(work_root)
+    assert client.get_run(before).data.tags["bckd.resumed_from_checkpoint"] == "true"
+    # the restarted workers resumed from epoch 3's checkpoint and trained epoch 4 alone
+    assert all("checkpoint_iter_0000006" in r["resumed_from"] for r in result.ranks)
+    assert all(list(r["seen"]) == [4] for r in result.ranks)
     for key in ("loss", "loss_distill_cls", "coco/bbox_mAP"):
-        steps = _steps(client, result.mlflow_run_id, key)
+        steps = _steps(client, before, key)
         assert len(steps) == len(set(steps)), f"{key} logged a step twice: {steps}"
-    assert _steps(client, result.mlflow_run_id, "loss") == [1, 2, 3, 4, 5, 6]
+    assert _steps(client, before, "loss") == list(range(1, 9))
+    assert _steps(client, before, "coco/bbox_mAP") == [2, 4, 8]
 
 
 def test_sigterm_ends_the_run_killed(cluster, synth_data, work_root):

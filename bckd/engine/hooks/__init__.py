@@ -9,6 +9,7 @@ names in mmengine's ``HOOKS`` registry):
 * :mod:`~bckd.engine.hooks.ray_checkpoint`: ``RayCheckpointHook``, Ray Train's checkpoint protocol;
 * :mod:`~bckd.engine.hooks.progress`: ``ProgressHook``, the console's progress lines;
 * :mod:`~bckd.engine.hooks.shard_audit`: ``ShardAuditHook``, which images each rank trained on;
+* :mod:`~bckd.engine.hooks.stop`: ``StopHook``, a graceful stop at the same iteration on every rank;
 * :mod:`~bckd.engine.hooks.runner_state`: what they all read from the Runner.
 """
 
@@ -17,6 +18,7 @@ from bckd.engine.hooks.progress import ProgressHook
 from bckd.engine.hooks.ray_checkpoint import CHECKPOINT_FILE, RayCheckpointHook
 from bckd.engine.hooks.runner_state import images_per_second, will_validate
 from bckd.engine.hooks.shard_audit import ShardAuditHook, node_identity, params_sha256
+from bckd.engine.hooks.stop import StopHook
 from bckd.engine.hooks.teacher import evaluate_teacher
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "ProgressHook",
     "RayCheckpointHook",
     "ShardAuditHook",
+    "StopHook",
     "evaluate_teacher",
     "images_per_second",
     "node_identity",
