@@ -36,6 +36,9 @@ class Client:
             raise ApiError(r.status_code, detail)
         return r.json()
 
+    def health(self) -> dict:
+        return self._json(self.http.get("/v1/health"))
+
     def submit(self, body: dict, idempotency_key: str | None = None) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._json(self.http.post("/v1/jobs", json=body, headers=headers))

@@ -224,7 +224,7 @@ def test_bench_service_a_few_clients(tmp_path):
     run_script("bench_service.py", "--clients", "3", "--submits", "1", "--statuses", "2",
                "--timeout", "500", "--json", str(out))
     report = json.loads(out.read_text())
-    for key in ("api_only_submit", "api_only_status", "raw_submit", "service_submit",
+    for key in ("api_only_submit", "api_only_status", "api_floor", "raw_submit", "service_submit",
                 "raw_status", "service_status"):
         assert report["results"][key]["errors"] == 0
         assert report["results"][key]["n"] == (3 if "submit" in key else 6)
