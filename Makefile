@@ -17,7 +17,7 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 
-# The scripts' smoke tests (~7 min), every benchmark (~15 min on a quiet 2-core machine), then the
+# The scripts' smoke tests (4-7 min), every benchmark (10-15 min on a quiet 2-core machine), then the
 # docs' tables from the JSON they wrote.
 bench: setup
 	$(PY) -m pytest -q -m bench tests/benchmarks

@@ -1,10 +1,14 @@
 """The stop check never waits for the flag's actor, on a real local Ray cluster
-(benchmarks/README.md, "Ray overhead and scaling"). That one worker trains without DDP and
-several inside it is checked on the jobs of tests/jobs/test_train.py."""
+(benchmarks/README.md, "Ray overhead and scaling"), and the flag's module stays light. That one
+worker trains without DDP and several inside it is checked on the jobs of
+tests/jobs/test_train.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -56,3 +60,14 @@ def test_unset_flag_never_stops(cluster):
         runner.iter = step
         hook.after_train_iter(runner, batch_idx=step)
         time.sleep(0.01)
+
+
+def test_the_flag_actor_loads_ray_alone():
+    # Each job starts the flag's actor in a process of its own, which imports the flag's module
+    # while the workers import mmdet on the same cores: torch or mmengine there cost 3.4 s of CPU.
+    code = ("import sys, bckd.engine.stop\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mmengine'})\n"
+            "assert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
