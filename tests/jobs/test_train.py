@@ -127,6 +127,14 @@ def test_two_worker_distillation_is_tracked(synth_data, work_root, teacher):
     assert read_run_json(result.work_dir)["mlflow_run_id"] == result.mlflow_run_id
 
 
+def _resumed_iterations(work_dir: Path) -> list[int]:
+    """The iteration each attempt's Runner resumed at, in order: mmengine's own line in the log
+    it writes per Runner under ``<work_dir>/<timestamp>/`` (a Runner that starts afresh writes
+    none)."""
+    return [int(i) for log in sorted(work_dir.glob("*/*.log"))
+            for i in re.findall(r"resumed epoch: \d+, iter: (\d+)", log.read_text())]
+
+
 def test_rerun_resumes_and_a_killed_worker_resumes_from_checkpoint(cluster, synth_data,
                                                                    work_root, teacher):
     """One job tells two stories: a rerun under the finished run's name trains on from its last
@@ -159,7 +167,9 @@ def test_rerun_resumes_and_a_killed_worker_resumes_from_checkpoint(cluster, synt
     assert result.mlflow_run_id == before
     client = _client(work_root)
     assert client.get_run(before).data.tags["bckd.resumed_from_checkpoint"] == "true"
-    # the restarted workers resumed from epoch 3's checkpoint and trained epoch 4 alone
+    # the rerun's first attempt resumed where the finished run ended (iteration 4, epoch 2), the
+    # restarted one from epoch 3's checkpoint, and it trained epoch 4 alone
+    assert _resumed_iterations(Path(spec.work_dir)) == [4, 6]
     assert all("checkpoint_iter_0000006" in r["resumed_from"] for r in result.ranks)
     assert all(list(r["seen"]) == [4] for r in result.ranks)
     for key in ("loss", "loss_distill_cls", "coco/bbox_mAP"):
