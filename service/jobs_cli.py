@@ -92,9 +92,12 @@ def _list(args: argparse.Namespace) -> int:
                               offset=args.offset)
     print(f"{'ID':24} {'KIND':8} {'STATUS':10} {'NAME':28} CREATED")
     for j in page["data"]:
-        print(f"{j['id']:24} {j['kind']:8} {j['status']:10} {j['name'][:28]:28} "
+        status = j["status"] + ("*" if j.get("stalled") else "")
+        print(f"{j['id']:24} {j['kind']:8} {status:10} {j['name'][:28]:28} "
               f"{j['created_at'][:19]}")
     print(f"({len(page['data'])} of {page['count']})")
+    if any(j.get("stalled") for j in page["data"]):
+        print("* stalled: no progress past its stall timeout (bckd jobs show ID: since when)")
     return 0
 
 

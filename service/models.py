@@ -99,6 +99,13 @@ class Job(Base):
     restarts: Mapped[int] = mapped_column(Integer, default=0)  # resubmissions after FAILED/LOST
     max_restarts: Mapped[int] = mapped_column(Integer, default=0)  # the request's policy
     restarted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # pending clocks' start
+    # Stall detection, per attempt (service.stalls): when the service last saw the attempt's
+    # progress lines grow, how many it had, when it was marked stalled (None: it is not), and
+    # when the service stopped it for it (its end is then an infrastructure failure).
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    progress_lines: Mapped[int | None] = mapped_column(Integer)
+    stalled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stall_stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def ray_id(self) -> str:

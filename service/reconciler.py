@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service import stalls
 from service.db import session_scope
 from service.models import TERMINAL, Job, JobStatus, utcnow
 from service.orchestrator import archive_logs, aware, finish, finish_if, submit_new, submit_row
@@ -153,6 +154,8 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
     status = RAY_TO_STATUS.get(str(info.status.value if hasattr(info.status, "value")
                                    else info.status), JobStatus.FAILED)
     job.started_at = job.started_at or _ts(info.start_time)
+    if stalls.check(session, job, status, text, ray, settings, now):
+        return  # an attempt stopped for a stall ended: restarted or FAILED
     if status == JobStatus.PENDING and _age(attempt_start, now) > settings.pending_timeout_s:
         try:
             ray.stop(job.ray_id)

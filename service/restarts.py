@@ -88,6 +88,8 @@ def restart(session: Session, job: Job, reason: str) -> bool:
     job.restarted_at = utcnow()
     job.status = JobStatus.PENDING
     job.submitted_at = job.last_attempt_at = job.ray_seen_at = job.ended_at = None
+    # the stall clocks are the attempt's (service.stalls)
+    job.progress_at = job.progress_lines = job.stalled_at = job.stall_stopped_at = None
     job.message = f"restart {job.restarts} of {job.max_restarts} after: {reason}"[:2000]
     session.commit()
     log.warning("job %s: %s", job.id, job.message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
 
 from service.models import JobKind, JobStatus
 
@@ -104,6 +104,16 @@ class JobPublic(BaseModel):
     links: JobLinks | None = None
     # the run's latest MLflow metrics as the reconciler last read them (None: not yet)
     metrics: dict[str, float] | None = None
+    # RUNNING without progress past its stall timeout since this time (None: not stalled);
+    # progress_at: when the service last saw the job's progress lines grow (service.stalls)
+    stalled_at: datetime | None = None
+    progress_at: datetime | None = None
+
+    @computed_field
+    @property
+    def stalled(self) -> bool:
+        """RUNNING, with no progress past its stall timeout (``stalled_at`` says since when)."""
+        return self.stalled_at is not None
 
 
 class JobsPublic(BaseModel):

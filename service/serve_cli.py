@@ -22,19 +22,27 @@ OPTIONS = {"api_port": "--port", "dashboard_port": "--dashboard-port",
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.ports import own_ports
     from service.stack import PortError, Stack, StackConfig, check_ports
     from service.supervisor import Supervisor
+    from service.takeover import take_over
 
     cfg = StackConfig(
         data_dir=args.data_dir, host=args.host, api_port=args.port,
         dashboard_port=args.dashboard_port, mlflow_port=args.mlflow_port,
         num_cpus=args.num_cpus, ray_address=args.ray_address, mlflow_uri=args.mlflow_uri,
         database_url=args.database_url)
+    # An earlier serve of this data dir: refused while its supervisor runs (StackBusy, a
+    # ValueError: one line naming it), else what it left is stopped, before the ports are
+    # checked, since its parts may hold them. Stack.start checks both too; here the messages
+    # name our options.
+    take_over(args.data_dir.resolve(), own_ports(cfg), _say, option=lambda f: OPTIONS.get(f, f))
     try:
-        check_ports(cfg)  # Stack.start checks too; here the message names our options
+        check_ports(cfg)
     except PortError as err:
         raise ValueError(err.describe(OPTIONS)) from None
     stack = Stack(cfg)
+    stack.say = _say
     print("bckd serve: starting Ray, MLflow and the API ...", flush=True)
     phase = "starting"
     supervisor: Supervisor | None = None

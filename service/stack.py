@@ -33,10 +33,12 @@ from service.ports import (
     PortError,
     check_ports,
     free_port,
+    own_ports,
     spare_port,
     worker_port_range,
 )
 from service.settings import PROJECT_ROOT
+from service.takeover import die_with, remove_lock, take_over, write_lock
 
 # the port names stay importable from here, where the stack's users found them first
 __all__ = ["RAY_WORKER_PORTS", "Part", "PortError", "Stack", "StackConfig", "answers",
@@ -110,6 +112,7 @@ class Stack:
         self.worker_ports: tuple[int, int] | None = None  # Ray's workers' range, once started
         self._ray_tmp: str | None = None
         self.env = dict(os.environ)
+        self.say: Callable[[str], None] = print  # what start() found of an earlier stack
 
     @property
     def procs(self) -> list[tuple[str, subprocess.Popen]]:
@@ -121,7 +124,9 @@ class Stack:
         """Start the part ``label`` (it replaces a stopped one of that label)."""
         part = Part(label, argv, env, log, health_url)
         self.parts[label] = part
-        return _launch(part)
+        proc = _launch(part)
+        self._write_lock()  # at once: a supervisor killed during the start leaves it behind
+        return proc
 
     def respawn(self, label: str) -> subprocess.Popen:
         """Start ``label`` again as it was started first. What is left of its old process group
@@ -131,9 +136,13 @@ class Stack:
         _terminate(part.proc, grace=5.0)
         with open(part.log, "a") as fh:  # where one run's output ends in the log
             fh.write(f"\n--- bckd serve: {label} restarted at {time.strftime('%F %T')} ---\n")
-        return _launch(part)
+        proc = _launch(part)
+        self._write_lock()
+        return proc
 
     def start(self, timeout: float = 180.0) -> None:
+        # an earlier stack of this data dir whose supervisor died holds the ports: clear it first
+        take_over(self.data_dir, own_ports(self.cfg), self.say)
         ports = check_ports(self.cfg)  # before anything starts
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logs = self.data_dir / "service-logs"
@@ -168,6 +177,10 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def _write_lock(self) -> None:
+        write_lock(self.data_dir, {label: p.proc.pid for label, p in self.parts.items()},
+                   own_ports(self.cfg), self.api_url, self._ray_tmp)
 
     def _ray_env(self) -> dict[str, str]:
         token = self.ray_token_file
@@ -248,13 +261,16 @@ class Stack:
         if self._ray_tmp is not None:
             shutil.rmtree(self._ray_tmp, ignore_errors=True)
             self._ray_tmp = None
+        remove_lock(self.data_dir)
 
 
 def _launch(part: Part, cwd: Path = PROJECT_ROOT) -> subprocess.Popen:
     fh = open(part.log, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+    # Its own session: Ctrl-C reaches us only, and we stop it. A parent-death signal: a part
+    # never runs on without its supervisor (SIGKILLed, OOM-killed), see service.takeover.
     part.proc = subprocess.Popen(part.argv, env=part.env, cwd=cwd, stdout=fh,
-                                 stderr=subprocess.STDOUT,
-                                 start_new_session=True)  # Ctrl-C reaches us only; we stop it
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=die_with(os.getpid()))  # noqa: PLW1509
     fh.close()
     part.started_at = time.monotonic()
     return part.proc

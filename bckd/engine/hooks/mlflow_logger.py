@@ -11,6 +11,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from bckd.engine.hooks.figure3 import log_figure3
+from bckd.engine.hooks.replay import record_replay
 from bckd.engine.hooks.runner_state import (
     finite_numbers,
     images_per_second,
@@ -55,6 +56,8 @@ class MLflowLoggerHook(Hook):
             self.writer = RunWriter(self.tracking_uri, self.run_id)
 
     def before_train(self, runner) -> None:
+        if self.writer is not None:  # steps an earlier attempt logged that this one redoes
+            record_replay(self.writer, runner.iter)
         model = unwrap(runner.model)
         if hasattr(model, "resolved_teacher_precision") and self.writer is not None:
             # what 'auto' chose on this device; a tag, since the config's param is logged as
