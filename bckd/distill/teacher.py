@@ -5,24 +5,32 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 from mmdet.registry import MODELS
 from mmengine.config import Config
-from mmengine.hub import get_config
 from mmengine.logging import print_log
 from torch import nn
 
 from bckd.checkpoint import load_state_dict
+from bckd.engine.paths import config_file
 
 __all__ = ["build_teacher", "teacher_model_config"]
 
 
-def teacher_model_config(teacher: dict | str) -> dict:
-    """The teacher's model config: given inline, or the ``model`` of a config file
-    (``"mmdet::gfl/..."`` names a config shipped inside the mmdet package)."""
+def teacher_model_config(teacher: dict | str, configs_dir: Path | None = None,
+                         base: Path | None = None) -> dict:
+    """The teacher's model config: given inline, or the ``model`` of a config file.
+
+    The file is the one :func:`bckd.engine.paths.config_file` resolves, the same function the
+    config policy checks a teacher with: ``"mmdet::gfl/..."`` is a config inside the installed
+    mmdet's configs (the file mmengine's ``get_config`` reads), any other name a file relative
+    to ``base`` (default: the working directory) and, when ``configs_dir`` is given, inside it.
+    Raises ``ValueError`` (a :class:`~bckd.engine.paths.PathError`) for any other name.
+    """
     if not isinstance(teacher, str):
         return copy.deepcopy(teacher)
-    return (get_config(teacher) if "::" in teacher else Config.fromfile(teacher)).model
+    return Config.fromfile(str(config_file(teacher, configs_dir, base or Path.cwd()))).model
 
 
 def build_teacher(teacher: dict | str, checkpoint: str | None) -> nn.Module:

@@ -11,6 +11,7 @@ from typing import Any
 from mmengine.config import Config
 from mmengine.utils import import_modules_from_strings
 
+from bckd.engine.paths import PathError, check_override_key
 from bckd.engine.policy import ConfigPolicy, PolicyError, check_config, check_size
 
 __all__ = ["MISSING", "apply_overrides", "check_override_keys", "check_override_value", "lookup"]
@@ -42,10 +43,15 @@ def check_override_keys(cfg: Config, options: Mapping[str, Any]) -> dict[str, An
 
     mmengine silently adds unknown keys, so a typo (``optim_wraper.optimizer.lr=0.01``) would
     train with the default. A key that starts with ``+`` adds a new leaf on purpose
-    (``+train_dataloader.dataset.indices=16``); its parent must exist.
+    (``+train_dataloader.dataset.indices=16``); its parent must exist. Each part of a key is
+    an identifier or a list index (:func:`bckd.engine.paths.check_override_key`).
     """
     merged: dict[str, Any] = {}
     for key, value in options.items():
+        try:
+            check_override_key(key)
+        except PathError as err:
+            raise PolicyError(str(key).removeprefix("+"), f"override {err}") from None
         add = key.startswith("+")
         name = key.removeprefix("+")
         parts = name.split(".")

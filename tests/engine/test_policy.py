@@ -219,3 +219,180 @@ def test_an_alias_bomb_and_deep_nesting_are_refused_before_they_expand():
         parse_config_data(bomb, "yaml")
     with pytest.raises(PolicyError, match="deeper"):
         parse_config_data('{"model": {}, "x": ' + "[" * 40 + "]" * 40 + "}", "json")
+
+
+# --- the allow-list: keys, declared string arguments, bounds -----------------------------------
+
+@pytest.mark.parametrize("key", ["a'b", 'a"b', "a\nb", "ｅval", "é", "class", "1a", "a b", "a.b",
+                                 "", "a-b", "x" * 101])
+def test_a_key_that_is_not_an_identifier_is_refused_anywhere(tmp_path, roots, key):
+    cfg = base_config(tmp_path)
+    cfg["model"]["backbone"][key] = 1
+    message = refuse(cfg, ConfigPolicy(CONFIGS, roots), f"model.backbone.{key}")
+    assert repr(key) in message
+    refuse({**base_config(tmp_path), key: 1}, ConfigPolicy(CONFIGS, roots), key)
+
+
+@pytest.mark.parametrize("options,key", [
+    ({"+zz": [{"a': __import__('os').system('id'), 'b": 1}]},
+     "zz.0.a': __import__('os').system('id'), 'b"),
+    ({"+a'b": 1}, "a'b"),
+    ({"model.backbone.dep\nth": 1}, "model.backbone.dep\nth"),
+    ({"+model.ｂ": 1}, "model.ｂ"),
+])
+def test_an_override_key_that_is_not_an_identifier_is_refused(options, key):
+    from mmengine.config import Config
+
+    from bckd.engine.overrides import apply_overrides
+
+    cfg = Config({"model": {"type": "GFL", "backbone": {"type": "ResNet", "depth": 18}}})
+    with pytest.raises(PolicyError) as info:
+        apply_overrides(cfg, options, ConfigPolicy(CONFIGS), trusted=False)
+    assert info.value.key == key, info.value
+
+
+def test_an_override_key_may_index_lists_and_add_keys():
+    from mmengine.config import Config
+
+    from bckd.engine.overrides import apply_overrides
+
+    cfg = Config({"model": {"type": "GFL"}, "custom_hooks": [{"type": "EMAHook", "momentum": 1}]})
+    apply_overrides(cfg, {"custom_hooks.0.momentum": 0.1, "+model.neck": {"type": "FPN"}},
+                    ConfigPolicy(CONFIGS), trusted=False)
+    assert cfg.custom_hooks[0]["momentum"] == 0.1 and cfg.model.neck.type == "FPN"
+
+
+@pytest.mark.parametrize("where,value,owner", [
+    ("model", {"type": "KnowledgeDistillationSingleStageDetector", "teacher_config": "t.py",
+               "backbone": {"type": "ResNet", "depth": 18}},
+     "KnowledgeDistillationSingleStageDetector"),
+    ("model.backbone.init_cfg", {"type": "Pretrained", "checkpoint": "owner/w.pth",
+                                 "map_location": "cpu", "revise_keys": "x"}, "Pretrained"),
+    ("default_hooks.checkpoint.filename_tmpl", "{0.__class__}", "CheckpointHook"),
+    ("train_dataloader.dataset.seg_map_suffix", "../x", "CocoDataset"),
+    ("train_dataloader.dataset.proposal_file", "annotations/train.json", "CocoDataset"),
+    ("train_dataloader.dataset.data_prefix.ann", "annotations",
+     "train_dataloader.dataset.data_prefix"),
+    ("log_processor", {"type": "LogProcessor", "mean_pattern": "(a+)+$"}, "LogProcessor"),
+    ("mlflow_tracking_uri", "http://10.0.0.1/", "the config"),
+    ("visualizer", {"type": "DetLocalVisualizer", "vis_backends": [
+        {"type": "LocalVisBackend", "save_dir": "owner/runs/r/vis",
+         "config_save_file": "../../../x.py"}]}, "LocalVisBackend"),
+])
+def test_a_string_at_an_undeclared_argument_is_refused_naming_key_and_class(
+        tmp_path, roots, where, value, owner):
+    cfg = base_config(tmp_path)
+    node = cfg
+    *parents, leaf = where.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    with pytest.raises(PolicyError) as info:
+        check_config(cfg, ConfigPolicy(CONFIGS, roots))
+    key = info.value.key.rsplit(".", 1)[-1]
+    assert f"{key!r} is not a declared string argument of {owner}" in info.value.message
+
+
+@pytest.mark.parametrize("where,value,bound", [
+    ("train_cfg", {"type": "EpochBasedTrainLoop", "max_epochs": 10**9}, "1 and 1000"),
+    ("train_cfg", {"max_epochs": 0}, "1 and 1000"),
+    ("train_dataloader.batch_size", 100_000, "1 and 256"),
+    ("train_dataloader.num_workers", 512, "0 and 32"),
+    ("train_dataloader.dataset", {"type": "RepeatDataset", "times": 10**6, "dataset": {}},
+     "1 and 1000"),
+    ("train_dataloader.dataset.pipeline", [{"type": "Resize", "scale": (100_000, 800)}],
+     "1 and 4096"),
+    ("default_hooks.checkpoint.max_keep_ckpts", 10**6, "-1 and 100"),
+    ("model.backbone.depth", float("nan"), "18 and 152"),
+])
+def test_a_number_out_of_its_declared_bounds_is_refused(tmp_path, roots, where, value, bound):
+    cfg = base_config(tmp_path)
+    node = cfg
+    *parents, leaf = where.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    with pytest.raises(PolicyError) as info:
+        check_config(cfg, ConfigPolicy(CONFIGS, roots))
+    assert info.value.key.startswith(where) and bound in info.value.message, info.value
+
+
+@pytest.mark.parametrize("teacher", [
+    "mmdet::/etc/passwd.py", "mmdet::../../../x.py", "mmdet::gfl/../../../setup.py",
+    "mmdet::gfl\\gfl_r50_fpn_1x_coco.py", "mmdet::gfl/gfl_r50_fpn_1x_coco.py\0",
+    "mmdet::gfl/README.md", "mmdet::gfl", "mmdet::", "mmdet::~/x.py", "mmdet::mmdet::gfl/x.py",
+    "mmdet::_base_/../../../../../etc/hostname", "http://x/y.py", "~/evil.py",
+])
+def test_an_mmdet_name_resolves_only_inside_mmdets_configs(tmp_path, teacher):
+    cfg = {"model": {"type": "BCKDDetector", "teacher": teacher, "student": {"type": "GFL"}}}
+    refuse(cfg, ConfigPolicy(CONFIGS, Roots((tmp_path,), tmp_path, ROOT)), "model.teacher")
+    refuse(cfg, ConfigPolicy(None), "model.teacher")  # at a terminal too, for mmdet:: names
+
+
+def test_the_teacher_reader_resolves_through_the_same_function(tmp_path):
+    from bckd.distill import teacher_model_config
+    from bckd.engine.paths import PathError, config_file, mmdet_configs_dir
+
+    name = "mmdet::gfl/gfl_r50_fpn_1x_coco.py"
+    assert config_file(name, None, tmp_path) == \
+        (mmdet_configs_dir() / "gfl/gfl_r50_fpn_1x_coco.py").resolve()
+    assert teacher_model_config(name)["type"] == "GFL"
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"import pathlib; pathlib.Path({str(marker)!r}).touch()\nmodel = {{}}\n")
+    for bad in (f"mmdet::{evil}", f"mmdet::{os.path.relpath(evil, mmdet_configs_dir())}"):
+        with pytest.raises(PathError):
+            teacher_model_config(bad)
+    with pytest.raises(PathError):  # with a configs dir (the API), a file outside it
+        teacher_model_config(str(evil), CONFIGS, ROOT)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("where,value", [
+    ("load_from", "owner/evil.py"),
+    ("model.backbone.init_cfg", {"type": "Pretrained", "checkpoint": "owner/evil.py"}),
+    ("model.backbone.init_cfg", {"type": "Pretrained", "checkpoint": "~/w.pth"}),
+    ("load_from", "owner/dir.pth"),  # a directory named like a file
+])
+def test_a_checkpoint_is_a_torch_file(tmp_path, roots, where, value):
+    (tmp_path / "owner" / "evil.py").write_text("model = {}\n")
+    (tmp_path / "owner" / "dir.pth").mkdir()
+    cfg = base_config(tmp_path)
+    node = cfg
+    *parents, leaf = where.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    with pytest.raises(PolicyError) as info:
+        check_config(cfg, ConfigPolicy(CONFIGS, roots))
+    assert info.value.key.startswith(where), info.value
+
+
+def test_a_directory_named_like_a_file_is_refused_where_a_file_is_read(tmp_path, roots):
+    (tmp_path / "owner" / "runs" / "r" / "fake.json").mkdir()
+    cfg = base_config(tmp_path)
+    cfg["val_evaluator"] = {"type": "CocoMetric", "ann_file": "owner/runs/r/fake.json"}
+    assert "is not a file" in refuse(cfg, ConfigPolicy(CONFIGS, roots), "val_evaluator.ann_file")
+
+
+def test_paths_resolve_as_their_readers_do(tmp_path, roots):
+    """A dataset joins ann_file and data_prefix onto its own data_root (relative or not); an
+    evaluator opens its ann_file as given, from the job's working directory."""
+    policy = ConfigPolicy(CONFIGS, roots)
+    cfg = base_config(tmp_path)
+    cfg["data_root"] = "owner/"  # the config's own variable: read by no dataset
+    cfg["val_evaluator"] = {"type": "CocoMetric", "ann_file": "data/set/annotations/train.json"}
+    checked = check_config(cfg, policy)
+    ann = (tmp_path / "data/set/annotations/train.json").resolve()
+    assert checked["train_dataloader.dataset.ann_file"] == ann
+    assert checked["train_dataloader.dataset.data_prefix.img"] == \
+        (tmp_path / "data/set/train").resolve()
+    assert checked["val_evaluator.ann_file"] == ann
+    # relative to data_root for the dataset, to the working directory for the evaluator
+    cfg["val_evaluator"]["ann_file"] = "annotations/train.json"
+    assert "outside your data roots" in refuse(cfg, policy, "val_evaluator.ann_file")
+    cfg["val_evaluator"]["ann_file"] = "data/set/../../other/x.json"
+    assert "outside your data roots" in refuse(cfg, policy, "val_evaluator.ann_file")
+    cfg = base_config(tmp_path)
+    cfg["train_dataloader"]["dataset"]["ann_file"] = "../set/../../other/x.json"
+    refuse(cfg, policy, "train_dataloader.dataset.ann_file")
