@@ -116,11 +116,16 @@ def _field(key: str, req: JobCreate, injected: dict[str, str]) -> str:
 
 
 def _request_options(req: JobCreate, cfg: Any, teacher: str | None,
-                     source: DataSource | None, classes: list[str] | None
+                     source: DataSource | None, classes: list[str] | None, configs_dir: Path
                      ) -> tuple[dict[str, Any], dict[str, str]]:
     """Config options set from the request's own fields (the data set, the teacher), and each
-    option's key -> that field (for error locations)."""
-    values = dataset_options(cfg, source.root, classes) if source is not None else {}
+    option's key -> that field (for error locations). A teacher config file is read only if
+    it is a shipped or an mmdet:: one (the config policy's own rule, run before the policy)."""
+    try:
+        values = (dataset_options(cfg, source.root, classes, configs_dir, PROJECT_ROOT)
+                  if source is not None else {})
+    except PathError as err:
+        raise Invalid(_field("model.teacher", req, {}), str(err)) from None
     fields = {key: source.field for key in values}
     if teacher is not None:
         values["model.teacher_ckpt"], fields["model.teacher_ckpt"] = teacher, "teacher_ckpt"
@@ -156,7 +161,7 @@ def _source_classes(source: DataSource | None, policy: ConfigPolicy) -> list[str
 
 
 def _check_teacher_classes(resolved: dict, data: dict, classes: list[str],
-                           req: JobCreate) -> None:
+                           req: JobCreate, configs_dir: Path) -> None:
     """A local teacher checkpoint trained on other classes than the set's is refused (a URL
     one is checked by the job, which fetches it)."""
     from bckd.distill import teacher_model_config
@@ -165,8 +170,8 @@ def _check_teacher_classes(resolved: dict, data: dict, classes: list[str],
     if not ckpt or "://" in ckpt or not (path := resolve(ckpt, PROJECT_ROOT)).is_file():
         return
     try:
-        check_teacher_classes(str(path), teacher_model_config(data["model"]["teacher"]),
-                              classes)
+        check_teacher_classes(str(path), teacher_model_config(
+            data["model"]["teacher"], configs_dir, PROJECT_ROOT), classes)
     except ValueError as err:
         raise Invalid("teacher_ckpt" if req.teacher_ckpt else "config", str(err)) from None
 
@@ -195,10 +200,11 @@ def _check_kind(req: JobCreate, cfg: dict) -> bool:
     return is_distill
 
 
-def _check_classes(model: dict) -> None:
+def _check_classes(model: dict, configs_dir: Path) -> None:
     from bckd.distill import teacher_model_config  # the policy has checked the teacher config
 
-    teacher, student = teacher_model_config(model.get("teacher")), model.get("student")
+    teacher = teacher_model_config(model.get("teacher"), configs_dir, PROJECT_ROOT)
+    student = model.get("student")
     t, s = head_num_classes(teacher), head_num_classes(student)
     if t is not None and s is not None and t != s:
         raise Invalid("config", f"teacher/student mismatch: teacher has {t} classes, student {s}")
@@ -229,7 +235,8 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
             raise Invalid(_field(err.key, req, {}), err.message) from None
     distill = _check_kind(req, data)
     classes = _source_classes(source, policy)
-    values, injected = _request_options(req, data, teacher, source, classes)
+    values, injected = _request_options(req, data, teacher, source, classes,
+                                        settings.configs_dir)
     options = _options(req, values, injected, fetched)
     try:
         # no copy of data first: Config copies every mapping and list it is given
@@ -238,9 +245,9 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
         raise Invalid(_field(err.key, req, injected), err.message) from None
     resolved = cfg.to_dict()
     if distill:
-        _check_classes(resolved["model"])
+        _check_classes(resolved["model"], settings.configs_dir)
         if classes is not None:
-            _check_teacher_classes(resolved, data, classes, req)
+            _check_teacher_classes(resolved, data, classes, req, settings.configs_dir)
     if req.data_root is not None and not (PROJECT_ROOT / req.data_root).is_dir():
         raise Invalid("data_root", f"{req.data_root!r} is not a directory")
     waits = capacity is not None and not check_resources(req, capacity)

@@ -43,7 +43,8 @@ def head_num_classes(model: Any) -> Any:
     return head.get("num_classes") if isinstance(head, Mapping) else None
 
 
-def _heads_options(cfg: Any, count: int) -> dict[str, Any]:
+def _heads_options(cfg: Any, count: int, configs_dir: Path | None, base: Path | None
+                   ) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for head in HEADS:
         found = lookup(cfg, f"{head}.num_classes")
@@ -51,9 +52,9 @@ def _heads_options(cfg: Any, count: int) -> dict[str, Any]:
             options[f"{head}.num_classes"] = count
     teacher = lookup(cfg, "model.teacher")
     if isinstance(teacher, str) and lookup(cfg, "model.type") == "BCKDDetector":
-        from bckd.distill import teacher_model_config  # the policy judged this config file
+        from bckd.distill import teacher_model_config
 
-        inline = teacher_model_config(teacher)
+        inline = teacher_model_config(teacher, configs_dir, base)
         if head_num_classes(inline) not in (None, count):
             inline["bbox_head"]["num_classes"] = count
             # _delete_: mmengine's merge replaces the file name by the model, not into it
@@ -61,12 +62,15 @@ def _heads_options(cfg: Any, count: int) -> dict[str, Any]:
     return options
 
 
-def dataset_options(cfg: Any, data_root: str, classes: Sequence[str] | None
+def dataset_options(cfg: Any, data_root: str, classes: Sequence[str] | None,
+                    configs_dir: Path | None = None, base: Path | None = None
                     ) -> dict[str, Any]:
     """Overrides (dotted key -> value; ``+key`` adds one) that point ``cfg`` at the set in
     ``data_root`` (the ``bckd data synth`` layout) with the category names ``classes`` (None:
     paths only). Settings the config already has are left out, so the shipped configs on the
-    synthetic set get paths only."""
+    synthetic set get paths only. A teacher config file is read as
+    :func:`bckd.distill.teacher_model_config` reads it with ``configs_dir`` and ``base``
+    (raising ``ValueError`` for a file the config policy would refuse)."""
     root = data_root.rstrip("/") + "/"
     options: dict[str, Any] = {}
     if isinstance(cfg.get("data_root"), str):  # the configs' own variable, as mmdet's have
@@ -81,7 +85,7 @@ def dataset_options(cfg: Any, data_root: str, classes: Sequence[str] | None
         if isinstance(ann, str):
             options[f"{ev}.ann_file"] = str(Path(root) / "annotations" / Path(ann).name)
     if classes is not None:
-        options.update(_heads_options(cfg, len(classes)))
+        options.update(_heads_options(cfg, len(classes), configs_dir, base))
     return options
 
 
