@@ -30,6 +30,7 @@ from bckd.distill.dense_outputs import (
 from bckd.distill.methods import SLOTS
 from bckd.distill.positives import PositiveRecorder, record_positives
 from bckd.distill.precision import check_precision, resolve_precision, teacher_forward, to_fp32
+from bckd.distill.randomness import preserved_rng
 from bckd.distill.teacher import build_teacher
 from bckd.distill.towers import TOWERS
 
@@ -124,20 +125,24 @@ class BCKDDetector(SingleStageDetector):
             raise ValueError("BCKDDetector has no distillation loss: set one of "
                              f"{', '.join(SLOTS)} (train the plain student config for the "
                              "no-distillation baseline)")
-        self._teacher = (build_teacher(teacher, teacher_ckpt),)
-        self.teacher_precision = teacher_precision
-        self._logged_precision: str | None = None
-        check_distillable(self.bbox_head, self.teacher.bbox_head,
-                          needs_distribution=loss_distill_ld is not None)
-        self.loss_distill_cls = MODELS.build(loss_distill_cls) if loss_distill_cls else None
-        self.loss_distill_loc = MODELS.build(loss_distill_loc) if loss_distill_loc else None
-        self.loss_distill_ld = MODELS.build(loss_distill_ld) if loss_distill_ld else None
-        self.loss_distill_feat = MODELS.build(loss_distill_feat) if loss_distill_feat else None
-        self.crosskd = (CrossKD(self.bbox_head, self.teacher.bbox_head, crosskd_depth,
-                                crosskd_align, *crosskd_terms, adapters=channel_adapters)
-                        if any(crosskd_terms) else None)
-        self.distill_adapters = self._build_adapters(channel_adapters)
-        keep_adapters_out_of_checkpoints(self)
+        # Everything the student alone does not build draws from a preserved random state, so
+        # the Runner's init_weights() and data loader then read the stream a plain student's
+        # would: at one seed, every method starts from the student alone's exact weights.
+        with preserved_rng():
+            self._teacher = (build_teacher(teacher, teacher_ckpt),)
+            self.teacher_precision = teacher_precision
+            self._logged_precision: str | None = None
+            check_distillable(self.bbox_head, self.teacher.bbox_head,
+                              needs_distribution=loss_distill_ld is not None)
+            self.loss_distill_cls = MODELS.build(loss_distill_cls) if loss_distill_cls else None
+            self.loss_distill_loc = MODELS.build(loss_distill_loc) if loss_distill_loc else None
+            self.loss_distill_ld = MODELS.build(loss_distill_ld) if loss_distill_ld else None
+            self.loss_distill_feat = MODELS.build(loss_distill_feat) if loss_distill_feat else None
+            self.crosskd = (CrossKD(self.bbox_head, self.teacher.bbox_head, crosskd_depth,
+                                    crosskd_align, *crosskd_terms, adapters=channel_adapters)
+                            if any(crosskd_terms) else None)
+            self.distill_adapters = self._build_adapters(channel_adapters)
+            keep_adapters_out_of_checkpoints(self)
 
     @property
     def teacher(self) -> nn.Module:

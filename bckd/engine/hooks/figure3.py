@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mmengine.logging import print_log
 
+from bckd.distill.randomness import preserved_rng
 from bckd.engine.tracking import RunWriter
 
 __all__ = ["log_figure3"]
@@ -23,8 +24,9 @@ def log_figure3(writer: RunWriter, runner, model, num_images: int, artifact_dir:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"figure3_epoch_{runner.epoch:03d}.png"
         try:
-            figure3(model, dataset, indices, path,
-                    title=f"sum_c |p_t - p_s| per FPN level, epoch {runner.epoch}")
+            with preserved_rng():  # the student alone draws no picture: keep the pairs exact
+                figure3(model, dataset, indices, path,
+                        title=f"sum_c |p_t - p_s| per FPN level, epoch {runner.epoch}")
         except Exception as err:  # noqa: BLE001 - a picture must never stop training
             print_log(f"figure 3 failed: {err!r}", logger="current", level=logging.WARNING)
             return
