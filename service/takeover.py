@@ -196,13 +196,15 @@ def _stop_group(pid: int, grace: float) -> str:
 
 
 def _members(pgid: int) -> list[int]:
-    """The pids of the process group ``pgid``."""
+    """The pids of the live processes of the process group ``pgid`` (not its zombies: a dead
+    supervisor's children are reaped only if the machine's init reaps orphans)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
                 stat = (entry / "stat").read_text()
-                if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
+                state, _, group = stat[stat.rindex(")") + 2:].split()[:3]
+                if int(group) == pgid and state != "Z":
                     found.append(int(entry.name))
     return found
 
