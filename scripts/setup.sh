@@ -32,6 +32,14 @@ if ! command -v chromium >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 fi
 
+# bubblewrap is the jobs' sandbox in `bckd serve` (service/sandbox.py): without it the stack
+# refuses to start unless BCKD_JOB_SANDBOX=off. Checked before the stamp, like chromium.
+if ! command -v bwrap >/dev/null; then
+    log "installing bubblewrap (apt) for the jobs' sandbox"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null
+fi
+
 # The stamp holds a hash of pyproject.toml and this script: any change re-runs the install.
 want_stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" && -z "${BCKD_FORCE_SETUP:-}" ]]; then

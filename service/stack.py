@@ -37,6 +37,7 @@ from service.ports import (
     spare_port,
     worker_port_range,
 )
+from service.sandbox import confine
 from service.settings import PROJECT_ROOT
 from service.takeover import die_with, remove_lock, take_over, write_lock
 
@@ -151,8 +152,10 @@ class Stack:
         waits = []
         if self.ray_token_file is not None:
             url = f"{self.ray_url}/api/version"
-            proc = self.spawn("ray", self._ray_argv(set(ports.values())), self._ray_env(),
-                              logs / "ray.log", url)
+            # Ray, and so every job's driver and worker, in the jobs' sandbox (service.sandbox)
+            argv, env = confine(self._ray_argv(set(ports.values())), self._ray_env(),
+                                self.data_dir, hidden=[self.tokens_file])
+            proc = self.spawn("ray", argv, env, logs / "ray.log", url)
             waits.append((url, proc))
         if self.cfg.mlflow_uri is None:
             store = self.data_dir / "mlflow"
@@ -198,6 +201,10 @@ class Stack:
         # the machine, maybe another cluster, and there miss this cluster's Train controller
         # and remove its placement group, killing a healthy run (bckd.engine.cluster.connect).
         ray_env["RAY_API_SERVER_ADDRESS"] = self.ray_url
+        if self.cfg.host in ("127.0.0.1", "::1", "localhost"):  # test_loopback.py
+            # `ray start` swaps a loopback node IP for the host's and binds there or on every
+            # interface, unless it believes clusters are off (its Windows/macOS default)
+            ray_env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         return ray_env
 
     def _ray_argv(self, taken: set[int]) -> list[str]:
