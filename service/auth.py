@@ -4,22 +4,31 @@
 
 A tokens line is ``<sha256-hex> <name> <role>``; role is ``admin`` or ``user``. Jobs belong to
 the token's name; a user token sees and cancels only its own jobs, an admin token all of them.
+A name is a plain path component (it names the owner's directory): :func:`check_owner_name` is
+the one rule, applied by ``add`` before it writes a line and by the loader to every line it
+reads. The loader skips a line it refuses, with a logged error naming it, so one bad line
+locks out only its own token, not every request.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Principal", "TokenTable", "add_token", "hash_token", "new_token",
-           "write_admin_token"]
+__all__ = ["Principal", "TokenTable", "add_token", "check_owner_name", "hash_token",
+           "new_token", "parse_token_line", "write_admin_token"]
 
-
-OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a plain path component
+log = logging.getLogger("bckd.service")
+OWNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a plain path component
+OWNER_RULE = ("letters, digits, '_', '-' or '.', starting with a letter or digit, at most 64 "
+              "characters (it names the owner's directory)")
+HASH = re.compile(r"[0-9a-fA-F]{64}")
+ROLES = ("admin", "user")
 
 
 @dataclass(frozen=True)
@@ -36,26 +45,47 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def check_owner_name(name: str) -> str:
+    """``name`` if it may own jobs; ``ValueError`` naming the allowed form otherwise."""
+    if not OWNER_NAME.fullmatch(name):
+        raise ValueError(f"name {name!r} is not allowed: use {OWNER_RULE}")
+    return name
+
+
+def parse_token_line(line: str) -> tuple[str, Principal] | None:
+    """``(sha256 hex, principal)`` of one tokens line; None for a blank or ``#`` line;
+    ``ValueError`` saying what is wrong with any other."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    parts = line.split()
+    if len(parts) != 3 or parts[2] not in ROLES or not HASH.fullmatch(parts[0]):
+        raise ValueError("expected '<sha256-hex> <name> admin|user'")
+    return parts[0].lower(), Principal(check_owner_name(parts[1]), parts[2] == "admin")
+
+
 class TokenTable:
-    def __init__(self, lines: list[str]):
+    def __init__(self, lines: list[str], source: str = "tokens line"):
         self._by_hash: dict[str, Principal] = {}
+        self._add(lines, source)
+
+    def _add(self, lines: list[str], source: str) -> None:
         for n, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
+            try:
+                entry = parse_token_line(line)
+            except ValueError as err:
+                # refused, not raised: a raise here would answer every request with a 500
+                log.error("%s %d skipped (its token is refused): %s", source, n, err)
                 continue
-            parts = line.split()
-            if len(parts) != 3 or parts[2] not in ("admin", "user") or len(parts[0]) != 64:
-                raise ValueError(f"tokens line {n}: expected '<sha256-hex> <name> admin|user'")
-            if not OWNER_NAME.match(parts[1]):
-                raise ValueError(f"tokens line {n}: name {parts[1]!r} must be letters, digits, "
-                                 "'_', '-' or '.', starting with a letter or digit (it names "
-                                 "the owner's directory)")
-            self._by_hash[parts[0].lower()] = Principal(parts[1], parts[2] == "admin")
+            if entry is not None:
+                self._by_hash[entry[0]] = entry[1]
 
     @classmethod
     def load(cls, file: Path | None, env: str) -> TokenTable:
         lines = file.read_text().splitlines() if file is not None and file.exists() else []
-        return cls(lines + env.split(";"))
+        table = cls(lines, f"tokens file {file}, line")
+        table._add(env.split(";"), "BCKD_TOKENS, entry")
+        return table
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -85,9 +115,9 @@ def write_admin_token(data_dir: Path, tokens_file: Path) -> Path:
 
 
 def add_token(tokens_file: Path, name: str, admin: bool = False) -> str:
-    """Register a new token for ``name``; returns the token (only its hash is stored)."""
-    if not name or any(c.isspace() for c in name):
-        raise ValueError(f"token name {name!r}: one word, no spaces")
+    """Register a new token for ``name``; returns the token (only its hash is stored).
+    ``ValueError`` for a name the loader would refuse (:func:`check_owner_name`)."""
+    check_owner_name(name)
     token = new_token()
     tokens_file.parent.mkdir(parents=True, exist_ok=True)
     with tokens_file.open("a") as fh:
@@ -105,7 +135,10 @@ def _main(argv: list[str] | None = None) -> int:
     add.add_argument("--admin", action="store_true", help="sees and cancels all jobs")
     add.add_argument("--file", type=Path, default=Path(".bckd/tokens"))
     args = p.parse_args(argv)
-    print(add_token(args.file, args.name, args.admin))
+    try:
+        print(add_token(args.file, args.name, args.admin))
+    except ValueError as err:  # nothing written: e.g. python -m service.auth add alice
+        p.error(f"{err}; e.g. python -m service.auth add alice --file {args.file}")
     return 0
 
 
