@@ -95,6 +95,7 @@ LOADER = struct(batch_size=num(1, 256), num_workers=num(0, 32), prefetch_factor=
 TRAIN_LOOP = {"max_epochs": EPOCHS, "val_interval": num(1, 1000), "val_begin": num(1, 1000)}
 INTERPOLATION = enum("nearest", "bilinear", "bicubic", "area", "lanczos")
 INIT = {"layer": LABEL, "override": struct(name=LABEL), "bias_prob": num(0, 1)}
+LOSS = {"reduction": enum("none", "mean", "sum")}
 PRIORITY = enum("HIGHEST", "VERY_HIGH", "HIGH", "ABOVE_NORMAL", "NORMAL", "BELOW_NORMAL", "LOW",
                 "VERY_LOW", "LOWEST")
 
@@ -172,7 +173,10 @@ CLASSES: dict[str, dict[str, Arg]] = {
     "IoULocalizationDistillationLoss": {"iou_mode": enum("iou", "giou"),
                                         "compile": enum("auto")},
     "BinaryClassificationDistillationLoss": {"compile": enum("auto")},
-    "IoULoss": {"mode": enum("linear", "square", "log")},
+    "IoULoss": {**LOSS, "mode": enum("linear", "square", "log")},
+    **dict.fromkeys(("FocalLoss", "QualityFocalLoss", "DistributionFocalLoss", "GIoULoss",
+                     "L1Loss", "SmoothL1Loss", "CrossEntropyLoss",
+                     "KnowledgeDistillationKLDivLoss"), LOSS),
     # training
     "EpochBasedTrainLoop": TRAIN_LOOP,
     "AmpOptimWrapper": {"loss_scale": enum("dynamic"), "dtype": enum("float16", "bfloat16")},

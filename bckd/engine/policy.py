@@ -245,8 +245,8 @@ class _Walker:
                 raise PolicyError(path, f"a label is at most {MAX_LABEL} printable characters")
         elif kind == "enum":
             if value not in arg.values:
-                raise PolicyError(path, f"{value!r}: {key} of {owner} is one of "
-                                  f"{', '.join(map(repr, arg.values))}")
+                raise PolicyError(path, f"{value!r} is not one of "
+                                  f"{', '.join(map(repr, arg.values))} ({key} of {owner})")
         elif kind == "name":
             self.check_name(value, path, arg.values)
         elif kind == "teacher":

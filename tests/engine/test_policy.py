@@ -396,3 +396,10 @@ def test_paths_resolve_as_their_readers_do(tmp_path, roots):
     cfg = base_config(tmp_path)
     cfg["train_dataloader"]["dataset"]["ann_file"] = "../set/../../other/x.json"
     refuse(cfg, policy, "train_dataloader.dataset.ann_file")
+
+
+def test_the_declared_teacher_precisions_are_the_distillers():
+    from bckd.distill.precision import PRECISIONS
+    from bckd.engine.allowed import CLASSES
+
+    assert CLASSES["BCKDDetector"]["teacher_precision"].values == tuple(PRECISIONS)
