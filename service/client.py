@@ -91,6 +91,9 @@ class Client:
     def configs(self) -> dict:
         return self._json(self.http.get("/v1/configs"))
 
+    def experiments(self) -> dict:
+        return self._json(self.http.get("/v1/experiments"))
+
     def compare(self, experiment: str, metric: str | None = None) -> dict:
         params = {"metric": metric} if metric else {}
         return self._json(self.http.get(f"/v1/experiments/{experiment}/compare", params=params))

@@ -91,8 +91,9 @@ def run_notes(cmp: dict) -> str:
 
 def compare_report(cmp: dict) -> str:
     """What ``bckd jobs compare`` prints: the method and pair statistics, then the runs."""
+    link = f"; in MLflow: {cmp['link']}" if cmp.get("link") else ""
     parts = [method_table(cmp), pair_table(cmp),
-             f"Runs of {cmp['experiment']} (newest first; AP in COCO points)\n"
+             f"Runs of {cmp['experiment']} (newest first; AP in COCO points{link})\n"
              + compare_table(cmp)]
     notes = run_notes(cmp)
     return "\n\n".join([*parts, notes] if notes else parts)

@@ -21,6 +21,7 @@ from bckd.data.check import DataSetError, check_dataset
 from service.auth import Principal
 from service.db import DataSet
 from service.errors import Invalid
+from service.hints import did_you_mean
 from service.schemas import JobCreate
 from service.settings import PROJECT_ROOT, Settings
 
@@ -104,7 +105,10 @@ def source_of(session: Session, user: Principal, ref: str) -> DataSource:
     owner, _, name = ref.rpartition("/")
     row = find_visible(session, user, name, owner or None)
     if row is None:
-        raise Invalid("dataset", f"no data set {ref!r}; see GET /v1/datasets")
+        known = (r.name if r.owner == user.name else f"{r.owner}/{r.name}"
+                 for r in list_visible(session, user))
+        raise Invalid("dataset", f"no data set {ref!r}{did_you_mean(ref, known)}; see "
+                      "GET /v1/datasets, or register one: POST /v1/datasets")
     return DataSource(root=row.path, classes=list(row.summary["classes"]), field="dataset")
 
 

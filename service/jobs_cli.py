@@ -1,14 +1,17 @@
-"""``bckd jobs ...``: a client of the REST API (submit, list, show, logs, cancel, compare,
-datasets).
+"""``bckd jobs ...``: a client of the REST API (submit, list, show, logs, cancel, configs,
+experiments, compare, datasets).
 
+    bckd jobs configs
     bckd jobs datasets register shapes data/shapes
     bckd jobs submit train synth/gfl_teacher --dataset shapes --set train_cfg.max_epochs=2 --follow
     bckd jobs list --status RUNNING
     bckd jobs logs JOB_ID --follow
+    bckd jobs experiments
     bckd jobs compare bckd
 
 The API's URL and token come from ``--url``/``BCKD_URL`` and ``--token``/``BCKD_TOKEN``, else
-the token file ``bckd serve`` writes (``.bckd/admin_token``).
+the token file ``bckd serve`` writes (``.bckd/admin_token``). A refused request is printed in
+this command's words: its fields as the flags that set them (``service.cli_errors``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from service.cli_errors import COMPARE, JOBS, REGISTER, SUBMIT, cli_error
 from service.compare_text import compare_report, compare_table
 
 __all__ = ["add_parser", "compare_report", "compare_table"]
@@ -120,8 +124,42 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configs(args: argparse.Namespace) -> int:
+    page = _client(args).configs()
+    print(f"{'NAME':28} {'KIND':8} PATH")
+    for c in page["data"]:
+        print(f"{c['name']:28} {'distill' if c['distill'] else 'train':8} {c['path']}")
+    print(f"({page['count']} configs: `bckd jobs submit KIND NAME`)")
+    return 0
+
+
+# Where experiment names come from, for people who have not named one yet
+NAMING = ("An experiment is named by the jobs in it: `bckd jobs submit ... --experiment NAME` "
+          "(default 'bckd'; the demo's is 'demo').")
+
+
+def _experiment_lines(page: dict) -> list[str]:
+    """The caller's experiments, one line each, the latest submission first."""
+    if not page["data"]:
+        return ["  none yet: you have submitted no job"]
+    w = max(10, *(len(e["name"]) for e in page["data"]))
+    return [f"  {'EXPERIMENT':{w}} {'JOBS':>4}  {'LAST JOB':16}  MLFLOW", *(
+        f"  {e['name']:{w}} {e['jobs']:>4}  {e['last_submitted'][:16].replace('T', ' ')}  "
+        f"{e['link'] or '(no MLflow run yet)'}" for e in page["data"])]
+
+
+def _experiments(args: argparse.Namespace) -> int:
+    print("\n".join([*_experiment_lines(_client(args).experiments()), NAMING]))
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
-    cmp = _client(args).compare(args.experiment, metric=args.metric)
+    client = _client(args)
+    if args.experiment is None:
+        raise ValueError("\n".join(["which experiment? `bckd jobs compare EXPERIMENT`, one "
+                                     "of yours:", *_experiment_lines(client.experiments()),
+                                     NAMING]))
+    cmp = client.compare(args.experiment, metric=args.metric)
     if args.json:
         _print(cmp)
     else:
@@ -153,16 +191,21 @@ def _list_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reachable(fn):
-    """Turn a connection failure into one line naming the URL (bckd prints ValueErrors)."""
+def _reachable(fn, words: dict[str, str] = JOBS):
+    """Turn a connection failure into one line naming the URL, and a refusal into one line in
+    the command's ``words`` (``service.cli_errors``); ``bckd`` prints ValueErrors."""
 
     def run(args: argparse.Namespace) -> int:
         import httpx
+
+        from service.client import ApiError
 
         try:
             return fn(args)
         except httpx.TransportError as err:
             raise ValueError(f"cannot reach the API at {args.url}: {err}") from err
+        except ApiError as err:
+            raise ValueError(cli_error(err, words)) from None
 
     return run
 
@@ -198,10 +241,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="resubmissions after the job is LOST or FAILED for an infrastructure "
                    "reason; it resumes from its last checkpoint (0)")
     p.add_argument("--name", default=None)
-    p.add_argument("--experiment", default="bckd")
+    p.add_argument("--experiment", default="bckd",
+                   help="the MLflow experiment the run goes in, the name `compare` takes")
     p.add_argument("--idempotency-key", default=None)
     p.add_argument("--follow", action="store_true", help="stream the log until the job ends")
-    p.set_defaults(handler=_reachable(_submit))
+    p.set_defaults(handler=_reachable(_submit, SUBMIT))
 
     p = js.add_parser("list", help="list jobs")
     p.add_argument("--status", default=None)
@@ -223,11 +267,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = js.add_parser("compare", help="the MLflow runs of an experiment, side by side, with "
                       "per method mean ± std and paired differences by seed")
-    p.add_argument("experiment", nargs="?", default="bckd")
+    p.add_argument("experiment", nargs="?", default=None,
+                   help="a name from `bckd jobs experiments` (a job's --experiment)")
     p.add_argument("--metric", default=None,
                    help="the metric of the statistics (default coco/bbox_mAP)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_reachable(_compare))
+    p.set_defaults(handler=_reachable(_compare, COMPARE))
+
+    p = js.add_parser("configs", help="the config names `submit` takes")
+    p.set_defaults(handler=_reachable(_configs))
+    p = js.add_parser("experiments", help="your experiments: the names `compare` takes")
+    p.set_defaults(handler=_reachable(_experiments))
 
     p = js.add_parser("datasets", help="register and list data sets")
     ds = p.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
@@ -237,6 +287,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(annotations/instances_{train,val}.json, {train,val}/); a relative one "
                    "is taken from the API's checkout")
     p.add_argument("--description", default=None)
-    p.set_defaults(handler=_reachable(_register_dataset))
+    p.set_defaults(handler=_reachable(_register_dataset, REGISTER))
     p = ds.add_parser("list", help="your data sets and those shared with you")
     p.set_defaults(handler=_reachable(_list_datasets))

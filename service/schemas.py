@@ -185,6 +185,7 @@ class ComparePair(BaseModel):
 class ComparePublic(BaseModel):
     experiment: str
     experiment_id: str
+    link: str | None = None  # MLflow's runs table of the experiment, COCO metrics as columns
     metric_keys: list[str]
     runs: list[CompareRow]  # newest first
     metric: str = "coco/bbox_mAP"  # the metric of methods and pairs
@@ -192,6 +193,20 @@ class ComparePublic(BaseModel):
     confidence: float = 0.95
     methods: list[CompareMethod] = []  # highest mean first
     pairs: list[ComparePair] = []  # every two methods sharing a seed, a before b in methods
+
+
+class ExperimentPublic(BaseModel):
+    """An experiment the caller's jobs named (``JobCreate.experiment``)."""
+
+    name: str
+    jobs: int  # the caller's jobs in it (an admin: everyone's)
+    last_submitted: datetime
+    link: str | None  # MLflow's runs table; None until a run of it exists
+
+
+class ExperimentsPublic(BaseModel):
+    data: list[ExperimentPublic]  # the latest submission first
+    count: int
 
 
 class Health(BaseModel):

@@ -27,6 +27,7 @@ from bckd.engine.policy import ConfigPolicy, PolicyError, Roots, registered_name
 from bckd.engine.run_info import flatten_config
 from service.datasets import DataSource
 from service.errors import Invalid
+from service.hints import did_you_mean, policy_hint
 from service.models import JobKind
 from service.schemas import JobCreate
 from service.settings import PROJECT_ROOT, Settings
@@ -78,7 +79,9 @@ def resolve_config(configs_dir: Path, name: str) -> Path:
     except (OSError, ValueError) as err:  # a name too long, or with a NUL byte
         raise Invalid("config", f"{name!r} is not a valid config name: {err}") from err
     if not found:
-        raise Invalid("config", f"unknown config {name!r}; see GET /v1/configs")
+        known = (n for n, _ in list_configs(configs_dir))
+        raise Invalid("config", f"unknown config {name!r}{did_you_mean(name, known)}; "
+                      "see GET /v1/configs")
     return path
 
 
@@ -242,7 +245,8 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
         # no copy of data first: Config copies every mapping and list it is given
         cfg = apply_overrides(Config(data), options, policy, trusted=file is not None)
     except PolicyError as err:
-        raise Invalid(_field(err.key, req, injected), err.message) from None
+        raise Invalid(_field(err.key, req, injected), err.message + policy_hint(err.key, req)
+                      ) from None
     resolved = cfg.to_dict()
     if distill:
         _check_classes(resolved["model"], settings.configs_dir)

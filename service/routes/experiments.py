@@ -1,11 +1,20 @@
-"""Compare the runs of an MLflow experiment: key params and COCO metrics, with run links, and the
-seed statistics of the methods (``bckd.evaluation.stats``)."""
+"""The caller's experiments, and the runs of one compared: key params and COCO metrics, with run
+links, and the seed statistics of the methods (``bckd.evaluation.stats``)."""
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from sqlalchemy import func, select
 
 from bckd.evaluation.stats import Comparison, RunPoint, compare_methods, parse_seed
-from service.deps import CurrentUser, SettingsDep
-from service.schemas import CompareMethod, ComparePair, ComparePublic, CompareRow
+from service.deps import CurrentUser, SessionDep, SettingsDep
+from service.models import Job
+from service.schemas import (
+    CompareMethod,
+    ComparePair,
+    ComparePublic,
+    CompareRow,
+    ExperimentPublic,
+    ExperimentsPublic,
+)
 from service.tracking import get_tracking
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
@@ -41,6 +50,27 @@ def _statistics(rows: list[dict], metric: str) -> Comparison:
                  value=_points(r["metrics"].get(metric)), status=r["status"]) for r in rows])
 
 
+@router.get("", response_model=ExperimentsPublic)
+def read_experiments(user: CurrentUser, session: SessionDep, settings: SettingsDep
+                     ) -> ExperimentsPublic:
+    """The experiments the caller's jobs named (an admin: everyone's): the names that
+    ``/{experiment}/compare`` takes, each with its MLflow runs table."""
+    latest = func.max(Job.created_at)
+    query = select(Job.experiment, func.count(), latest).group_by(Job.experiment)
+    if not user.admin:
+        query = query.where(Job.owner == user.name)
+    rows = session.execute(query.order_by(latest.desc())).all()
+    tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
+    try:
+        ids = tracking.experiment_ids(name for name, _, _ in rows)
+    except Exception as err:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"MLflow: {err}") from err
+    data = [ExperimentPublic(name=name, jobs=n, last_submitted=last,
+                             link=tracking.experiment_link(ids[name]) if name in ids else None)
+            for name, n, last in rows]
+    return ExperimentsPublic(data=data, count=len(data))
+
+
 @router.get("/{experiment}/compare", response_model=ComparePublic)
 def compare(experiment: str = Path(max_length=128), *, user: CurrentUser, settings: SettingsDep,
             metric: str = Query(DEFAULT_METRIC, max_length=250,
@@ -52,7 +82,8 @@ def compare(experiment: str = Path(max_length=128), *, user: CurrentUser, settin
     except Exception as err:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"MLflow: {err}") from err
     if found is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"experiment {experiment!r} not found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"experiment {experiment!r} not found; "
+                            "yours are listed by GET /v1/experiments")
     exp_id, rows = found
     keys = sorted({k for r in rows for k in r["metrics"]})
     if metric != DEFAULT_METRIC and metric not in keys:  # a typo would give empty statistics
@@ -64,7 +95,8 @@ def compare(experiment: str = Path(max_length=128), *, user: CurrentUser, settin
     runs = [CompareRow(**r, seed=parse_seed(r["params"].get("seed")), use=u.role, note=u.note)
             for r, u in zip(rows, stats.runs, strict=True)]
     return ComparePublic(
-        experiment=experiment, experiment_id=exp_id, metric_keys=keys, runs=runs, metric=metric,
+        experiment=experiment, experiment_id=exp_id, link=tracking.experiment_link(exp_id),
+        metric_keys=keys, runs=runs, metric=metric,
         confidence=stats.confidence,
         methods=[CompareMethod(method=m.method, n=m.n, mean=m.mean, std=m.std,
                                seeds=list(m.seeds), run_ids=list(m.run_ids))
