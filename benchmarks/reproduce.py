@@ -39,15 +39,19 @@ mean (statistics, notes, table, plot) lives in ``repro_report.py``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from common import RESULTS, finish_machine, machine_info, print_table, write_json
+from repro_protocol import PROTOCOL, load_protocol, register
+from repro_records import REPRO, Records, commit, git_commit, machine_key, sha256, teacher_to_fp16
 from repro_report import (
     HEADERS,
     METRICS,
@@ -88,15 +92,22 @@ class Schedule:
     min_object_size: int = 16
     teacher_epochs: int = 24
     student_epochs: int = 6
-    gfl_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # GFL: every method
-    seeds: tuple[int, ...] = (0, 1, 2)  # the other families: student alone and BCKD
+    # Phase 1: the students alone on these seeds give each family's seed spread.
+    setting_seeds: tuple[int, ...] = (0, 1, 2)
+    # Phase 2: seeds 0..n-1 of each family, n from the power calculation registered after
+    # phase 1 (PROTOCOL, ``--register``); empty until then.
+    seed_counts: tuple[tuple[str, int], ...] = ()
     families: tuple[str, ...] = FAMILIES
     gfl_methods: tuple[str, ...] = tuple(GFL_METHODS)
 
+    def seeds(self, family: str) -> tuple[int, ...]:
+        """The seeds of ``family``'s phase 2 (every method on each): none before registration."""
+        return tuple(range(dict(self.seed_counts).get(family, 0)))
+
 
 TINY = Schedule(num_train=16, num_val=8, size=128, min_object_size=8, teacher_epochs=1,
-                student_epochs=1, gfl_seeds=(0,), seeds=(0,), families=("gfl",),
-                gfl_methods=("student", "bckd"))
+                student_epochs=1, setting_seeds=(0,), seed_counts=(("gfl", 1),),
+                families=("gfl",), gfl_methods=("student", "bckd"))
 
 
 @dataclass(frozen=True)
@@ -122,25 +133,57 @@ class Run:
 
 
 def plan(s: Schedule, prefix: str, setting_only: bool = False) -> list[Run]:
-    """The setting's runs first (teachers, then every student alone), then the distillation
-    runs, seed-major (a partial run still covers every cell). ``setting_only``: the first part.
+    """The setting's runs first (teachers, then every student alone on the setting's seeds),
+    then each family's registered seeds, seed-major (a partial run still covers every cell).
+    ``setting_only``: the first part.
 
     Every method of a family runs each of the family's seeds, so their differences pair."""
     runs = [Run(f, "teacher", f"synth/{f}_teacher", 0, s.teacher_epochs, prefix)
             for f in s.families]
-    students: list[Run] = []
-    for seed in sorted(set(s.gfl_seeds) | set(s.seeds)):
+    students = [Run(f, "student", f"synth/{f}_student", seed, s.student_epochs, prefix)
+                for seed in s.setting_seeds for f in s.families]
+    if setting_only:
+        return runs + students
+    for seed in sorted({x for f in s.families for x in s.seeds(f)}):
         for f in s.families:
-            if f == "gfl" and seed in s.gfl_seeds:
-                methods = {m: GFL_METHODS[m] for m in s.gfl_methods}
-            elif f != "gfl" and seed in s.seeds:
-                methods = {"student": f"{f}_student", "bckd": f"bckd_{f}"}
-            else:
+            if seed not in s.seeds(f):
                 continue
+            methods = ({m: GFL_METHODS[m] for m in s.gfl_methods} if f == "gfl"
+                       else {"student": f"{f}_student", "bckd": f"bckd_{f}"})
             students += [Run(f, m, f"synth/{c}", seed, s.student_epochs, prefix)
-                         for m, c in methods.items()]
-    runs += [r for r in students if r.kind == "train"]
-    return runs if setting_only else runs + [r for r in students if r.kind == "distill"]
+                         for m, c in methods.items() if m != "student"
+                         or seed not in s.setting_seeds]
+    return runs + [r for r in students if r.kind == "train"] + [
+        r for r in students if r.kind == "distill"]
+
+
+def protocol_hash(s: Schedule) -> str:
+    """What a run measures besides its config and seed: data and epochs. A record made under
+    another setting never counts here; the seeds and methods chosen do not change a run."""
+    fixed = {k: v for k, v in asdict(s).items()
+             if k not in ("setting_seeds", "seed_counts", "families", "gfl_methods")}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def needed(runs_plan: list[Run], records: Records, here: str) -> list[Run]:
+    """The runs of ``runs_plan`` that the committed records lack, to run on this machine.
+
+    A teacher, once recorded anywhere, serves every machine (its weights are committed). The
+    students of one family and seed form a block whose differences pair exactly only on one
+    machine: a block one machine holds whole is finished; otherwise this machine runs each of
+    the block's runs it has no record of (the student alone too, when it ran elsewhere)."""
+    out = [r for r in runs_plan if r.method == "teacher" and records.teacher(r.family) is None]
+    blocks: dict[tuple[str, int], list[Run]] = {}
+    for r in runs_plan:
+        if r.method != "teacher":
+            blocks.setdefault((r.family, r.seed), []).append(r)
+    for (family, seed), block in blocks.items():
+        names = [r.name for r in block]
+        machine = records.block_machine(family, seed, names)
+        if machine is not None and all(records.of(n, machine) for n in names):
+            continue
+        out += [r for r in block if not records.of(r.name, here)]
+    return [r for r in runs_plan if r in out]  # the plan's order: teachers, students, seeds
 
 
 def estimate_s(run: Run, s: Schedule) -> float:
@@ -219,32 +262,107 @@ class Runs:
         return jobs[-1]["mlflow_run_id"] if jobs else None
 
 
-def submit(client, run: Run, s: Schedule, data: Path, runs: Runs, experiment: str,
-           cpus: float) -> dict:
+def submit(client, run: Run, data: Path, runs: Runs, experiment: str, cpus: float,
+           teacher_ckpt: Path | None) -> dict:
     body = {"kind": run.kind, "config": run.config, "experiment": experiment, "name": run.name,
             "data_root": str(data), "overrides": overrides(run),
             "resources": {"num_workers": 1, "cpus_per_worker": cpus}}
     if run.kind == "distill":
-        teacher_run = runs.run_id(run.teacher_key)
-        body["teacher_ckpt"] = f"runs:/{teacher_run}/checkpoints/final.pth"
+        # the committed teacher, under the data roots: a user's own checkpoint comes this way
+        body["teacher_ckpt"] = str(teacher_ckpt)
     attempt = runs.attempts(run.name) + 1
     # one key per attempt: a retried POST of this attempt returns the same job
     return client.submit(body, idempotency_key=f"{experiment}:{run.name}:{attempt}")
 
 
-def drive(client, runs_plan: list[Run], s: Schedule, data: Path, args) -> Runs:
+class Ledger:
+    """Each run of this session that finishes becomes a committed record (a teacher also its
+    fp16 weights); distillation runs read their family's committed teacher."""
+
+    def __init__(self, records: Records, machine: dict, s: Schedule, args,
+                 teachers_out: Path) -> None:
+        self.records, self.machine, self.schedule, self.args = records, machine, s, args
+        self.here = machine_key(machine)
+        self.teachers_out = teachers_out  # under the service's data roots
+        self.mlflow_uri: str | None = args.mlflow_uri
+        self.commit_sha = git_commit()
+
+    def teacher_ckpt(self, family: str) -> Path | None:
+        """The committed teacher of ``family`` copied under the data roots, its sha256 checked;
+        None while the family has no recorded teacher."""
+        rec = self.records.teacher(family)
+        if rec is None:
+            return None
+        src = self.records.dir.parent / rec["teacher_weights"]["file"]
+        if not src.is_file() or sha256(src) != rec["teacher_weights"]["sha256"]:
+            raise SystemExit(f"{src}: missing, or not the file its record's sha256 names; "
+                             "`git checkout -- benchmarks/results/repro/teachers` restores it")
+        dst = self.teachers_out / src.name
+        if not dst.is_file() or sha256(dst) != rec["teacher_weights"]["sha256"]:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        return dst
+
+    def record(self, run: Run, runs: Runs) -> None:
+        from mlflow.tracking import MlflowClient
+
+        run_id = runs.run_id(run.name)
+        if self.mlflow_uri is None:  # from a job's link: <mlflow>/#/runs/<id>
+            links = [j["links"]["mlflow_run"] for js in runs.jobs.values() for j in js
+                     if j.get("links") and j["links"].get("mlflow_run")]
+            self.mlflow_uri = links[0].split("/#/")[0] if links else None
+        client = MlflowClient(self.mlflow_uri)
+        mlrun = client.get_run(run_id)
+        jobs = runs.jobs.get(run.name, [])
+        rec = dict(
+            name=run.name, family=run.family, method=run.method, config=run.config,
+            seed=run.seed, epochs=run.epochs, protocol=self.records.protocol,
+            schedule=asdict(self.schedule), config_hash=mlrun.data.tags.get("bckd.config_hash"),
+            metrics={k: v for k, v in mlrun.data.metrics.items()
+                     if k.startswith(("coco/", "teacher/coco/"))},
+            job_minutes=round(runs.minutes(run.name), 2), attempts=len(jobs),
+            started_at=jobs[0]["started_at"] if jobs else None,
+            ended_at=jobs[-1]["ended_at"] if jobs else None,
+            machine_key=self.here, machine={k: self.machine.get(k) for k in (
+                "cpu_model", "cpu_count", "torch", "python", "device")},
+            git_commit=self.commit_sha, mlflow_run_id=run_id, experiment=self.args.experiment)
+        paths = []
+        if run.method == "teacher":
+            from mlflow.artifacts import download_artifacts
+
+            ckpt = Path(download_artifacts(run_id=run_id, artifact_path="checkpoints/final.pth",
+                                           tracking_uri=self.mlflow_uri))
+            out = self.records.dir.parent / "teachers" / f"{run.family}_teacher.pth"
+            rec["teacher_weights"] = dict(file=f"teachers/{out.name}", dtype="float16",
+                                          sha256=teacher_to_fp16(ckpt, out),
+                                          bytes=out.stat().st_size)
+            paths.append(out)
+        paths.append(self.records.write(rec))
+        mAP = rec["metrics"].get("coco/bbox_mAP")
+        print(f"  recorded {run.name}: mAP {'-' if mAP is None else f'{100 * mAP:.1f}'}, "
+              f"{rec['job_minutes']:.1f} job minutes", flush=True)
+        if self.args.commit:
+            commit(paths, f"reproduce: record {run.name} ({run.family} {run.method}, seed "
+                   f"{run.seed}) on {self.machine['cpu_model']}")
+
+
+def drive(client, todo: list[Run], data: Path, args, ledger: Ledger) -> Runs:
     """Submit what is missing, at most ``--parallel`` at a time, until all ended or the budget
-    is spent; return the final view of the runs."""
+    is spent, recording each run as it finishes; return the final view of the runs."""
     runs = Runs(client, args.experiment)
     deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else math.inf
     gave_up: set[str] = set()
     last_line = ""
+    teacher_names = {r.family: r.name for r in todo if r.method == "teacher"}
     while True:
         runs.refresh()
-        states = {r.name: runs.state(r.name) for r in runs_plan}
+        states = {r.name: runs.state(r.name) for r in todo}
+        for run in todo:
+            if states[run.name] == "done" and not ledger.records.of(run.name, ledger.here):
+                ledger.record(run, runs)
         running = [n for n, st in states.items() if st == "running"]
         budget_left = time.monotonic() < deadline
-        for run in runs_plan:
+        for run in todo:
             if len(running) >= args.parallel or not budget_left:
                 break
             st = states[run.name]
@@ -255,21 +373,21 @@ def drive(client, runs_plan: list[Run], s: Schedule, data: Path, args) -> Runs:
                       flush=True)
                 gave_up.add(run.name)
                 continue
-            if run.teacher_key is not None:
-                tstate = states.get(run.teacher_key, runs.state(run.teacher_key))
-                if run.teacher_key in gave_up:
-                    gave_up.add(run.name)
-                    print(f"  {run.name}: its teacher failed; skipped", flush=True)
-                    continue
-                if tstate != "done":
-                    continue  # waits for its teacher
-            job = submit(client, run, s, data, runs, args.experiment, args.cpus_per_job)
+            teacher = None
+            if run.kind == "distill":
+                teacher = ledger.teacher_ckpt(run.family)
+                if teacher is None:
+                    if teacher_names.get(run.family) in gave_up:
+                        gave_up.add(run.name)
+                        print(f"  {run.name}: its teacher failed; skipped", flush=True)
+                    continue  # waits for its teacher's record
+            job = submit(client, run, data, runs, args.experiment, args.cpus_per_job, teacher)
             print(f"  submitted {run.name} (attempt {runs.attempts(run.name) + 1}): job "
                   f"{job['id']}", flush=True)
             running.append(run.name)
             states[run.name] = "running"
         done = sum(st == "done" for st in states.values())
-        line = f"{done}/{len(runs_plan)} done, running: " + (", ".join(running) or "-")
+        line = f"{done}/{len(todo)} done, running: " + (", ".join(running) or "-")
         if line != last_line:  # print changes only
             print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
             last_line = line
@@ -279,28 +397,37 @@ def drive(client, runs_plan: list[Run], s: Schedule, data: Path, args) -> Runs:
                 print(f"budget of {args.max_minutes} min spent: {len(waiting)} runs left for "
                       "the next invocation", flush=True)
             return runs
-        if not running and waiting and all(
-                runs_plan_by(runs_plan, n).teacher_key in gave_up for n in waiting):
-            return runs
         time.sleep(args.poll)
 
 
-def runs_plan_by(runs_plan: list[Run], name: str) -> Run:
-    return next(r for r in runs_plan if r.name == name)
-
-
-def per_run(runs_plan: list[Run], runs: Runs) -> list[dict]:
-    """Each planned run as the report reads it: state, MLflow run id, job minutes and the
-    final epoch's metrics in COCO points (x100; NaN where the run logged none)."""
+def per_run(runs_plan: list[Run], records: Records) -> list[dict]:
+    """Each planned run as the report reads it, from the committed records: a block's runs
+    from the one machine that holds most of it (pairs never mix machines), metrics in COCO
+    points (x100; NaN where the run logged none)."""
     out = []
     for r in runs_plan:
-        metrics = (runs.mlflow.get(r.name) or {}).get("metrics", {})
+        machine = None if r.method == "teacher" else records.block_machine(
+            r.family, r.seed, [x.name for x in runs_plan
+                               if x.family == r.family and x.seed == r.seed])
+        found = (records.of(r.name) if r.method == "teacher" else
+                 records.of(r.name, machine) if machine else [])
+        rec = found[0] if found else None
+        metrics = rec["metrics"] if rec else {}
         out.append(dict(name=r.name, family=r.family, method=r.method, seed=r.seed,
-                        config=r.config, state=runs.state(r.name), run_id=runs.run_id(r.name),
-                        minutes=runs.minutes(r.name),
+                        config=r.config, state="done" if rec else "missing",
+                        run_id=rec["mlflow_run_id"] if rec else None,
+                        machine=rec["machine_key"] if rec else None,
+                        minutes=rec["job_minutes"] if rec else 0.0,
                         **{k: 100 * metrics[m] if m in metrics else math.nan
                            for k, m in METRICS.items()}))
     return out
+
+
+def from_records(runs_plan: list[Run], records: Records) -> dict:
+    """The report's input (``repro_report.collect``) from the committed records alone."""
+    rows = per_run(runs_plan, records)
+    spans = [r for r in records.all if r["started_at"] and r["ended_at"]]
+    return collect(rows, spans)
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -336,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: data/repro, or <data-dir>/data/tiny with --tiny)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (repro, repro-tiny)")
     p.add_argument("--prefix", default=None, help="run name prefix (repro, repro-tiny)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="seeds of every family (default: 0-4 for GFL, 0-2 for the others)")
+    p.add_argument("--register", action="store_true",
+                   help="after phase 1: fix each family's seed count by the power calculation "
+                   "and write it to benchmarks/results/repro/protocol.json; trains nothing")
     p.add_argument("--teacher-epochs", type=int, default=None)
     p.add_argument("--student-epochs", type=int, default=None)
     p.add_argument("--num-train", type=int, default=None)
@@ -347,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-attempts", type=int, default=3)
     p.add_argument("--poll", type=float, default=None, help="seconds between looks (15; 3)")
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--records", type=Path, default=None,
+                   help="the committed records and teachers' records (default: "
+                   "benchmarks/results/repro/records; <data-dir>/records with --tiny)")
+    p.add_argument("--commit", action="store_true",
+                   help="git-commit each record (and teacher) as its run finishes")
     p.add_argument("--restat", type=Path, default=None, metavar="JSON",
                    help="recompute the paired statistics and notes of this results JSON (and "
                    "the .md beside it) from the runs it records; trains nothing")
@@ -356,30 +489,50 @@ def main(argv: list[str] | None = None) -> int:
 
     base = TINY if args.tiny else Schedule()
     s = Schedule(**{**asdict(base), **{k: v for k, v in dict(
-        seeds=tuple(args.seeds) if args.seeds else None,
-        gfl_seeds=tuple(args.seeds) if args.seeds else None, teacher_epochs=args.teacher_epochs,
-        student_epochs=args.student_epochs, num_train=args.num_train).items() if v is not None}})
+        teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,
+        num_train=args.num_train).items() if v is not None}})
+    registered = None if args.tiny else load_protocol(PROTOCOL, protocol_hash(s))
+    if registered is not None:
+        s = replace(s, seed_counts=tuple((f, c["seeds"]) for f, c in
+                                         registered["families"].items()))
+    elif not args.tiny and not args.setting_only and not args.register:
+        print(f"phase 2 waits for its registered protocol ({PROTOCOL.relative_to(ROOT)}): this "
+              "runs phase 1; once it is recorded, `python benchmarks/reproduce.py --register` "
+              "fixes the seeds by the power calculation", flush=True)
+        args.setting_only = True
     tag = "repro-tiny" if args.tiny else "repro"
     args.experiment = args.experiment or tag
     prefix = args.prefix or tag
     args.poll = args.poll or (3.0 if args.tiny else 15.0)
     stem = "reproduction_tiny" if args.tiny else "reproduction"
     runs_plan = plan(s, prefix, setting_only=args.setting_only)
+    import torch  # noqa: F401  (machine_info records its version: part of the machine's key)
 
-    total = sum(estimate_s(r, s) for r in runs_plan)
-    print(f"plan: {len(runs_plan)} runs, schedule {asdict(s)}")
-    print_table(["run", "kind", "epochs", "est. min"],
-                [[r.name, r.kind, str(r.epochs), estimate_s(r, s) / 60] for r in runs_plan])
+    machine = machine_info("cpu")
+    records = Records(args.records or (args.data_dir / "records" if args.tiny
+                                       else REPRO / "records"), protocol_hash(s))
+    todo = needed(runs_plan, records, machine_key(machine))
+    total = sum(estimate_s(r, s) for r in todo)
+    print(f"plan: {len(runs_plan)} runs, schedule {asdict(s)} (protocol {records.protocol}); "
+          f"{len(records.all)} recorded in {records.dir}, {len(todo)} to run on this machine "
+          f"({machine_key(machine)})")
+    print_table(["run", "kind", "epochs", "est. min", "state"],
+                [[r.name, r.kind, str(r.epochs), estimate_s(r, s) / 60,
+                  "to run" if r in todo else "recorded"] for r in runs_plan])
     wall_h = total / 3600 / max(1, args.parallel)
     print(f"estimated job time: {total / 3600:.2f} h; about {wall_h:.2f} h of wall time with "
           f"{args.parallel} jobs at once on 1 CPU each")
     if args.plan:
         return 0
+    if args.register:
+        return register(records, s, prefix, PROTOCOL, args.commit)
+    if not todo:  # everything is committed: the report alone, no stack, no training
+        return report(from_records(runs_plan, records), runs_plan, s, args, machine, stem,
+                      None, 0.0, prefix)
 
     from service.client import Client
 
     end_on_signals()
-    machine = machine_info("cpu")
     # the data set lives beside the stack's state, never in it (data roots stay apart from it)
     tiny_data = args.data_dir.with_name(f"{args.data_dir.name}-data") / "tiny"
     data = (args.data or (tiny_data if args.tiny else ROOT / "data/repro")).resolve()
@@ -399,15 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ensure_data(data, s)
         client = Client(url, token_file.read_text().strip())
-        runs = drive(client, runs_plan, s, data, args)
-        result = collect(per_run(runs_plan, runs),
-                         [j for r in runs_plan for j in runs.jobs.get(r.name, [])])
-        if mlflow_uri is None:  # from a job's link: <mlflow>/#/runs/<id>
-            links = [j["links"]["mlflow_run"] for js in runs.jobs.values() for j in js
-                     if j.get("links") and j["links"].get("mlflow_run")]
-            mlflow_uri = links[0].split("/#/")[0] if links else None
-        return report(result, runs_plan, s, args, machine, stem, mlflow_uri,
-                      time.monotonic() - t0, prefix)
+        ledger = Ledger(records, machine, s, args, data.parent / f"{data.name}-teachers")
+        ledger.mlflow_uri = mlflow_uri
+        drive(client, todo, data, args, ledger)
+        return report(from_records(runs_plan, records), runs_plan, s, args, machine, stem,
+                      ledger.mlflow_uri, time.monotonic() - t0, prefix)
     finally:
         if stack is not None:
             print("stopping the stack (unfinished jobs resume on the next invocation) ...",
@@ -428,7 +577,7 @@ def report(result: dict, runs_plan: list[Run], s: Schedule, args, machine: dict,
     done = sum(r["state"] == "done" for r in result["runs"])
     title = (f"{args.experiment}: {done}/{len(runs_plan)} runs, {s.num_train} train images of "
              f"{s.size} px, teacher {s.teacher_epochs} / students {s.student_epochs} epochs, "
-             f"seeds {list(s.gfl_seeds)} (GFL), {list(s.seeds)} (others)")
+             f"seeds {dict(s.seed_counts) or 'not registered yet'}")
     args.results.mkdir(parents=True, exist_ok=True)
     png = plot(cells, args.results / f"{stem}.png", title)
     md = args.results / f"{stem}.md"

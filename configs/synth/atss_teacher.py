@@ -1,4 +1,4 @@
-# ATSS teacher: ResNet-18, 128-channel FPN and head.
+# ATSS teacher: ResNet-18 at half width, 96-channel FPN and head.
 # SGD lr 0.01, half the students', as the GFL teacher of the same backbone, neck and width: at
 # 0.02 that one's loss spiked and it ended 4 points lower (docs/REPRODUCTION.md); not measured
 # for this head, the reproduction's first phase checks it.
@@ -11,9 +11,9 @@ model = dict(
     bbox_head=dict(
         type='ATSSHead',
         num_classes=8,
-        in_channels=128,
+        in_channels=96,
         stacked_convs=2,
-        feat_channels=128,
+        feat_channels=96,
         anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=4,
                               scales_per_octave=1, strides={{_base_.strides}}),
         bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0],

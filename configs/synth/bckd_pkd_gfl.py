@@ -3,4 +3,4 @@
 _base_ = ['./bckd_gfl.py']
 model = dict(
     loss_distill_feat=dict(type='PKDLoss', loss_weight=6.0),
-    channel_adapters=True)  # 64-channel student FPN, 128-channel teacher FPN
+    channel_adapters=True)  # 64-channel student FPN, 96-channel teacher FPN

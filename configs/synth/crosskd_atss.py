@@ -12,4 +12,4 @@ model = dict(
     loss_distill_crosskd_box=dict(type='GIoULoss', loss_weight=1.0),
     crosskd_depth=1,
     crosskd_align=True,
-    channel_adapters=True)  # 64-channel student head, 128-channel teacher head
+    channel_adapters=True)  # 64-channel student head, 96-channel teacher head

@@ -15,6 +15,6 @@ model = dict(
     # conv and its predictors; these heads have 2 stacked convs, so the cut is 1.
     crosskd_depth=1,
     crosskd_align=True,
-    # The student's head is 64 channels wide, the teacher's 128: a trained 1x1 conv per tower
+    # The student's head is 64 channels wide, the teacher's 96: a trained 1x1 conv per tower
     # maps the student's features, and is dropped from checkpoints.
     channel_adapters=True)

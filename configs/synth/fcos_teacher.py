@@ -1,4 +1,5 @@
-# FCOS teacher: ResNet-18, 128-channel FPN and head (center sampling, GIoU, norm_on_bbox).
+# FCOS teacher: ResNet-18 at half width, 96-channel FPN and head (center sampling, GIoU,
+# norm_on_bbox).
 # SGD lr 0.01, half the students', as the GFL teacher of the same backbone, neck and width: at
 # 0.02 that one's loss spiked and it ended 4 points lower (docs/REPRODUCTION.md); not measured
 # for this head, the reproduction's first phase checks it.
@@ -11,9 +12,9 @@ model = dict(
     bbox_head=dict(
         type='FCOSHead',
         num_classes=8,
-        in_channels=128,
+        in_channels=96,
         stacked_convs=2,
-        feat_channels=128,
+        feat_channels=96,
         strides={{_base_.strides}},
         regress_ranges=((-1, 16), (16, 32), (32, 64), (64, 128), (128, 1e8)),
         norm_on_bbox=True,

@@ -1,4 +1,4 @@
-# GFL teacher: ResNet-18, 128-channel FPN and head.
+# GFL teacher: ResNet-18 at half width, 96-channel FPN and head.
 # SGD lr 0.01, half the students': at 0.02 (batch 8) this wide model's classification loss
 # spikes (to 4.6 from about 0.5) in its first epochs, where its quarter-width students' never
 # exceeds 0.53, and it learns more slowly per step than they do (docs/REPRODUCTION.md).
@@ -11,9 +11,9 @@ model = dict(
     bbox_head=dict(
         type='GFLHead',
         num_classes=8,
-        in_channels=128,
+        in_channels=96,
         stacked_convs=2,
-        feat_channels=128,
+        feat_channels=96,
         anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=4,
                               scales_per_octave=1, strides={{_base_.strides}}),
         loss_cls=dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),

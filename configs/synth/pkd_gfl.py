@@ -8,6 +8,6 @@ model = dict(
     loss_distill_cls=None,
     loss_distill_loc=None,
     loss_distill_feat=dict(type='PKDLoss', loss_weight=6.0),
-    # The student's FPN is 64 channels wide, the teacher's 128: one trained 1x1 conv per level
+    # The student's FPN is 64 channels wide, the teacher's 96: one trained 1x1 conv per level
     # maps the student's features, and is dropped from checkpoints.
     channel_adapters=True)

@@ -1,4 +1,4 @@
-# RetinaNet teacher: ResNet-18, 128-channel FPN and head, 9 anchors per location.
+# RetinaNet teacher: ResNet-18 at half width, 96-channel FPN and head, 9 anchors per location.
 # From scratch, RetinaHead's default head (no normalization) at lr 0.02 stays at 0 mAP here; the
 # head gets GroupNorm, as mmdet's GFL, ATSS and FCOS heads have by default, and SGD lr 0.01 with a
 # 300-step warm-up (docs/REPRODUCTION.md: student alone 0.1 -> 1.4 -> 5.9 mAP in 6 epochs).
@@ -11,9 +11,9 @@ model = dict(
     bbox_head=dict(
         type='RetinaHead',
         num_classes=8,
-        in_channels=128,
+        in_channels=96,
         stacked_convs=2,
-        feat_channels=128,
+        feat_channels=96,
         norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),
         anchor_generator=dict(type='AnchorGenerator', octave_base_scale=3, scales_per_octave=3,
                               ratios=[0.5, 1.0, 2.0], strides={{_base_.strides}}),

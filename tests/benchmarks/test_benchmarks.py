@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
+import repro_records  # noqa: E402
 import repro_report  # noqa: E402
 import reproduce  # noqa: E402
 import tables  # noqa: E402
@@ -73,12 +76,25 @@ def test_bench_step_refuses_a_family_outside_its_setting():
     assert "--families atss: not in --setting coco (gfl, rtmdet)" in proc.stderr
 
 
+REGISTERED = reproduce.Schedule(seed_counts=(("gfl", 5), ("atss", 3), ("retinanet", 3),
+                                            ("fcos", 3), ("rtmdet", 4)))
+
+
 def test_reproduce_plan_lists_the_runs_without_running_anything():
     proc = run_script("reproduce.py", "--plan", timeout=60)
-    runs = reproduce.plan(reproduce.Schedule(), "repro")
-    assert len(runs) == 5 + 5 * 9 + 3 * 4 * 2  # teachers + GFL 5 seeds x 9 + 3 seeds x 4 x 2
-    # every method of a family runs every seed of the family: the differences pair
-    for family, seeds in (("gfl", {0, 1, 2, 3, 4}), ("rtmdet", {0, 1, 2})):
+    # before registration: phase 1 alone, teachers and the students alone on 3 seeds
+    setting = reproduce.plan(reproduce.Schedule(), "repro")
+    assert [r.method for r in setting] == ["teacher"] * 5 + ["student"] * 15
+    assert all(r.name in proc.stdout for r in setting)
+    assert "phase 2 waits for its registered protocol" in proc.stdout
+    total_h = sum(reproduce.estimate_s(r, reproduce.Schedule()) for r in setting) / 3600
+    assert f"estimated job time: {total_h:.2f} h; about {total_h / 2:.2f} h of wall time" \
+        in proc.stdout
+    # registered: every method of a family runs every seed of the family, so differences pair
+    runs = reproduce.plan(REGISTERED, "repro")
+    assert len(runs) == 5 + 5 * 9 + 3 * 3 * 2 + 4 * 2  # teachers, GFL 5 x 9, 3 x 3 x 2, 4 x 2
+    assert len({r.name for r in runs}) == len(runs)  # the setting's students are not run twice
+    for family, seeds in (("gfl", {0, 1, 2, 3, 4}), ("rtmdet", {0, 1, 2, 3})):
         by_method: dict[str, set[int]] = {}
         for r in runs:
             if r.family == family and r.method != "teacher":
@@ -86,13 +102,50 @@ def test_reproduce_plan_lists_the_runs_without_running_anything():
         assert by_method and all(s == seeds for s in by_method.values())
     assert {r.method for r in runs if r.family == "gfl"} >= {"crosskd", "pkd", "bckd_pkd"}
     assert all(reproduce.overrides(r)["train_cfg.val_interval"] == r.epochs for r in runs)
-    assert all(r.name in proc.stdout for r in runs)
-    total_h = sum(reproduce.estimate_s(r, reproduce.Schedule()) for r in runs) / 3600
-    assert f"estimated job time: {total_h:.2f} h; about {total_h / 2:.2f} h of wall time" \
-        in proc.stdout
     tiny = reproduce.plan(reproduce.TINY, "t")
     assert [r.method for r in tiny] == ["teacher", "student", "bckd"]
     assert tiny[2].teacher_key == tiny[0].name
+
+
+def _record(records, run, machine: str, mAP: float) -> None:
+    records.write(dict(name=run.name, family=run.family, method=run.method, seed=run.seed,
+                       protocol=records.protocol, machine_key=machine,
+                       mlflow_run_id=f"id-{run.name}", job_minutes=1.0,
+                       started_at="2026-01-01T00:00:00", ended_at="2026-01-01T00:01:00",
+                       metrics={m: mAP for m in repro_report.METRICS.values()}))
+
+
+def test_reproduce_resumes_from_records_and_pairs_within_one_machine(tmp_path):
+    from repro_records import Records
+
+    s = reproduce.Schedule(setting_seeds=(0,), seed_counts=(("gfl", 2),), families=("gfl",),
+                           gfl_methods=("student", "bckd"))
+    runs = {r.name: r for r in reproduce.plan(s, "p")}
+    records = Records(tmp_path / "records", reproduce.protocol_hash(s))
+    assert reproduce.needed(list(runs.values()), records, "A") == list(runs.values())
+    _record(records, runs["p-gfl_teacher-s0"], "A", 0.40)
+    _record(records, runs["p-gfl_student-s0"], "A", 0.20)
+    _record(records, runs["p-bckd_gfl-s0"], "A", 0.30)
+    _record(records, runs["p-gfl_student-s1"], "A", 0.22)
+    # machine B: the teacher serves it; seed 0's block is whole on A; seed 1's block is not,
+    # so B runs all of it, its student alone too
+    todo = reproduce.needed(list(runs.values()), records, "B")
+    assert [r.name for r in todo] == ["p-gfl_student-s1", "p-bckd_gfl-s1"]
+    assert [r.name for r in reproduce.needed(list(runs.values()), records, "A")] == [
+        "p-bckd_gfl-s1"]
+    _record(records, runs["p-gfl_student-s1"], "B", 0.21)
+    _record(records, runs["p-bckd_gfl-s1"], "B", 0.27)
+    again = Records(tmp_path / "records", reproduce.protocol_hash(s))  # read back from disk
+    assert len(again.all) == 6 and not reproduce.needed(list(runs.values()), again, "B")
+    rows = {r["name"]: r for r in reproduce.per_run(list(runs.values()), again)}
+    # seed 1 reads B's block whole (B holds 2 of its runs, A one): no pair mixes machines
+    assert rows["p-gfl_student-s1"]["machine"] == "B" and rows["p-gfl_student-s1"]["mAP"] == 21
+    fam = repro_report.collect(list(rows.values()), again.all)["families"]["gfl"]
+    assert fam["methods"]["bckd"]["mAP_values"] == pytest.approx([30.0, 27.0])
+    # a record of another setting (other epochs) never counts
+    other = Records(tmp_path / "records", reproduce.protocol_hash(
+        reproduce.Schedule(student_epochs=7)))
+    assert other.all == []
 
 
 class FakeClient:
@@ -126,15 +179,17 @@ def test_reproduce_resume_logic_skips_finished_waits_running_resubmits_failed():
 
 
 def test_reproduce_results_table_gap_and_plot(tmp_path):
-    s = reproduce.Schedule(gfl_seeds=(0, 1), families=("gfl",), gfl_methods=("student", "bckd"))
+    from repro_records import Records
+
+    s = reproduce.Schedule(setting_seeds=(0, 1), seed_counts=(("gfl", 2),), families=("gfl",),
+                           gfl_methods=("student", "bckd"))
     runs_plan = reproduce.plan(s, "p")
     maps = {"p-gfl_teacher-s0": 0.40, "p-gfl_student-s0": 0.20, "p-gfl_student-s1": 0.22,
             "p-bckd_gfl-s0": 0.30, "p-bckd_gfl-s1": 0.28}
-    rows = [{"run_name": n, "status": "FINISHED", "run_id": f"id-{n}",
-             "metrics": {m: v for m in repro_report.METRICS.values()}} for n, v in maps.items()]
-    runs = reproduce.Runs(FakeClient([], rows), "e")
-    runs.refresh()
-    result = repro_report.collect(reproduce.per_run(runs_plan, runs), [])
+    records = Records(tmp_path / "records", reproduce.protocol_hash(s))
+    for r in runs_plan:
+        _record(records, r, "A", maps[r.name])
+    result = repro_report.collect(reproduce.per_run(runs_plan, records), records.all)
     fam = result["families"]["gfl"]
     assert fam["teacher_mAP"] == pytest.approx(40.0)
     assert fam["methods"]["bckd"]["mAP_mean"] == pytest.approx(29.0)
@@ -146,9 +201,8 @@ def test_reproduce_results_table_gap_and_plot(tmp_path):
     assert any(line.startswith("gfl: bckd - student = +8.00 mAP, paired over 2 seeds")
                for line in said)
     # a teacher below its student leaves no gap: the share closed is undefined, and said so
-    rows[0]["metrics"] = {m: 0.15 for m in repro_report.METRICS.values()}
-    runs.refresh()
-    weak = repro_report.collect(reproduce.per_run(runs_plan, runs), [])["families"]
+    records.all[0]["metrics"] = {m: 0.15 for m in repro_report.METRICS.values()}
+    weak = repro_report.collect(reproduce.per_run(runs_plan, records), [])["families"]
     assert math.isnan(weak["gfl"]["methods"]["bckd"]["gap_closed"])
     assert any("no gap to close" in line for line in repro_report.notes(weak))
     png = repro_report.plot(result["families"], tmp_path / "r.png", "t")
@@ -248,11 +302,23 @@ def test_reproduce_tiny_end_to_end_through_the_service(tmp_path):
         assert all(r["run_id"] for r in report["runs"])
         assert (tmp_path / "results" / "reproduction_tiny.png").is_file()
         assert "logged the table and plot to MLflow run" in proc.stdout
-        # a second invocation finds every run finished and submits nothing
+        # each run left a record, the teacher its fp16 weights with their sha256
+        records = [json.loads(f.read_text())
+                   for f in (tmp_path / "state" / "records").glob("*.json")]
+        assert sorted(r["method"] for r in records) == ["bckd", "student", "teacher"]
+        teacher = next(r for r in records if r["method"] == "teacher")
+        weights = tmp_path / "state" / teacher["teacher_weights"]["file"]
+        assert repro_records.sha256(weights) == teacher["teacher_weights"]["sha256"]
+        state = torch.load(weights, weights_only=True)
+        assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+        assert all(r["metrics"]["coco/bbox_mAP"] >= 0 and r["git_commit"] for r in records)
+        # a second invocation, with the stack's state gone, renders the report from the
+        # records alone: no stack, nothing submitted
+        shutil.rmtree(tmp_path / "state" / "mlflow", ignore_errors=True)
         again = run_script("reproduce.py", "--tiny", "--data-dir", str(tmp_path / "state"),
                            "--prefix", prefix, "--results", str(tmp_path / "results"),
                            timeout=600)
-        assert "submitted" not in again.stdout
+        assert "submitted" not in again.stdout and "starting Ray" not in again.stdout
         # the docs' block of this result: every run id, the job time the service measured
         (tmp_path / "results" / "reproduction.json").write_text(
             (tmp_path / "results" / "reproduction_tiny.json").read_text())

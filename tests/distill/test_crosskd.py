@@ -206,7 +206,7 @@ def test_heads_without_plain_towers_are_refused_by_name(family: str, head: str) 
 
 @pytest.mark.parametrize("overrides,message", [
     (dict(channel_adapters=False), "student's cls tower gives 64 channels, the teacher's layer "
-                                   "takes 128; set channel_adapters=True"),
+                                   "takes 96; set channel_adapters=True"),
     (dict(crosskd_depth=3), "crosskd_depth=3 is outside the student head's cls_convs"),
 ])
 def test_misfit_settings_are_refused(overrides: dict, message: str) -> None:

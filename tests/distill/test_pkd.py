@@ -70,7 +70,7 @@ def test_adapters_train_with_the_student_but_stay_out_of_checkpoints(tmp_path: P
 
 
 def test_differing_widths_are_refused_without_adapters() -> None:
-    with pytest.raises(ValueError, match="student's have 64 channels, the teacher's 128; set "
+    with pytest.raises(ValueError, match="student's have 64 channels, the teacher's 96; set "
                                          "channel_adapters=True"):
         _pkd(channel_adapters=False)
 

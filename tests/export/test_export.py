@@ -15,6 +15,7 @@ from exporttools import config, make_synth, numel, plain_checkpoint, save_checkp
 from mmdet.registry import MODELS
 from pycocotools.coco import COCO
 
+from bckd.engine.config import CONFIG_JSON, write_config_json
 from bckd.export.inference import InferenceConfig, batches
 from bckd.export.onnx import OnnxRaw, check_parity, export_onnx
 from bckd.export.raw import RawHeadOutputs, detections
@@ -76,7 +77,7 @@ def _distiller_checkpoint(data: Path, directory: Path) -> tuple[Path, torch.nn.M
     distiller.init_weights()
     state = {**distiller.state_dict(),
              **{f"teacher.{k}": v for k, v in teacher.state_dict().items()},
-             "distill_adapters.feat.0.weight": torch.zeros(128, 64, 1, 1)}
+             "distill_adapters.feat.0.weight": torch.zeros(96, 64, 1, 1)}
     return save_checkpoint(cfg, state, directory / "bckd_gfl.pth"), teacher
 
 
@@ -149,8 +150,8 @@ def test_bad_inputs_are_named(data, tmp_path, capsys):
     assert repr(missing) in capsys.readouterr().err
     # a teacher's checkpoint with a student's config: the shapes are named
     teacher = plain_checkpoint("gfl_teacher", data, tmp_path)
-    student_cfg = tmp_path / "config.py"
-    config("gfl_student", data).dump(str(student_cfg))
+    # a job's config.json beside the checkpoint: the config export reads
+    write_config_json(config("gfl_student", data), tmp_path / CONFIG_JSON)
     torch.save({"state_dict": torch.load(teacher, weights_only=False)["state_dict"]},
                tmp_path / "teacher_only.pth")
     assert cli_main(["export", str(tmp_path / "teacher_only.pth")]) == 2
