@@ -35,6 +35,8 @@ KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # One part of a dotted override key: a key, or a list index (negative from the end).
 INDEX = re.compile(r"-?[0-9]{1,6}")
 MAX_KEY = 100  # characters; mmdet's longest keys are about 30
+# mmengine's Config refuses these as keys (KeyError) or shadows them with its own attributes.
+RESERVED = frozenset({"filename", "text", "pretty_text", "env_variables"})
 
 # mmengine's named checkpoint schemes map to fixed model-zoo hosts, and the zoo's own host is
 # allowed by URL.
@@ -60,12 +62,14 @@ class Roots:
 
 
 def check_key(key: Any) -> None:
-    """Raise :class:`PathError` unless ``key`` is an ASCII identifier and not a Python keyword
-    (``dict(class=1)`` would not read back)."""
+    """Raise :class:`PathError` unless ``key`` is an ASCII identifier, not a Python keyword
+    (``dict(class=1)`` would not read back) and not one of mmengine's :data:`RESERVED` names."""
     if not (isinstance(key, str) and len(key) <= MAX_KEY and KEY.fullmatch(key)
             and not keyword.iskeyword(key)):
         raise PathError(f"key {key!r} is not an identifier (letters, digits and _, "
                         "not starting with a digit)")
+    if key in RESERVED:
+        raise PathError(f"key {key!r} is reserved by mmengine's Config")
 
 
 def check_override_key(key: Any) -> None:

@@ -110,24 +110,31 @@ def registered_names() -> Names:
 
 
 def check_size(data: Any, key: str = "") -> None:
-    """Refuse data nested deeper than ``MAX_DEPTH`` or with more than ``MAX_NODES`` values.
+    """Refuse data nested deeper than ``MAX_DEPTH``, with more than ``MAX_NODES`` values, or
+    with a key that is not an identifier (:func:`bckd.engine.paths.check_key`), before the
+    data reaches mmengine's ``Config`` (an upload) or a merge (an override's value).
 
     Parsed YAML shares aliased nodes, so a few hundred bytes can stand for billions of values;
     this walk counts shared nodes as often as a later walk or ``json.dumps`` would visit them,
     and stops at the limit instead of expanding them.
     """
-    todo, seen = [(data, 0)], 0
+    todo, seen = [(data, 0, key)], 0
     while todo:
-        node, depth = todo.pop()
+        node, depth, path = todo.pop()
         seen += 1
         if seen > MAX_NODES:
             raise PolicyError(key, f"more than {MAX_NODES} values (aliases expanded)")
         if depth > MAX_DEPTH:
             raise PolicyError(key, f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, Mapping):
-            todo.extend((v, depth + 1) for v in node.values())
+            for k, v in node.items():
+                try:
+                    check_key(k)
+                except PathError as err:
+                    raise PolicyError(_join(path, str(k)), str(err)) from None
+                todo.append((v, depth + 1, _join(path, k)))
         elif isinstance(node, list | tuple):
-            todo.extend((v, depth + 1) for v in node)
+            todo.extend((v, depth + 1, _join(path, str(i))) for i, v in enumerate(node))
 
 
 def check_config(cfg: Mapping, policy: ConfigPolicy,

@@ -224,7 +224,7 @@ def test_an_alias_bomb_and_deep_nesting_are_refused_before_they_expand():
 # --- the allow-list: keys, declared string arguments, bounds -----------------------------------
 
 @pytest.mark.parametrize("key", ["a'b", 'a"b', "a\nb", "ｅval", "é", "class", "1a", "a b", "a.b",
-                                 "", "a-b", "x" * 101])
+                                 "", "a-b", "x" * 101, "filename", "pretty_text"])
 def test_a_key_that_is_not_an_identifier_is_refused_anywhere(tmp_path, roots, key):
     cfg = base_config(tmp_path)
     cfg["model"]["backbone"][key] = 1

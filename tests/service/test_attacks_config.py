@@ -69,6 +69,9 @@ def attacks(toy: Path, own: Path, sentinel: Path) -> dict[str, tuple[dict, str]]
                                     "config_upload.content.model.a'b"),
         "upload key in unicode": (upload(changed(data, "model.ｔype", "GFL")),
                                   "config_upload.content.model.ｔype"),
+        "upload key mmengine reserves": (upload(changed(data, "filename", "x.py")),
+                                         "config_upload.content.filename"),
+        "override key mmengine reserves": (shipped(**{"+text": "x"}), "overrides.+text"),
         # config files: mmdet:: names, teacher configs, every argument that loads a config
         # with a data set of known classes, the API reads the teacher's head before the policy
         "mmdet:: absolute path": ({**upload(changed(distill, "model.teacher", f"mmdet::{evil}"),
