@@ -19,7 +19,7 @@ String kinds:
   given from the job's working directory, or ``data_root``: joined onto its dataset's own
   ``data_root`` by mmengine's ``BaseDataset._join_prefix``);
 - ``write``: a path the class writes to, resolved from the job's working directory: under
-  the run directory;
+  the run directory (``want="prefix"``: a prefix of file names, whose directory is);
 - ``checkpoint``: a torch checkpoint file read as given, or a model-zoo URL;
 - ``teacher``: a config file, shipped or ``mmdet::`` (:func:`bckd.engine.paths.config_file`).
 
@@ -193,7 +193,7 @@ CLASSES: dict[str, dict[str, Arg]] = {
     # evaluation: CocoMetric opens ann_file as given (pycocotools' json.load)
     "CocoMetric": {"ann_file": read("file", "cwd", (".json",)),
                    "metric": enum("bbox", "proposal", "proposal_fast"),
-                   "outfile_prefix": WRITTEN, "prefix": LABEL,
+                   "outfile_prefix": Arg("write", want="prefix"), "prefix": LABEL,
                    "collect_device": enum("cpu", "gpu"), "backend_args": BACKEND,
                    "proposal_nums": num(1, 10_000)},
     "nms": {"iou_threshold": num(0, 1)},  # not a class: see NMS

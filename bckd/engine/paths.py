@@ -150,8 +150,10 @@ def check_path(value: Any, roots: Roots | None, read: bool, base: Path | None = 
     ``value`` is what the reader opens, relative to ``base`` (else ``roots.base``, the job's
     working directory). ``read``: it must exist under ``roots.read``, as a ``want`` ("file" or
     "dir") when given, with one of ``suffixes`` when given; else it is written, under
-    ``roots.write``. ``checkpoint``: it may be a zoo URL or start with one of
-    ``url_prefixes``. ``roots`` None (a person at a terminal) checks URLs only.
+    ``roots.write`` (``want="prefix"``: a file name prefix, whose files ``<value>.bbox.json``
+    are siblings of it, so its directory must be under ``roots.write``). ``checkpoint``: it
+    may be a zoo URL or start with one of ``url_prefixes``. ``roots`` None (a person at a
+    terminal) checks URLs only.
     """
     if value is None or isinstance(value, bool) or value == "":  # unset, as mmengine reads it
         return None
@@ -169,7 +171,7 @@ def check_path(value: Any, roots: Roots | None, read: bool, base: Path | None = 
         return None
     resolved = resolve(value, base or roots.base)
     if not read:
-        if not resolved.is_relative_to(roots.write):
+        if not (resolved.parent if want == "prefix" else resolved).is_relative_to(roots.write):
             raise PathError(f"{value!r}: outputs go under the run directory ({roots.write})")
         return resolved
     if not any(resolved.is_relative_to(r) for r in roots.read):

@@ -141,3 +141,29 @@ def test_local_vis_backend_writes_where_the_policy_checked(job):
     VISBACKENDS.build(backend).add_scalars({"x": 1.0})
     written = paths["visualizer.vis_backends.0.save_dir"]
     assert written == job.write / "vis" and (written / "scalars.json").is_file()
+
+
+def test_checkpoint_hook_saves_under_the_out_dir_the_policy_checked(job):
+    import logging
+    from types import SimpleNamespace
+
+    from mmengine.hooks import CheckpointHook
+
+    hook = {"type": "CheckpointHook", "interval": 1, "out_dir": "../owners/alice/runs/r/ckpt"}
+    paths = checked({"default_hooks": {"checkpoint": hook}}, job)
+    built = CheckpointHook(interval=1, out_dir=hook["out_dir"])
+    # mmengine saves into <out_dir>/<the work dir's last part>
+    built.before_train(SimpleNamespace(work_dir="/elsewhere/w", logger=logging.getLogger()))
+    assert Path(built.out_dir).resolve() == paths["default_hooks.checkpoint.out_dir"] / "w"
+
+
+def test_coco_metric_writes_its_results_beside_the_prefix(job, tmp_path):
+    from bckd.engine.policy import PolicyError
+
+    metric = {"type": "CocoMetric", "outfile_prefix": "../owners/alice/runs/r/eval/coco"}
+    paths = checked({"val_evaluator": metric}, job)
+    # CocoMetric writes f"{outfile_prefix}.bbox.json": its directory must be the run's
+    assert paths["val_evaluator.outfile_prefix"].parent == job.write / "eval"
+    metric["outfile_prefix"] = "../owners/alice/runs/r"  # would write runs/r.bbox.json
+    with pytest.raises(PolicyError, match="outputs go under the run directory"):
+        checked({"val_evaluator": metric}, job)
