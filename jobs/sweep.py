@@ -95,7 +95,7 @@ def _spec(args: argparse.Namespace):
         experiment=job.experiment, num_workers=job.num_workers,
         cpus_per_worker=job.cpus_per_worker, gpus_per_worker=job.gpus_per_worker,
         cfg_options=job.overrides, work_dir=job.run_dir, tags=job.tags, policy=job.policy(),
-        **common)
+        run_id=job.mlflow_run_id, **common)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,9 @@
     python -m jobs.train --spec JOB.json                        # a job file the service wrote
 
 Running the same --name again resumes from its last checkpoint. The job prints
-``bckd: mlflow_run_id=<id>`` and writes ``<work_dir>/run.json``; see docs/JOBS.md.
+``bckd: mlflow_run_id=<id>`` (for people: the service never reads it) and writes
+``<work_dir>/run.json``; with --spec it trains in the MLflow run the job file names, the one the
+service created for it, and no other; see docs/JOBS.md.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def _spec(args: argparse.Namespace):
         config=str(job.config_path()), num_workers=job.num_workers,
         gpus_per_worker=job.gpus_per_worker, cpus_per_worker=job.cpus_per_worker,
         cfg_options=job.overrides, experiment=job.experiment, name=job.name,
-        work_dir=job.run_dir, tags=job.tags, policy=job.policy(), **common)
+        work_dir=job.run_dir, tags=job.tags, policy=job.policy(), run_id=job.mlflow_run_id,
+        **common)
 
 
 def run(args: argparse.Namespace) -> int:

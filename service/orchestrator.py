@@ -1,5 +1,8 @@
 """Job life cycle on the service side: row first, then Ray; cancel.
 
+A job is made (validated, given its MLflow run, claimed under its name) by
+``service.creation``.
+
 Order matters for restarts: the row is committed (PENDING, attempts=0) before Ray is called
 and the job id is Ray's ``submission_id``, so a crash between the two is healed by the
 reconciler (``service.reconciler``) re-submitting (Ray refuses a duplicate id, so at most one
@@ -18,40 +21,25 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from bckd.engine.cluster import Capacity
-from bckd.engine.jobfile import JobFile
 from service.auth import Principal
-from service.checkpoints import fetch_run_checkpoints
-from service.datasets import data_source
+from service.creation import create_job
 from service.db import session_scope
-from service.entrypoints import build_entrypoint
-from service.errors import Invalid, Unavailable
-from service.idempotency import (
-    by_key,
-    claim_or_find,
-    find_duplicate,
-    release_claim,
-    same_request,
-)
-from service.models import TERMINAL, Job, JobStatus, KeyClaim, Run, new_job_id, utcnow
+from service.errors import Unavailable
+from service.idempotency import claim_or_find, find_duplicate, release_claim
+from service.models import TERMINAL, Job, JobStatus, utcnow
 from service.owners import OwnerDirs
 from service.ray_jobs import RayJobs, UnknownJob
 from service.schemas import JobCreate
-from service.settings import PROJECT_ROOT, Settings
-from service.tracking import Tracking, get_tracking
-from service.validation import ValidatedJob, validate_job
+from service.settings import Settings
+from service.tracking import get_tracking
 
-__all__ = ["archive_logs", "aware", "cancel_job", "create_job", "driver_env", "finish",
-           "read_archive", "submit_new", "submit_request", "submit_row"]
+__all__ = ["archive_logs", "aware", "cancel_job", "driver_env", "finish", "read_archive",
+           "submit_new", "submit_request", "submit_row"]
 
 log = logging.getLogger("bckd.service")
-# the message of a job that fits only on nodes an autoscaler has yet to add
-WAITING_FOR_CAPACITY = ("waiting for capacity: its workers fit only once the autoscaler adds "
-                        "nodes (until pending_timeout_s)")
 
 
 def aware(dt: datetime | None) -> datetime | None:
@@ -81,94 +69,6 @@ def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: 
         if idem_key is not None:
             release_claim(session, user.name, idem_key)
         raise
-
-
-def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
-               settings: Settings, tracking: Tracking, capacity: Capacity | None
-               ) -> tuple[Job, bool]:
-    """Validate, write the job file, then claim the run's name and insert the row in one
-    transaction; True if the job is new (False: a concurrent request with the same key won,
-    and this is its job)."""
-    job_id = new_job_id()
-    name = req.name or job_id
-    owner = OwnerDirs.of(settings, user.name)
-    run_dir = owner.run_dir(name)
-    source = data_source(session, user, req)
-    fetched = fetch_run_checkpoints(req, user, owner, tracking)
-    v = validate_job(req, settings, user.name, run_dir, fetched, capacity, source)
-    job_file = owner.job_file(job_id)  # an orphan if the claim below fails: never submitted
-    JobFile(kind=str(req.kind), name=name, experiment=req.experiment, owner=user.name,
-            run_dir=str(run_dir), configs_dir=str(settings.configs_dir.resolve()),
-            read_roots=[str(r) for r in settings.read_roots(user.name)],
-            base_dir=str(PROJECT_ROOT),
-            config_file=str(v.config_file) if v.config_file is not None else None,
-            config_data=v.config_data, overrides=v.overrides,
-            num_workers=req.resources.num_workers, cpus_per_worker=req.resources.cpus_per_worker,
-            gpus_per_worker=req.resources.gpus_per_worker, num_samples=req.num_samples,
-            max_failures=req.max_failures, capacity_timeout_s=settings.pending_timeout_s,
-            tags={"bckd.owner": user.name, "bckd.job_id": job_id,
-                  "bckd.config_hash": v.config_hash},
-            checkpoint_url_prefixes=list(settings.checkpoint_url_prefixes)).write(job_file)
-    job = Job(id=job_id, owner=user.name, idempotency_key=idem_key, kind=req.kind, name=name,
-              experiment=req.experiment, config=v.config_label, request=req.model_dump(mode="json"),
-              entrypoint=build_entrypoint(req.kind, job_file, settings.job_python,
-                                          settings.job_module),
-              status=JobStatus.PENDING, attempts=0, created_at=utcnow(), cancel_requested=False,
-              message=WAITING_FOR_CAPACITY if v.waits_for_capacity else None,
-              restarts=0, max_restarts=req.max_restarts)
-    for _ in range(2):  # a second pass when the name was created at the same moment
-        try:
-            _claim_run(session, user.name, name, req, v, job_id)
-            session.add(job)
-            if idem_key is not None:  # the key passes from its claim to its job in one commit
-                # (this DELETE flushes the INSERTs first: a lost race raises here, not at commit)
-                session.execute(delete(KeyClaim).where(KeyClaim.owner == user.name,
-                                                       KeyClaim.idempotency_key == idem_key))
-            session.commit()  # the claim and the row together: a run's job always exists
-            return job, True
-        except IntegrityError:  # the same key, or the same new name, won the insert
-            session.rollback()
-            found = by_key(session, user.name, idem_key) if idem_key else None
-            if found is not None:
-                release_claim(session, user.name, idem_key)  # ours: the key is held by a job
-                return same_request(found, req), False
-    raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
-
-
-def _claim_run(session: Session, owner: str, name: str, req: JobCreate, v: ValidatedJob,
-               job_id: str) -> None:
-    """Make ``job_id`` the one job of the run (owner, name) in the open transaction, or refuse
-    with 409.
-
-    A new name creates the run (its primary key settles a race at commit). A known name is a
-    rerun: it resumes only with the same resolved config, and only when the run's last job has
-    ended; the claim is a compare-and-set on ``active_job_id``, so of two racing reruns one
-    updates no row and is refused.
-    """
-    run = session.get(Run, (owner, name))
-    if run is None:
-        session.add(Run(owner=owner, name=name, kind=str(req.kind), experiment=req.experiment,
-                        config_hash=v.config_hash, config=v.resolved, active_job_id=job_id,
-                        created_at=utcnow()))
-        return
-    if run.config_hash != v.config_hash:
-        changed = sorted(k for k in set(run.config) | set(v.resolved)
-                         if run.config.get(k) != v.resolved.get(k))
-        shown = ", ".join(changed[:20]) + (" ..." if len(changed) > 20 else "")
-        raise Invalid("name", f"run {name!r} exists with another config (differs in: {shown}); "
-                      "a rerun resumes only with the same config: choose a new name", 409)
-    previous = run.active_job_id
-    active = session.get(Job, previous) if previous else None
-    if active is not None and active.status not in TERMINAL:
-        raise Invalid("name", f"run {name!r} has an unfinished job {active.id}", 409)
-    claimed = session.execute(
-        update(Run).where(Run.owner == owner, Run.name == name,
-                          Run.active_job_id.is_(None) if previous is None
-                          else Run.active_job_id == previous)
-        .values(active_job_id=job_id)).rowcount
-    if claimed != 1:
-        session.rollback()
-        raise Invalid("name", f"run {name!r} was just claimed by another submission", 409)
 
 
 def driver_env(settings: Settings, job_id: str) -> dict[str, str]:

@@ -1,11 +1,14 @@
 """The API's background work: the loop that keeps each unfinished job row in step with Ray (a
 daemon thread, one pass is ``reconcile_once``), and the pool that hands new jobs to Ray so that
-their POST need not wait."""
+their POST need not wait.
+
+A job's MLflow run is the one its row names (created by the API, ``service.orchestrator``); its
+log is archived and searched for the job's own error, never for a run id.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -25,10 +28,11 @@ from service.tracking import Tracking, get_tracking
 __all__ = ["Reconciler", "Submitter", "reconcile_job", "reconcile_once"]
 
 log = logging.getLogger("bckd.service")
-RUN_ID_RE = re.compile(r"bckd: mlflow_run_id=([0-9a-f]{32})")
 RAY_TO_STATUS = {"PENDING": JobStatus.PENDING, "RUNNING": JobStatus.RUNNING,
                  "SUCCEEDED": JobStatus.SUCCEEDED, "FAILED": JobStatus.FAILED,
                  "STOPPED": JobStatus.STOPPED}
+# how a job's end leaves a run the job did not end itself (a finished job ends its own run)
+RUN_END = {JobStatus.FAILED: "FAILED", JobStatus.STOPPED: "KILLED"}
 
 
 class Reconciler:
@@ -122,11 +126,7 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
             return
         if restart(session, job, "Ray no longer knew the job (cluster restarted?)"):
             return  # the next attempt reopens the MLflow run: it stays as it is
-        if tracking is not None and job.mlflow_run_id:
-            try:
-                tracking.terminate(job.mlflow_run_id, "KILLED")
-            except Exception as err:
-                log.warning("could not terminate MLflow run of lost %s: %s", job.id, err)
+        _end_run(job, tracking, "KILLED")
         finish(session, job, JobStatus.LOST, "Ray no longer knows this job "
                "(cluster restarted?); its MLflow run was terminated")
         return
@@ -137,18 +137,11 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
         text = None
     if text is not None:
         archive_logs(settings, job, text)
-        if (m := RUN_ID_RE.search(text)) and m.group(1) != job.mlflow_run_id:
-            job.mlflow_run_id = m.group(1)
-            if tracking is not None:
-                try:
-                    tracking.tag_job(job.mlflow_run_id, job.id)
-                except Exception as err:
-                    log.warning("could not tag run of %s: %s", job.id, err)
     if tracking is not None and job.mlflow_run_id:
         # read here, once a pass, so that GET /v1/jobs/{id} answers from the row; the pass
         # that sees the job end reads its final values
         try:
-            job.metrics = tracking.latest_metrics(job.mlflow_run_id)
+            job.metrics = tracking.latest_metrics(job.mlflow_run_id, job.owner)
         except Exception as err:
             log.warning("could not read the metrics of %s: %s", job.id, err)
     status = RAY_TO_STATUS.get(str(info.status.value if hasattr(info.status, "value")
@@ -176,8 +169,21 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
         if status == JobStatus.STOPPED and job.cancel_requested:
             msg = f"cancelled by user; {msg}" if msg else "cancelled by user"
         job.message = msg
+        if status in RUN_END:  # a driver that died, or stopped before it opened the run
+            _end_run(job, tracking, RUN_END[status])
     job.status = status
     session.commit()
+
+
+def _end_run(job: Job, tracking: Tracking | None, status: str) -> None:
+    """End the job's run with ``status`` if the job left it unfinished (SCHEDULED: the job
+    never opened it; RUNNING: its driver died); a run the job ended keeps its status."""
+    if tracking is None or not job.mlflow_run_id:
+        return
+    try:
+        tracking.terminate(job.mlflow_run_id, job.owner, status)
+    except Exception as err:
+        log.warning("could not end the MLflow run of %s: %s", job.id, err)
 
 
 def _cancel_unconfirmed(session: Session, job: Job, ray: RayJobs, settings: Settings,

@@ -1,4 +1,11 @@
-"""MLflow reads and the few writes the service does (tagging, terminating a lost job's run)."""
+"""MLflow reads and the few writes the service does: creating each job's run, terminating a
+run whose job ended without doing so, sharing a run.
+
+A job's run is created here, before the job is submitted, with the tags the service trusts
+(``bckd.owner``, ``bckd.job_id``); its id goes to the jobs table and the job file, never the
+other way round (no run id is read from a job's log). Every read or write of one job's run goes
+through :meth:`Tracking.owned_run`, which checks the run's ``bckd.owner``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from bckd.engine.mlflow_ui import runs_link
+from bckd.engine.tracking import OWNER_TAG, SHARED_TAG, create_run
 
-__all__ = ["OWNER_TAG", "SHARED_TAG", "Tracking", "get_tracking"]
+__all__ = ["OWNER_TAG", "SHARED_TAG", "NotOwned", "Tracking", "get_tracking"]
 
-OWNER_TAG = "bckd.owner"
-SHARED_TAG = "bckd.shared"
+
+class NotOwned(LookupError):
+    """No such run, or not the expected owner's: the same answer, so nothing leaks."""
 
 # What a comparison shows of each run: run tags set by jobs.train, then a few flat params.
 KEY_TAGS = ("method", "student", "teacher", "dataset")
@@ -47,16 +56,41 @@ class Tracking:
     def run(self, run_id: str):
         return self.client.get_run(run_id)
 
-    def latest_metrics(self, run_id: str) -> dict[str, float]:
-        return {k: v for k, v in self.client.get_run(run_id).data.metrics.items()
+    def owned_run(self, run_id: str, owner: str):
+        """The run ``run_id`` if its ``bckd.owner`` tag is ``owner``; else :class:`NotOwned`."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception as err:  # MLflow's own error for an unknown or malformed id
+            raise NotOwned(run_id) from err
+        if run.data.tags.get(OWNER_TAG) != owner:
+            raise NotOwned(run_id)
+        return run
+
+    def create_job_run(self, experiment: str, name: str, owner: str, job_id: str,
+                       config_hash: str) -> str:
+        """A new job's run, SCHEDULED until the job opens it; its id."""
+        return create_run(self.uri, experiment, name, status="SCHEDULED", tags={
+            OWNER_TAG: owner, "bckd.job_id": job_id, "bckd.job_name": name,
+            "bckd.config_hash": config_hash})
+
+    def reusable(self, run_id: str, owner: str) -> bool:
+        """Whether a rerun may train in ``run_id``: ``owner``'s, and not deleted."""
+        try:
+            return self.owned_run(run_id, owner).info.lifecycle_stage == "active"
+        except NotOwned:
+            return False
+
+    def delete_run(self, run_id: str) -> None:
+        """Drop a run made for a request that then made no job (it lost a race)."""
+        self.client.delete_run(run_id)
+
+    def latest_metrics(self, run_id: str, owner: str) -> dict[str, float]:
+        return {k: v for k, v in self.owned_run(run_id, owner).data.metrics.items()
                 if math.isfinite(v)}
 
-    def tag_job(self, run_id: str, job_id: str) -> None:
-        self.client.set_tag(run_id, "bckd.job_id", job_id)
-
-    def terminate(self, run_id: str, status: str = "KILLED") -> None:
-        run = self.client.get_run(run_id)
-        if run.info.status in ("RUNNING", "SCHEDULED"):
+    def terminate(self, run_id: str, owner: str, status: str = "KILLED") -> None:
+        """End ``owner``'s run ``run_id`` with ``status`` unless it has ended already."""
+        if self.owned_run(run_id, owner).info.status in ("RUNNING", "SCHEDULED"):
             self.client.set_terminated(run_id, status=status)
 
     def download(self, uri: str, dst: Path) -> Path:
@@ -67,6 +101,11 @@ class Tracking:
                                                         tracking_uri=self.uri))
 
     @staticmethod
+    def owner_of(run) -> str | None:
+        """The owner of a job's run; None for a run that no job of the service made."""
+        return run.data.tags.get(OWNER_TAG) or None
+
+    @staticmethod
     def visible_to(run, viewer: str) -> bool:
         """A run is its owner's (tag ``bckd.owner``, set by the job from its job file), and
         everyone's once an admin marked it shared."""
@@ -74,6 +113,14 @@ class Tracking:
         return tags.get(OWNER_TAG) == viewer or tags.get(SHARED_TAG) == "true"
 
     def set_shared(self, run_id: str, shared: bool) -> None:
+        """Mark a job's run shared (or not); :class:`NotOwned` for a run that no job of the
+        service made (no ``bckd.owner``): the service shares only its own runs."""
+        try:
+            owner = self.client.get_run(run_id).data.tags.get(OWNER_TAG)
+        except Exception as err:
+            raise NotOwned(run_id) from err
+        if not owner:
+            raise NotOwned(run_id)
         self.client.set_tag(run_id, SHARED_TAG, "true" if shared else "false")
 
     def compare(self, experiment: str, viewer: str | None) -> tuple[str, list[dict]] | None:

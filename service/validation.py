@@ -21,7 +21,7 @@ from bckd.engine.cluster import Capacity, ResourceError, WorkerResources
 from bckd.engine.cluster import check_resources as fits
 from bckd.engine.config import parse_config_data
 from bckd.engine.dataset import check_teacher_classes, dataset_options, head_num_classes
-from bckd.engine.overrides import apply_overrides
+from bckd.engine.overrides import MISSING, apply_overrides, lookup
 from bckd.engine.paths import PathError, check_path, resolve
 from bckd.engine.policy import ConfigPolicy, PolicyError, Roots, registered_names
 from bckd.engine.run_info import flatten_config
@@ -41,8 +41,7 @@ DISTILLER = "BCKDDetector"
 @dataclass
 class ValidatedJob:
     config_label: str  # the config's name, or "upload"
-    config_file: Path | None  # a shipped config
-    config_data: dict | None  # or an upload, as data
+    config_data: dict  # the config as data, before overrides: a shipped one as loaded here
     overrides: dict[str, Any]  # typed, with the data set and teacher_ckpt folded in
     resolved: dict[str, str]  # the resolved config, flat: what a rerun must match
     config_hash: str
@@ -150,6 +149,17 @@ def _options(req: JobCreate, values: dict[str, Any], fields: dict[str, str],
     return options
 
 
+def _check_merges(data: dict, options: dict[str, Any]) -> None:
+    """mmengine merges a mapping override into the mapping it replaces, and raises a
+    ``TypeError`` on anything else (``None``, a string): refuse that here, naming the key."""
+    for key, value in options.items():
+        old = lookup(data, key.removeprefix("+"))
+        if isinstance(value, dict) and old is not MISSING and not isinstance(old, dict):
+            raise Invalid(f"overrides.{key}", f"a mapping merges only into a mapping, and the "
+                          f"config has {old!r} here; to set one, upload the config with it "
+                          "(config_upload)")
+
+
 def _source_classes(source: DataSource | None, policy: ConfigPolicy) -> list[str] | None:
     """The set's class names: a registered set's, or those of a raw data_root's train
     annotations once the path rules allow reading them (else the policy names the field)."""
@@ -177,6 +187,10 @@ def _check_teacher_classes(resolved: dict, data: dict, classes: list[str],
             data["model"]["teacher"], configs_dir, PROJECT_ROOT), classes)
     except ValueError as err:
         raise Invalid("teacher_ckpt" if req.teacher_ckpt else "config", str(err)) from None
+    except Exception as err:  # torch.load of a file that is no checkpoint: any of its errors
+        raise Invalid("teacher_ckpt" if req.teacher_ckpt else "config",
+                      f"{ckpt} is not a readable torch checkpoint ({type(err).__name__}); give "
+                      "a .pth a job saved, e.g. runs:/<run id>/checkpoints/final.pth") from None
 
 
 def check_resources(req: JobCreate, capacity: Capacity) -> bool:
@@ -241,6 +255,7 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
     values, injected = _request_options(req, data, teacher, source, classes,
                                         settings.configs_dir)
     options = _options(req, values, injected, fetched)
+    _check_merges(data, options)
     try:
         # no copy of data first: Config copies every mapping and list it is given
         cfg = apply_overrides(Config(data), options, policy, trusted=file is not None)
@@ -257,5 +272,4 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
     waits = capacity is not None and not check_resources(req, capacity)
     flat = {**flatten_config(resolved), "kind": str(req.kind), "experiment": req.experiment}
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
-    return ValidatedJob(label, file, data if file is None else None, options, flat, digest,
-                        waits)
+    return ValidatedJob(label, data, options, flat, digest, waits)

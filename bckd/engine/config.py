@@ -50,7 +50,10 @@ __all__ = [
     "lookup",
     "parse_config_data",
     "resolve_paths",
+    "write_config_json",
 ]
+
+CONFIG_JSON = "config.json"  # a run's resolved config, as data (the run dir and MLflow)
 
 
 def parse_config_data(text: str, fmt: str) -> dict:
@@ -80,26 +83,39 @@ def load_config(path: str | os.PathLike, options: Mapping[str, Any] | None = Non
 
     Without ``policy`` (a person at a terminal with their own config) a ``.py`` config is
     loaded with mmengine and only the policy's rule on registered names applies. With one (a
-    request), only a shipped ``.py`` under ``policy.configs_dir`` is executed; a ``.json`` or
-    ``.yaml`` config is data, parsed by :func:`parse_config_data`, and every path must fall in
-    the policy's roots.
+    submitted job) the config is data, a ``.json`` or ``.yaml`` file parsed by
+    :func:`parse_config_data` (the API loaded a shipped config and wrote its values into the
+    job file), and every path must fall in the policy's roots: no config file is executed.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    if path.suffix in (".json", ".yaml", ".yml") and policy is not None:
+    if policy is not None:
+        if path.suffix not in (".json", ".yaml", ".yml"):
+            raise PolicyError("config", f"{str(path)!r}: a submitted job's config is data "
+                              "(JSON or YAML); only the API loads shipped .py configs")
         fmt = "json" if path.suffix == ".json" else "yaml"
         data = parse_config_data(path.read_text(), fmt)
+        # the file name keeps its .json: mmengine's Runner dumps the config under it, as JSON
         return apply_overrides(Config(data, filename=str(path)), options, policy, trusted=False)
-    if policy is not None and policy.configs_dir is not None and not (
-            path.suffix == ".py" and path.resolve().is_relative_to(policy.configs_dir.resolve())):
-        raise PolicyError("config", f"{str(path)!r} is neither a shipped config nor a JSON or "
-                          "YAML config")
     try:
         cfg = Config.fromfile(str(path))
     except (SyntaxError, NameError, KeyError, TypeError, ImportError) as err:
         raise ValueError(f"config {path} does not load: {type(err).__name__}: {err}") from None
     return apply_overrides(cfg, options, policy, trusted=True)
+
+
+def write_config_json(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write the resolved ``cfg`` to ``path`` (a run's ``config.json``) and return it.
+
+    JSON, not mmengine's ``Config.dump`` to ``.py``: that text is Python, and a key or value
+    holding a quote would put code into a file that people and tools load back. Tuples become
+    lists; a value JSON cannot hold (a terminal config's own objects) is written as its repr.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg.to_dict(), indent=1, default=repr) + "\n")
+    return path
 
 
 def _absolute(path: str | None, base: Path) -> str | None:

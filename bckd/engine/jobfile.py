@@ -5,14 +5,21 @@ keeps its JSON type from the REST body to the config (``"None"`` stays a string,
 list), where a shell command line and ``--cfg-options`` would re-parse it. It also carries what
 the config policy needs to hold the job to the same roots as the API did.
 
-The file is trusted as to *where* (its roots, run directory and configs directory: the service
-wrote them), never as to *what*: its config and overrides go through the policy again in
-:func:`bckd.engine.config.load_config` before anything is built.
+The config travels as data, always: the API loads a shipped config itself and writes its values
+here (``config_data``), so the job builds its config with ``Config(data)`` and never executes a
+config file. The job's MLflow run is the API's too: it created the run (tags ``bckd.owner``,
+``bckd.job_id``) before the job existed, and ``mlflow_run_id`` names it; the job trains in that
+run or not at all (:func:`bckd.engine.tracking.open_owned_run`).
+
+The file is trusted as to *where* (its roots, run directory, configs directory and MLflow run:
+the service wrote them), never as to *what*: its config and overrides go through the policy
+again in :func:`bckd.engine.config.load_config` before anything is built.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +28,9 @@ from bckd.engine.policy import ConfigPolicy, Roots
 
 __all__ = ["JobFile", "read_job_file"]
 
-VERSION = 1
+VERSION = 2  # 2: the config is always data, and the MLflow run is the service's
 KINDS = ("train", "distill", "sweep")
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id (uuid4 hex)
 
 
 @dataclass
@@ -32,11 +40,12 @@ class JobFile:
     experiment: str
     owner: str
     run_dir: str  # absolute; the job's work_dir, where all its outputs go
-    configs_dir: str  # shipped configs: the only .py files a job may execute
+    configs_dir: str  # the shipped configs (the config policy's configs_dir)
     read_roots: list[str]  # absolute; data sets and the owner's own directory
     base_dir: str  # relative paths in the config resolve against it (the job's cwd)
-    config_file: str | None = None  # a shipped config, absolute
-    config_data: dict | None = None  # or an uploaded config, as data
+    config_data: dict  # the config as data: a shipped one as the API loaded it, or an upload
+    mlflow_run_id: str  # the run the service created for this job (and its reruns)
+    config_name: str | None = None  # the shipped config's name (GET /v1/configs); None: upload
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> JSON value
     num_workers: int = 1
     cpus_per_worker: float = 1.0
@@ -58,10 +67,8 @@ class JobFile:
                             url_prefixes=tuple(self.checkpoint_url_prefixes))
 
     def config_path(self) -> Path:
-        """The config the job loads: the shipped file, or the upload written as JSON into the run
-        directory (so that the MLflow run and the work dir keep what was asked)."""
-        if self.config_file is not None:
-            return Path(self.config_file)
+        """The config the job loads, written as JSON into the run directory (so that the work
+        dir keeps what was asked): data, read back with ``json.loads``."""
         path = Path(self.run_dir) / "request_config.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.config_data, indent=1))
@@ -86,9 +93,9 @@ def read_job_file(path: str | Path) -> JobFile:
              "configs_dir": str, "read_roots": list, "base_dir": str, "overrides": dict,
              "num_workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
              "num_samples": int, "max_failures": int, "capacity_timeout_s": (int, float),
-             "tags": dict,
+             "tags": dict, "config_data": dict, "mlflow_run_id": str,
              "checkpoint_url_prefixes": list}
-    unknown = set(data) - set(types) - {"config_file", "config_data", "version"}
+    unknown = set(data) - set(types) - {"config_name", "version"}
     if unknown:
         raise ValueError(f"--spec {path}: unknown fields {sorted(unknown)}")
     for key, kind in types.items():
@@ -103,9 +110,13 @@ def read_job_file(path: str | Path) -> JobFile:
         raise ValueError(f"--spec {path}: checkpoint_url_prefixes must be strings")
     if data.get("kind") not in KINDS:
         raise ValueError(f"--spec {path}: kind must be one of {KINDS}")
-    if (data.get("config_file") is None) == (data.get("config_data") is None):
-        raise ValueError(f"--spec {path}: give exactly one of config_file and config_data")
-    missing = [k for k in ("run_dir", "configs_dir", "base_dir", "read_roots") if k not in data]
+    if not RUN_ID.fullmatch(str(data.get("mlflow_run_id"))):
+        raise ValueError(f"--spec {path}: mlflow_run_id must name the MLflow run the service "
+                         "created for the job (32 hex digits); submit jobs through the API")
+    if not isinstance(data.get("config_name"), str | None):
+        raise ValueError(f"--spec {path}: config_name must be a string")
+    missing = [k for k in ("run_dir", "configs_dir", "base_dir", "read_roots", "config_data")
+               if k not in data]
     if missing:
         raise ValueError(f"--spec {path}: missing fields {missing}")
     for value in (data["run_dir"], data["configs_dir"], data["base_dir"], *data["read_roots"]):

@@ -7,8 +7,10 @@
    distillation) that the teacher checkpoint loads into the teacher config;
 2. attach to the Ray cluster (``--address`` / ``RAY_ADDRESS``) or start a local one, and check it
    can ever place the workers;
-3. open the MLflow run (a rerun with the same name reopens the same run), print
-   ``bckd: mlflow_run_id=<id>``, write ``<work_dir>/run.json``, log params, tags and the config;
+3. open the MLflow run (a submitted job: the run the service created, and no other; at a
+   terminal a rerun with the same name reopens the same run), print
+   ``bckd: mlflow_run_id=<id>``, write ``<work_dir>/run.json``, log params, tags and the
+   resolved config as ``config.json`` (data: nothing reads a ``.py`` back);
 4. run a ``TorchTrainer`` whose workers call :func:`bckd.engine.worker.train_worker`; Ray keeps
    the checkpoints under ``<storage>/<ray name>/`` and resumes from the latest after a worker
    failure (``max_failures``) or when the same name is run again;
@@ -85,13 +87,16 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from bckd.engine.cluster import WorkerResources, connect, disconnect, wait_for_capacity
+    from bckd.engine.config import CONFIG_JSON, write_config_json
     from bckd.engine.ray_checkpoints import checkpoint_policy, export_results, snapshot_exists
     from bckd.engine.run_info import describe_run
     from bckd.engine.signals import fit_with_signals
     from bckd.engine.stop import StopFlag
     from bckd.engine.tracking import (
+        OWNER_TAG,
         RunWriter,
         default_tracking_uri,
+        open_owned_run,
         open_run,
         read_run_json,
         run_to_reopen,
@@ -104,6 +109,14 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
     opened.update(name=name, work_dir=work_dir)
     info = describe_run(cfg)
     params = _run_params(cfg, info, spec.num_workers)  # before Ray and MLflow: it can refuse
+    tracking_uri = default_tracking_uri(work_dir.parent, cfg.get("mlflow_tracking_uri"))
+    tags = {"method": info.method, "teacher": info.teacher or "none", "student": info.student,
+            "dataset": info.dataset, "bckd.job_name": name, **spec.tags}
+    if spec.run_id is not None:
+        # the run the service made for this job, before Ray: a job whose run is missing or
+        # another owner's never starts (RunRefused)
+        run_id = open_owned_run(tracking_uri, spec.run_id, spec.tags.get(OWNER_TAG, ""), tags)
+        opened.update(run_id=run_id, tracking_uri=tracking_uri)
 
     started_cluster = connect(spec.address, spec.local_num_cpus)
     try:
@@ -115,14 +128,10 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
         storage = spec.storage_path or str(work_dir)
         ray_name = name if spec.storage_path else RAY_RUN_NAME
         resuming = snapshot_exists(storage, ray_name)
-        tracking_uri = default_tracking_uri(work_dir.parent, cfg.get("mlflow_tracking_uri"))
-        previous = read_run_json(work_dir) or {}
-        tags = {"method": info.method, "teacher": info.teacher or "none",
-                "student": info.student, "dataset": info.dataset, "bckd.job_name": name,
-                **spec.tags}
-        run_id = open_run(tracking_uri, spec.experiment, name, tags,
-                          run_id=run_to_reopen(previous, resuming))
-        opened.update(run_id=run_id, tracking_uri=tracking_uri)
+        if spec.run_id is None:  # at a terminal: a rerun of the name reopens its run
+            run_id = open_run(tracking_uri, spec.experiment, name, tags,
+                              run_id=run_to_reopen(read_run_json(work_dir) or {}, resuming))
+            opened.update(run_id=run_id, tracking_uri=tracking_uri)
         print(f"bckd: mlflow_run_id={run_id}", flush=True)
         write_run_json(work_dir, mlflow_run_id=run_id, experiment=spec.experiment, name=name,
                        tracking_uri=tracking_uri, status="RUNNING", path=str(work_dir),
@@ -130,9 +139,7 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
         writer = RunWriter(tracking_uri, run_id)
         writer.log_params(params)
         writer.set_tags({"bckd.resumed_from_checkpoint": str(resuming).lower()})
-        config_file = work_dir / "config.py"
-        cfg.dump(str(config_file))
-        writer.log_artifact(config_file)
+        writer.log_artifact(write_config_json(cfg, work_dir / CONFIG_JSON))
 
         policy = checkpoint_policy(cfg)
         stop_flag = StopFlag.remote()

@@ -28,6 +28,8 @@ class JobSpec:
     stop_grace_s: float = 60.0  # after SIGINT/SIGTERM, time for the workers to checkpoint
     local_num_cpus: int | None = None  # CPUs of a local cluster this job starts (default: all)
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow run tags (sweep parent)
+    # the MLflow run the service created for a submitted job (its job file); None at a terminal
+    run_id: str | None = None
     callbacks: list = field(default_factory=list)  # ray.train UserCallbacks (Tune reporting)
     stop_requested: Any = None  # () -> bool: stopped from outside (a Tune scheduler): KILLED
     policy: Any = None  # bckd.engine.policy.ConfigPolicy of a submitted job; None at a terminal

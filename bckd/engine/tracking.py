@@ -1,9 +1,13 @@
 """One MLflow run per job: created by the driver, written by rank 0, ended by the driver.
 
-The driver creates (or, for a rerun with the same name, reopens) the run, logs params, tags and
-the resolved config, prints ``bckd: mlflow_run_id=<id>`` and writes ``run.json``; rank 0 of the
-workers logs per-step and per-epoch metrics and evaluation artifacts into that run by id; the
-driver ends it FINISHED, FAILED or KILLED and logs the final and best checkpoints.
+At a terminal the driver creates (or, for a rerun with the same name, reopens) the run. A job the
+service submitted does not choose its run: the API created it (tags ``bckd.owner``,
+``bckd.job_id``) and wrote its id into the job file, and the driver opens that run and no other
+(:func:`open_owned_run`), refusing to start when it is missing or another owner's. Either way the
+driver logs params, tags and the resolved config (``config.json``), prints
+``bckd: mlflow_run_id=<id>`` for people and writes ``run.json``; rank 0 of the workers logs
+per-step and per-epoch metrics and evaluation artifacts into that run by id; the driver ends it
+FINISHED, FAILED or KILLED and logs the final and best checkpoints.
 
 A restarted worker replays the iterations after its checkpoint, or every iteration when it
 failed before the first one. :class:`RunWriter` therefore asks MLflow, per metric key, for the
@@ -26,8 +30,13 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 __all__ = [
+    "OWNER_TAG",
+    "PROTECTED_TAGS",
+    "RunRefused",
     "RunWriter",
+    "create_run",
     "default_tracking_uri",
+    "open_owned_run",
     "open_run",
     "run_to_reopen",
     "read_run_json",
@@ -35,6 +44,15 @@ __all__ = [
 ]
 
 MAX_PARAM_CHARS = 500  # MLflow accepts 6000; longer values (pipelines) are cut for readability
+OWNER_TAG = "bckd.owner"  # whose run it is: set by the service when it creates the run
+SHARED_TAG = "bckd.shared"  # set by an admin through the service
+# Tags only the service writes: every read of a run by the service trusts them, so a job never
+# sets them (it may set any other tag of its own run).
+PROTECTED_TAGS = (OWNER_TAG, SHARED_TAG)
+
+
+class RunRefused(ValueError):
+    """The run a job file names cannot be this job's: missing, deleted, or another owner's."""
 
 
 def default_tracking_uri(work_root: str | os.PathLike, configured: str | None = None) -> str:
@@ -59,6 +77,27 @@ def _artifact_location(tracking_uri: str) -> str | None:
     return (db.parent / "mlartifacts").as_uri()
 
 
+def create_run(tracking_uri: str, experiment: str, run_name: str,
+               tags: Mapping[str, str], status: str = "RUNNING") -> str:
+    """Create a run in ``experiment`` (created if needed) with ``tags``; return its id.
+
+    The service creates a job's run with ``status="SCHEDULED"`` before the job exists."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:
+        location = _artifact_location(tracking_uri)
+        try:
+            experiment_id = client.create_experiment(experiment, artifact_location=location)
+        except Exception:  # noqa: BLE001 - created concurrently by another job
+            experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+    if status != "RUNNING":
+        client.update_run(run_id, status=status)
+    return run_id
+
+
 def open_run(
     tracking_uri: str,
     experiment: str,
@@ -66,7 +105,7 @@ def open_run(
     tags: Mapping[str, str],
     run_id: str | None = None,
 ) -> str:
-    """Create a run in ``experiment`` (created if needed), or reopen ``run_id`` as RUNNING."""
+    """A terminal's job: create a run in ``experiment``, or reopen ``run_id`` as RUNNING."""
     client = MlflowClient(tracking_uri)
     if run_id is not None:
         try:
@@ -77,17 +116,36 @@ def open_run(
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, "bckd.resumed", "true")
             return run_id
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        experiment_id = found.experiment_id
-    else:
-        location = _artifact_location(tracking_uri)
-        try:
-            experiment_id = client.create_experiment(experiment, artifact_location=location)
-        except Exception:  # noqa: BLE001 - created concurrently by another job
-            experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
-    return run.info.run_id
+    return create_run(tracking_uri, experiment, run_name, tags)
+
+
+def open_owned_run(tracking_uri: str, run_id: str, owner: str,
+                   tags: Mapping[str, str]) -> str:
+    """A submitted job's run: the one the service created for it (``run_id`` from the job file),
+    reopened as RUNNING with ``tags`` set, except :data:`PROTECTED_TAGS`, which stay the
+    service's. ``bckd.resumed`` is ``true`` when an earlier attempt or job had started it.
+
+    Raises :class:`RunRefused` when the run is missing from this tracking store, deleted, or
+    not ``owner``'s (its ``bckd.owner`` tag): the job then trains in no run at all.
+    """
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as err:  # noqa: BLE001 - MLflow raises its own error for an unknown id
+        raise RunRefused(f"the job's MLflow run {run_id} is not in {tracking_uri} "
+                         f"({type(err).__name__}); resubmit the job through the API") from None
+    if run.info.lifecycle_stage != "active":
+        raise RunRefused(f"the job's MLflow run {run_id} was deleted; resubmit the job under "
+                         "a new name")
+    if not owner or run.data.tags.get(OWNER_TAG) != owner:
+        raise RunRefused(f"the MLflow run {run_id} is not a run of owner {owner!r}; a job "
+                         "trains only in the run the service created for it")
+    started = run.info.status != "SCHEDULED"
+    own = {k: str(v) for k, v in tags.items() if k not in PROTECTED_TAGS}
+    own["bckd.resumed"] = str(started).lower()
+    client.update_run(run_id, status="RUNNING")
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in own.items()])
+    return run_id
 
 
 def run_to_reopen(previous: Mapping[str, object], resuming: bool) -> str | None:

@@ -32,7 +32,7 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
                         "work_dirs/mlflow.db)")
     parser.add_argument("--config", default=None,
                         help="config file, when the checkpoint carries none (default: its "
-                        "meta['cfg'], the run's config.py, or config.py beside the file)")
+                        "meta['cfg'], the run's config.json, or config.json beside the file)")
 
 
 def _val_images(cfg) -> list[Path]:

@@ -2,9 +2,10 @@
 
 ``RUN_OR_CKPT`` is an MLflow run id (its ``checkpoints/final.pth``), an MLflow
 ``runs:/<id>/<path>`` URI, or a local checkpoint file. The config comes from the checkpoint's
-``meta['cfg']`` (mmengine's own checkpoints), else the run's logged ``config.py`` (what the job
-logs, see :mod:`bckd.engine.launch`), else a ``config.py`` beside a local checkpoint (the job's
-work dir holds both), else ``--config``.
+``meta['cfg']`` (mmengine's own checkpoints), else the run's logged ``config.json`` (what the job
+logs, see :mod:`bckd.engine.launch`), else a ``config.json`` beside a local checkpoint (the job's
+work dir holds both), else ``--config``. A job's ``config.json`` is read as data
+(``json.loads``), never executed: the job's config may hold what a request put there.
 
 A distillation config's model is a ``BCKDDetector``; the exported model is its ``student``, a
 plain mmdet detector, and only the student's keys of the checkpoint are kept (a distiller's
@@ -14,6 +15,7 @@ checkpoint has none of the teacher's by design, but a checkpoint from elsewhere 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import tempfile
@@ -27,7 +29,7 @@ __all__ = ["FINAL_CHECKPOINT", "Source", "build_student", "resolve", "student_mo
            "tracking_uri_or_default"]
 
 FINAL_CHECKPOINT = "checkpoints/final.pth"  # the job's student weights (bckd.engine.launch)
-CONFIG_ARTIFACT = "config.py"  # the job's resolved config, logged at the run's root
+CONFIG_ARTIFACT = "config.json"  # the job's resolved config, logged at the run's root
 _RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
 
 
@@ -99,16 +101,27 @@ def _load_checkpoint(path: Path) -> dict:
     return checkpoint if "state_dict" in checkpoint else {"state_dict": checkpoint}
 
 
-def _config(checkpoint: dict, candidates: list[Path], value: str) -> Config:
-    """``meta['cfg']`` (a ``.py`` config's text), else the first candidate file that exists."""
+def _job_config(path: Path) -> Config:
+    """A job's ``config.json``, as data."""
+    try:
+        return Config(json.loads(path.read_text()), filename=str(path))
+    except (ValueError, TypeError) as err:  # not JSON, or not a mapping
+        raise ValueError(f"{path} is not a job's config.json: {err}") from None
+
+
+def _config(checkpoint: dict, explicit: list[Path], job: list[Path], value: str) -> Config:
+    """``meta['cfg']`` (a ``.py`` config's text), else ``--config`` (``explicit``), else a job's
+    ``config.json`` among ``job`` that exists."""
     text = (checkpoint.get("meta") or {}).get("cfg")
     if isinstance(text, str) and text.strip():
         return Config.fromstring(text, ".py")
-    for path in candidates:
+    if explicit:  # a file the person at this terminal named
+        return Config.fromfile(str(explicit[0]))
+    for path in job:
         if path.is_file():
-            return Config.fromfile(str(path))
+            return _job_config(path)
     raise ValueError(f"RUN_OR_CKPT {value!r}: no config (the checkpoint has no meta['cfg'], and "
-                     f"none of {[str(p) for p in candidates]} exists): pass --config")
+                     f"none of {[str(p) for p in job]} exists): pass --config")
 
 
 def resolve(value: str, tracking_uri: str | None = None, config: str | None = None,
@@ -132,15 +145,15 @@ def resolve(value: str, tracking_uri: str | None = None, config: str | None = No
         ckpt = _download(run_id, artifact or FINAL_CHECKPOINT, uri, dst)
         checkpoint = _load_checkpoint(ckpt)
         if explicit or (checkpoint.get("meta") or {}).get("cfg"):
-            cfg = _config(checkpoint, explicit, value)
+            cfg = _config(checkpoint, explicit, [], value)
         else:
-            cfg = Config.fromfile(str(_download(run_id, CONFIG_ARTIFACT, uri, dst)))
+            cfg = _job_config(_download(run_id, CONFIG_ARTIFACT, uri, dst))
         return Source(value, cfg, checkpoint["state_dict"], str(ckpt), run_id, uri)
     if not path.is_file():
         raise FileNotFoundError(f"RUN_OR_CKPT {value!r} is neither a checkpoint file nor an "
                                 "MLflow run id (32 hex digits) or runs:/ URI")
     checkpoint = _load_checkpoint(path)
-    cfg = _config(checkpoint, explicit + [path.parent / CONFIG_ARTIFACT], value)
+    cfg = _config(checkpoint, explicit, [path.parent / CONFIG_ARTIFACT], value)
     return Source(value, cfg, checkpoint["state_dict"], str(path))
 
 

@@ -40,6 +40,8 @@ class SweepSpec:
     local_num_cpus: int | None = None
     trial_memory_mb: int = 256  # what a trial's driver process reserves (it holds no CPU)
     tags: dict[str, str] = field(default_factory=dict)  # on the parent and every trial's run
+    # the parent MLflow run the service created for a submitted sweep; None at a terminal
+    run_id: str | None = None
     policy: Any = None  # bckd.engine.policy.ConfigPolicy of a submitted sweep; None at a terminal
 
 

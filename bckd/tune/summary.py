@@ -35,7 +35,7 @@ def summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
     """Per-trial rows, best trial, the parent's tags/metrics/artifacts and its end status."""
     from mlflow.tracking import MlflowClient
 
-    from bckd.engine.config import load_config
+    from bckd.engine.config import load_config, write_config_json
     from bckd.tune.plot import plot_weights
     from bckd.tune.progress import format_table
     from bckd.tune.tracking import child_runs, reconcile_children
@@ -80,8 +80,8 @@ def summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
              "cfg_options": best["config"]}, indent=2) + "\n")
         writer.log_artifact(best_json)
         best_cfg = load_config(spec.config, {**spec.cfg_options, **best["config"]}, spec.policy)
-        best_cfg.dump(str(sweep_dir / "best_config.py"))
-        writer.log_artifact(sweep_dir / "best_config.py")
+        # JSON, not Config.dump's Python text: a key holding a quote would be code there
+        writer.log_artifact(write_config_json(best_cfg, sweep_dir / "best_trial_config.json"))
     plot = plot_weights(trials, params, spec.metric, sweep_dir / "weights_vs_metric.png",
                         best_trial_id=result.best_trial_id)
     writer.log_artifact(plot, "plots")

@@ -78,8 +78,10 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     from bckd.engine.cluster import WorkerResources, connect, disconnect, wait_for_capacity
     from bckd.engine.spec import JobSpec, prepare
     from bckd.engine.tracking import (
+        OWNER_TAG,
         RunWriter,
         default_tracking_uri,
+        open_owned_run,
         open_run,
         read_run_json,
         write_run_json,
@@ -130,9 +132,13 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         restoring = tune.Tuner.can_restore(str(tune_path))
         tracking_uri = default_tracking_uri(sweep_dir.parent, cfg.get("mlflow_tracking_uri"))
         previous = read_run_json(sweep_dir) or {}
-        parent_id = open_run(tracking_uri, spec.experiment, name,
-                             {"bckd.sweep": name, "bckd.sweep.role": "parent", **spec.tags},
-                             run_id=previous.get("mlflow_run_id") if restoring else None)
+        parent_tags = {"bckd.sweep": name, "bckd.sweep.role": "parent", **spec.tags}
+        if spec.run_id is not None:  # the service's run for this sweep, checked as its owner's
+            parent_id = open_owned_run(tracking_uri, spec.run_id,
+                                       spec.tags.get(OWNER_TAG, ""), parent_tags)
+        else:
+            parent_id = open_run(tracking_uri, spec.experiment, name, parent_tags,
+                                 run_id=previous.get("mlflow_run_id") if restoring else None)
         print(f"bckd: mlflow_run_id={parent_id} (parent of the trials' runs)", flush=True)
         write_run_json(sweep_dir, mlflow_run_id=parent_id, experiment=spec.experiment,
                        name=name, tracking_uri=tracking_uri, status="RUNNING",

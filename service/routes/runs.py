@@ -1,4 +1,8 @@
-"""Admin: mark an MLflow run shared, so every user may compare it and distill from it."""
+"""Admin: mark a job's MLflow run shared, so every user may compare it and distill from it.
+
+Only runs the service made for a job (they carry ``bckd.owner``) can be shared; any other run of
+the tracking store is answered as absent.
+"""
 
 from typing import Annotated
 
@@ -6,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict
 
 from service.deps import CurrentUser, SettingsDep
-from service.tracking import get_tracking
+from service.tracking import NotOwned, get_tracking
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -26,15 +30,15 @@ class RunSharing(BaseModel):
 
 @router.put("/{run_id}/shared", response_model=RunSharing,
             responses={403: {"description": "not an admin token"},
-                       404: {"description": "no such run"}})
+                       404: {"description": "no such run of a job"}})
 def set_shared(run_id: RunId, body: Sharing, user: CurrentUser,
                settings: SettingsDep) -> RunSharing:
     if not user.admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only an admin token shares runs")
     tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
     try:
-        tracking.run(run_id)
-    except Exception as err:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no MLflow run {run_id!r}") from err
-    tracking.set_shared(run_id, body.shared)
+        tracking.set_shared(run_id, body.shared)
+    except NotOwned as err:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"no MLflow run {run_id!r} of a job") from err
     return RunSharing(run_id=run_id, shared=body.shared)

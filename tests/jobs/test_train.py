@@ -112,7 +112,7 @@ def test_two_worker_distillation_is_tracked(synth_data, work_root, teacher):
     assert _steps(client, run.info.run_id, "coco/bbox_mAP") == [2, 4]
     assert _steps(client, run.info.run_id, "teacher/coco/bbox_mAP") == [0]
     files = _artifacts(client, run.info.run_id)
-    assert {"config.py", "checkpoints/final.pth", "checkpoints/best.pth",
+    assert {"config.json", "checkpoints/final.pth", "checkpoints/best.pth",
             "eval/epoch_002/coco.bbox.json", "eval/epoch_002/figure3_epoch_002.png",
             "eval/teacher/coco.bbox.json"} <= set(files)
     # the student's weights only (no teacher) in final.pth

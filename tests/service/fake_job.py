@@ -2,7 +2,8 @@
 
 ``python tests/service/fake_job.py --spec JOB.json`` reads the job file the service wrote
 (``bckd.engine.jobfile``); the override ``train_cfg.max_epochs: E`` runs 4 E steps of 0.25 s
-(default E = 8). It tags its run as jobs.train does (``bckd.owner``, ``bckd.job_id``, ...).
+(default E = 8). Like jobs.train it trains in the MLflow run its job file names (the one the
+service created) after the same check of its owner, and refuses to start without it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import mlflow
 
 from bckd.engine.jobfile import read_job_file
+from bckd.engine.tracking import open_owned_run
 
 
 def main() -> int:
@@ -25,10 +27,10 @@ def main() -> int:
 
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    mlflow.set_experiment(job.experiment)
-    run = mlflow.start_run(run_name=job.name, tags=job.tags)
-    print(f"bckd: mlflow_run_id={run.info.run_id}", flush=True)
-    mlflow.log_params({"config": job.config_file or "upload", "kind": "fake"})
+    run_id = open_owned_run(mlflow.get_tracking_uri(), job.mlflow_run_id, job.owner, job.tags)
+    mlflow.start_run(run_id=run_id)
+    print(f"bckd: mlflow_run_id={run_id}", flush=True)
+    mlflow.log_params({"config": job.config_name or "upload", "kind": "fake"})
     status = "FINISHED"
     for step in range(steps):
         if stop["now"]:

@@ -104,7 +104,9 @@ def inprocess_api(monkeypatch: pytest.MonkeyPatch, root: Path, ray, data_roots: 
               "BCKD_CONFIGS_DIR": str(HERE / "configs"),
               "BCKD_JOB_MODULE": str(HERE / "fake_job.py"),
               "BCKD_DATA_ROOTS": json.dumps([str(p) for p in data_roots]),
-              "BCKD_RUN_RECONCILER": "false", **env}
+              "BCKD_RUN_RECONCILER": "false",
+              # the API makes each job's MLflow run: a real store, in the test's directory
+              "BCKD_MLFLOW_URI": f"sqlite:///{root / 'mlflow.db'}", **env}
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()

@@ -115,6 +115,8 @@ def test_submit_runs_to_succeeded_with_an_mlflow_run(stack, alice):
     job = r.json()
     # the POST answers with the stored row; Ray gets the job right after the answer
     assert job["status"] == "PENDING" and job["attempts"] in (0, 1), job
+    made = job["mlflow_run_id"]  # the API made the run; the job trains in it
+    assert made and job_file(stack, job)["mlflow_run_id"] == made
     assert job["entrypoint"].endswith(f"--spec {stack.data_dir}/owners/alice/jobs/{job['id']}.json")
     assert job_file(stack, job)["overrides"]["train_cfg.max_epochs"] == 1
     submitted = wait_for(alice, job["id"], lambda j: j["submitted_at"] is not None, timeout=30)
@@ -123,7 +125,7 @@ def test_submit_runs_to_succeeded_with_an_mlflow_run(stack, alice):
     assert job["status"] == "SUCCEEDED" and job["attempts"] == 1, job
     assert job["started_at"] and job["ended_at"]
     run_id = job["mlflow_run_id"]
-    assert run_id and job["links"]["mlflow_run"].endswith(run_id)
+    assert run_id == made and job["links"]["mlflow_run"].endswith(run_id)
     assert job["links"]["ray_dashboard"].endswith(f"/#/jobs/{job['id']}")
     assert job["metrics"]["coco/bbox_mAP"] == 0.5
     run = mlflow_run(stack, run_id)
@@ -329,7 +331,7 @@ def test_uploaded_yaml_config_is_stored_as_json_and_runs(stack, alice):
     job = r.json()
     assert job["config"] == "upload"
     spec = job_file(stack, job)
-    assert spec["config_file"] is None and spec["config_data"]["train_cfg"] == {"max_epochs": 3}
+    assert spec["config_name"] is None and spec["config_data"]["train_cfg"] == {"max_epochs": 3}
     assert wait_for(alice, job["id"], finished)["status"] == "SUCCEEDED"
 
 

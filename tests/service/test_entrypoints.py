@@ -23,6 +23,7 @@ def job_file(tmp_path, **extra) -> JobFile:
     return JobFile(kind="train", name="n", experiment="e", owner="alice",
                    run_dir=str(tmp_path / "run"), configs_dir=str(tmp_path),
                    read_roots=[str(tmp_path)], base_dir=str(tmp_path), config_data={"model": {}},
+                   mlflow_run_id="a" * 32,
                    **extra)
 
 
@@ -33,12 +34,15 @@ def test_values_keep_their_json_types_through_the_job_file(tmp_path):
 
 
 @pytest.mark.parametrize("change,needle", [
-    ({"version": 2}, "version 1"),
+    ({"version": 1}, "version 2"),
     ({"kind": "shell"}, "kind"),
     ({"run_dir": "relative/dir"}, "absolute"),
     ({"read_roots": ["/ok", "rel"]}, "absolute"),
     ({"num_workers": "2"}, "num_workers"),
-    ({"config_file": "/x.py"}, "exactly one"),
+    ({"config_file": "/x.py"}, "unknown fields"),  # a job loads no config file
+    ({"config_data": None}, "config_data"),
+    ({"mlflow_run_id": None}, "mlflow_run_id"),  # the job trains only in the service's run
+    ({"mlflow_run_id": "a" * 31 + "\n"}, "mlflow_run_id"),
     ({"entrypoint": "rm -rf /"}, "unknown fields"),
 ])
 def test_a_bad_job_file_names_its_field(tmp_path, change, needle):

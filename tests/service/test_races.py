@@ -18,15 +18,16 @@ import pytest
 from sqlalchemy import select
 
 from service.auth import Principal
+from service.creation import create_job
 from service.db import session_scope
 from service.deps import get_ray, get_submitter
 from service.models import Job, KeyClaim, utcnow
-from service.orchestrator import create_job, submit_new
+from service.orchestrator import submit_new
 from service.ray_jobs import RayJobs
 from service.reconciler import reconcile_once
 from service.schemas import JobCreate
 from service.stack import free_port
-from service.tracking import Tracking
+from service.tracking import Tracking, get_tracking
 from tests.service.inprocess import WAIT_S, HeldRay, body, inprocess_api, row, until
 from tests.service.servicetools import toy_dataset
 
@@ -130,8 +131,9 @@ def test_a_request_whose_job_loses_the_key_to_an_earlier_job_answers_that_job(
             s.add(KeyClaim(owner="alice", idempotency_key="k", request=req.model_dump(
                 mode="json"), created_at=utcnow()))
             s.commit()
+            tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
             job, new = create_job(s, Principal("alice", admin=False), req, "k", settings,
-                                  tracking=None, capacity=None)
+                                  tracking=tracking, capacity=None)
             assert (job.id, new) == (first.json()["id"], False)
             assert s.get(KeyClaim, ("alice", "k")) is None  # B's claim is gone with its job
             assert len(s.scalars(select(Job)).all()) == 1

@@ -52,21 +52,23 @@ class FakeRay:
 
 
 class FakeTracking:
+    """Records what the reconciler asks of MLflow, with the owner it asks as (a real store:
+    tests/service/test_run_identity.py)."""
+
     def __init__(self):
         self.terminated: list[tuple[str, str]] = []
-        self.tagged: list[tuple[str, str]] = []
+        self.read: list[tuple[str, str]] = []  # (run id, owner) of each metrics read
         self.metrics: dict[str, float] | None = {}  # None: MLflow does not answer
 
-    def latest_metrics(self, run_id):
+    def latest_metrics(self, run_id, owner):
+        self.read.append((run_id, owner))
         if self.metrics is None:
             raise ConnectionError("MLflow is down")
         return dict(self.metrics)
 
-    def terminate(self, run_id, status="KILLED"):
+    def terminate(self, run_id, owner, status="KILLED"):
+        assert owner == "alice"
         self.terminated.append((run_id, status))
-
-    def tag_job(self, run_id, job_id):
-        self.tagged.append((run_id, job_id))
 
 
 @pytest.fixture
@@ -115,18 +117,28 @@ def test_a_row_that_never_reached_ray_is_submitted_once(env):
     assert ray.submits == ["bckd-test"]  # confirmed: never submitted again
 
 
-def test_status_follows_ray_and_the_run_id_is_read_from_the_log(env):
+def test_status_follows_ray_and_a_run_id_in_the_log_is_never_read(env):
     settings, ray, tracking = env
-    add_job(settings)
+    add_job(settings, mlflow_run_id="a" * 32)  # the run the API made
     ray.jobs["bckd-test"] = "RUNNING"
-    ray.logs_text = "x\nbckd: mlflow_run_id=" + "a" * 32 + "\n"
+    ray.logs_text = "x\nbckd: mlflow_run_id=" + "e" * 32 + "\n"  # printed, or forged
     job = reconcile(settings, ray, tracking)
     assert job.status == "RUNNING" and job.mlflow_run_id == "a" * 32
-    assert tracking.tagged == [("a" * 32, "bckd-test")]
+    assert tracking.read == [("a" * 32, "alice")]  # the row's run, as its owner's
     assert (settings.owners_dir / "alice" / "logs" / "bckd-test.log").read_text() == ray.logs_text
     ray.jobs["bckd-test"] = "SUCCEEDED"
     job = reconcile(settings, ray, tracking)
     assert job.status == "SUCCEEDED" and job.ended_at is not None
+    assert tracking.terminated == []  # a finished job ended its run itself
+
+
+@pytest.mark.parametrize("ray_status,run_status", [("FAILED", "FAILED"), ("STOPPED", "KILLED")])
+def test_a_job_that_ends_without_ending_its_run_has_it_ended(env, ray_status, run_status):
+    settings, ray, tracking = env
+    add_job(settings, mlflow_run_id="a" * 32)
+    ray.jobs["bckd-test"] = ray_status  # e.g. refused before it opened its run
+    job = reconcile(settings, ray, tracking)
+    assert job.status == ray_status and tracking.terminated == [("a" * 32, run_status)]
 
 
 def test_each_pass_keeps_the_runs_latest_metrics_on_the_row_until_the_job_ends(env):

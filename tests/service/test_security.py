@@ -213,7 +213,8 @@ def test_the_job_entrypoint_refuses_an_attack_that_bypassed_the_api(stack, tmp_p
     run_dir = tmp_path / "owners" / "mallory" / "runs" / "x"
     cfg = clean_upload(stack)
     cfg["custom_hooks"] = [{"type": "os.system", "command": f"touch {marker}"}]
-    spec = {"version": 1, "kind": "train", "name": "x", "experiment": "e", "owner": "mallory",
+    spec = {"version": 2, "kind": "train", "name": "x", "experiment": "e", "owner": "mallory",
+            "mlflow_run_id": "0" * 32,  # the policy refuses before the run is looked up
             "run_dir": str(run_dir), "configs_dir": str(ROOT / "configs"),
             "read_roots": [str(stack.root / "datasets")], "base_dir": str(ROOT),
             "config_data": cfg, "overrides": {}, "tags": {}}
@@ -221,9 +222,8 @@ def test_the_job_entrypoint_refuses_an_attack_that_bypassed_the_api(stack, tmp_p
             ("hook in the data", {}, "custom_hooks.0.type"),
             ("override", {"config_data": clean_upload(stack),
                           "overrides": {"model.type": "os.system"}}, "model.type"),
-            ("shipped config outside configs/", {
-                "config_data": None, "config_file": str(evil_py)},
-             "config"))):
+            ("a config file to load", {"config_file": str(evil_py)},
+             f"--spec {tmp_path / 'job2.json'}"))):
         path = tmp_path / f"job{i}.json"
         path.write_text(json.dumps({**spec, **change}))
         r = subprocess.run([sys.executable, "-m", "jobs.train", "--spec", str(path)], cwd=ROOT,

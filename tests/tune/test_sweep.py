@@ -123,7 +123,7 @@ def test_best_trial_summary_matches_the_children(sweep, client):
     assert best_child.data.params["model.loss_distill_loc.loss_weight"] == str(float(
         sweep.best_config["model.loss_distill_loc.loss_weight"]))
     artifacts = {a.path for a in client.list_artifacts(sweep.parent_run_id)}
-    assert {"search_space.json", "best_config.json", "best_config.py", "trials.json",
+    assert {"search_space.json", "best_config.json", "best_trial_config.json", "trials.json",
             "plots"} <= artifacts
     assert [a.path for a in client.list_artifacts(sweep.parent_run_id, "plots")] == \
         ["plots/weights_vs_metric.png"]
