@@ -32,7 +32,7 @@ RAY_TO_STATUS = {"PENDING": JobStatus.PENDING, "RUNNING": JobStatus.RUNNING,
                  "SUCCEEDED": JobStatus.SUCCEEDED, "FAILED": JobStatus.FAILED,
                  "STOPPED": JobStatus.STOPPED}
 # how a job's end leaves a run the job did not end itself (a finished job ends its own run)
-RUN_END = {JobStatus.FAILED: "FAILED", JobStatus.STOPPED: "KILLED"}
+RUN_END = {JobStatus.FAILED: "FAILED", JobStatus.STOPPED: "KILLED", JobStatus.LOST: "KILLED"}
 
 
 class Reconciler:
@@ -126,7 +126,6 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
             return
         if restart(session, job, "Ray no longer knew the job (cluster restarted?)"):
             return  # the next attempt reopens the MLflow run: it stays as it is
-        _end_run(job, tracking, "KILLED")
         finish(session, job, JobStatus.LOST, "Ray no longer knows this job "
                "(cluster restarted?); its MLflow run was terminated")
         return
@@ -169,19 +168,18 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
         if status == JobStatus.STOPPED and job.cancel_requested:
             msg = f"cancelled by user; {msg}" if msg else "cancelled by user"
         job.message = msg
-        if status in RUN_END:  # a driver that died, or stopped before it opened the run
-            _end_run(job, tracking, RUN_END[status])
     job.status = status
     session.commit()
 
 
-def _end_run(job: Job, tracking: Tracking | None, status: str) -> None:
-    """End the job's run with ``status`` if the job left it unfinished (SCHEDULED: the job
-    never opened it; RUNNING: its driver died); a run the job ended keeps its status."""
-    if tracking is None or not job.mlflow_run_id:
+def _end_run(job: Job, tracking: Tracking | None) -> None:
+    """End the run of a job that just ended FAILED, STOPPED or LOST, if the job left it
+    unfinished (SCHEDULED: the job never opened it, e.g. cancelled or timed out before it
+    started; RUNNING: its driver died); a run the job ended keeps its status."""
+    if tracking is None or not job.mlflow_run_id or job.status not in RUN_END:
         return
     try:
-        tracking.terminate(job.mlflow_run_id, job.owner, status)
+        tracking.terminate(job.mlflow_run_id, job.owner, RUN_END[job.status])
     except Exception as err:
         log.warning("could not end the MLflow run of %s: %s", job.id, err)
 
@@ -215,6 +213,7 @@ def reconcile_once(session: Session, ray: RayJobs, tracking: Tracking | None,
     for job in jobs:
         try:
             reconcile_job(session, job, ray, tracking, settings)
+            _end_run(job, tracking)  # however it ended, in this pass
         except Exception as err:  # Ray or MLflow down: keep the row, try next pass
             session.rollback()
             log.warning("reconcile %s: %s", job.id, err)

@@ -141,6 +141,13 @@ def test_a_job_that_ends_without_ending_its_run_has_it_ended(env, ray_status, ru
     assert job.status == ray_status and tracking.terminated == [("a" * 32, run_status)]
 
 
+def test_a_job_cancelled_before_it_reached_ray_has_its_scheduled_run_ended(env):
+    settings, ray, tracking = env
+    add_job(settings, submitted=False, cancel_requested=True, mlflow_run_id="f" * 32)
+    job = reconcile(settings, ray, tracking)
+    assert job.status == "STOPPED" and tracking.terminated == [("f" * 32, "KILLED")]
+
+
 def test_each_pass_keeps_the_runs_latest_metrics_on_the_row_until_the_job_ends(env):
     settings, ray, tracking = env
     add_job(settings, mlflow_run_id="a" * 32)
