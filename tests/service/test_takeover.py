@@ -128,14 +128,17 @@ def test_a_stack_whose_supervisor_runs_is_refused_naming_it_and_the_port(tmp_pat
                               f"(pid {boss.pid}, API http://127.0.0.1:1); stop it first: "
                               f"kill -INT {boss.pid}")
     assert read_lock(data_dir) is not None and boss.poll() is None  # nothing touched
-    # the command: one line, exit 2, before any port is bound
-    r = subprocess.run([sys.executable, "-m", "cli", "serve", "--data-dir", str(data_dir),
-                        "--port", "8124", "--dashboard-port", "8125", "--mlflow-port", "8126"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert (r.returncode, r.stdout) == (2, "")
-    assert r.stderr == (f"bckd: error: --data-dir: already used by the bckd serve of "
-                        f"{data_dir.resolve()} (pid {boss.pid}, API http://127.0.0.1:1); "
-                        f"stop it first: kill -INT {boss.pid}\n")
+    # the command: one line, exit 2, before any port is bound; the port named when it is the
+    # old stack's, the data dir when only that is shared
+    for port, held in ((8123, "--port 8123: already in use by"), (8124, "--data-dir: already "
+                                                                        "used by")):
+        r = subprocess.run([sys.executable, "-m", "cli", "serve", "--data-dir", str(data_dir),
+                            "--port", str(port), "--dashboard-port", "8125", "--mlflow-port",
+                            "8126"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert (r.returncode, r.stdout) == (2, "")
+        assert r.stderr == (f"bckd: error: {held} the bckd serve of {data_dir.resolve()} (pid "
+                            f"{boss.pid}, API http://127.0.0.1:1); stop it first: kill -INT "
+                            f"{boss.pid}\n")
 
 
 PARENT = """
