@@ -16,8 +16,10 @@ from service.db import new_session
 from service.ray_jobs import RayJobs, get_ray_jobs
 from service.reconciler import Submitter
 from service.settings import Settings, get_settings
+from service.streams import LogStreams
 
-__all__ = ["CurrentUser", "RayDep", "SessionDep", "SettingsDep", "SubmitterDep"]
+__all__ = ["CurrentUser", "LogStreamsDep", "RayDep", "SessionDep", "SettingsDep",
+           "SubmitterDep"]
 
 # The dependencies here are ``async`` though none awaits: FastAPI runs each sync dependency as
 # one more trip through the request thread pool (a sync generator two: in and out), and under
@@ -53,6 +55,18 @@ async def get_submitter(request: Request) -> Submitter:
 
 
 SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
+
+
+async def get_log_streams(request: Request, settings: SettingsDep) -> LogStreams:
+    """The app's count of open log streams, made at the first stream (on the event loop, so
+    two first streams cannot make two counts)."""
+    state = request.app.state
+    if not hasattr(state, "log_streams"):
+        state.log_streams = LogStreams(settings.max_log_streams)
+    return state.log_streams
+
+
+LogStreamsDep = Annotated[LogStreams, Depends(get_log_streams)]
 
 
 @lru_cache(maxsize=4)

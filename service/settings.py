@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     job_python: str = "python"  # interpreter on the cluster's nodes that runs `-m jobs.train`
     job_module: str = ""  # replaces jobs.train / jobs.sweep (tests use a stand-in job)
     max_body_bytes: int = 1_000_000  # larger request bodies are refused with 413
+    # A data set's archive (POST /v1/datasets/{name}/archive): the body, and what it unpacks
+    # to, each at most this; larger is 413.
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     pending_timeout_s: float = 600.0  # a job PENDING this long is stopped and FAILED
     reconcile_interval_s: float = 2.0  # reconciler period; also the log sync period
     stop_wait_s: int = 90  # SIGINT -> SIGKILL grace on cancel; jobs.train checkpoints for <= 60 s
@@ -70,6 +73,9 @@ class Settings(BaseSettings):
     # Threads that hand a new job to Ray right after its POST answered; 0: none, the job waits
     # for the reconciler's next pass (a replica that should never call Ray's submit itself).
     submit_threads: int = Field(4, ge=0)
+    # Log streams (GET /v1/jobs/{id}/logs/stream) one owner may hold open at once; one more is
+    # 429. A stream holds no thread while it waits, but each polls Ray once a second.
+    max_log_streams: int = Field(8, ge=1)
     # Node groups an autoscaler can add (JSON, e.g. the KubeRay manifest's worker groups): a
     # request that fits only on nodes of these is accepted and waits for them, never refused.
     worker_groups: list[WorkerGroup] = Field(default_factory=list)

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import weakref
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
-from service.db import session_scope
-from service.deps import CurrentUser, RayDep, SessionDep, SettingsDep, SubmitterDep
+from service.deps import (
+    CurrentUser,
+    LogStreamsDep,
+    RayDep,
+    SessionDep,
+    SettingsDep,
+    SubmitterDep,
+)
 from service.errors import Unavailable
 from service.models import TERMINAL, Job, JobKind, JobStatus
 from service.orchestrator import cancel_job, read_archive, submit_request
 from service.schemas import JobCreate, JobLinks, JobPublic, JobsPublic, LogsPublic
 from service.settings import Settings
+from service.streams import follow, job_logs
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -110,21 +116,12 @@ def cancel(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
     return _public(job, settings)
 
 
-def _logs(job: Job, ray) -> tuple[str, str]:
-    if job.submitted_at is not None:
-        try:
-            return ray.logs(job.ray_id), "ray"
-        except Exception:
-            pass
-    return "", "none"
-
-
 @router.get("/{job_id}/logs", response_model=LogsPublic, responses=NOT_FOUND)
 def read_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
               settings: SettingsDep,
               tail: Annotated[int, Query(ge=1, le=100_000)] = 200) -> LogsPublic:
     job = _own_job(session, user, job_id)
-    text, source = _logs(job, ray)
+    text, source = job_logs(job, ray)
     if source == "none" and (archived := read_archive(settings, job)) is not None:
         text, source = archived, "archive"
     lines = text.splitlines()
@@ -134,29 +131,23 @@ def read_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
 
 @router.get("/{job_id}/logs/stream", response_class=StreamingResponse, responses={
     200: {"content": {"text/plain": {}}, "description": "the log, followed until the job ends"},
+    429: {"description": "you already follow as many logs as one owner may "
+          "(BCKD_MAX_LOG_STREAMS)"},
     **NOT_FOUND})
 def stream_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
-                settings: SettingsDep) -> StreamingResponse:
+                settings: SettingsDep, streams: LogStreamsDep,
+                request: Request) -> StreamingResponse:
+    """The log, then what the job adds, until it ends. The stream waits without a thread
+    (``service.streams``); each owner may hold ``BCKD_MAX_LOG_STREAMS`` open at once."""
     job = _own_job(session, user, job_id)
-    return StreamingResponse(_follow(job.id, ray, settings), media_type="text/plain")
-
-
-def _follow(job_id: str, ray, settings: Settings, poll_s: float = 1.0) -> Iterator[str]:
-    sent, attempt = 0, None
-    while True:
-        for session in session_scope(settings):
-            job = session.get(Job, job_id)
-        done = job is None or job.status in TERMINAL
-        if job is not None and attempt is not None and job.ray_id != attempt:
-            yield f"\n--- bckd: {job.message or 'restarted'} ---\n"  # a new attempt's log
-            sent = 0
-        attempt = job.ray_id if job is not None else attempt
-        text, source = _logs(job, ray) if job is not None else ("", "none")
-        if source == "none":
-            text = (read_archive(settings, job) if job is not None else None) or ""
-        if len(text) > sent:
-            yield text[sent:]
-            sent = len(text)
-        if done:
-            return
-        time.sleep(poll_s)
+    release = streams.open(user.name)
+    if release is None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{user.name} already follows {streams.per_owner} logs, the most one owner may at "
+            f"once (BCKD_MAX_LOG_STREAMS={streams.per_owner}); close one, or read the log "
+            f"once with GET /v1/jobs/{job.id}/logs", headers={"Retry-After": "5"})
+    body = follow(job.id, ray, settings, streams, release, request.is_disconnected)
+    # a generator that never starts (the client left before the first byte) runs no finally
+    weakref.finalize(body, release)
+    return StreamingResponse(body, media_type="text/plain")

@@ -1,0 +1,112 @@
+"""Log streams against the real stack (uvicorn API, local Ray, MLflow, the stand-in job): an
+owner's open streams hold no request thread, so another owner's requests are answered while
+they stay open, and one owner may hold at most ``BCKD_MAX_LOG_STREAMS`` of them.
+
+The API here has 8 request threads and lets an owner hold 12 streams: with streams that held a
+thread each (as before), alice's 12 would take all 8, and bob's requests would wait for her
+job to end (100 s). How fast bob is answered under load is ``benchmarks/bench_service.py
+--scenario streams``'s to measure; here he is answered at all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.auth import hash_token
+from service.stack import Stack, StackConfig, free_port
+from tests.service.servicetools import TOKENS, client, finished, toy_dataset, wait_for
+
+HERE = Path(__file__).parent
+THREADS, CAP = 8, 12
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("streams")
+    data = toy_dataset(root)
+    users = ";".join(f"{hash_token(t)} {n} user" for n, t in TOKENS.items())
+    st = Stack(StackConfig(
+        data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
+        mlflow_port=free_port(), num_cpus=2,
+        extra_env={"BCKD_JOB_MODULE": str(HERE / "fake_job.py"),
+                   "BCKD_CONFIGS_DIR": str(HERE / "configs"),
+                   "BCKD_DATA_ROOTS": json.dumps([str(data.parent)]), "BCKD_TOKENS": users,
+                   "BCKD_RECONCILE_INTERVAL_S": "0.5", "BCKD_STOP_WAIT_S": "10",
+                   "BCKD_REQUEST_THREADS": str(THREADS),
+                   "BCKD_MAX_LOG_STREAMS": str(CAP)}))
+    st.start()
+    st.toy = data
+    yield st
+    st.stop()
+
+
+def submit(c: httpx.Client, toy: Path, epochs: int) -> str:
+    r = c.post("/v1/jobs", json={"kind": "train", "config": "toy_teacher",
+                                 "data_root": str(toy),
+                                 "overrides": {"train_cfg.max_epochs": epochs}})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_open_streams_hold_no_thread_and_are_capped_per_owner(stack, alice, bob):
+    job_id = submit(alice, stack.toy, 100)  # 400 steps of 0.25 s
+    wait_for(alice, job_id, lambda j: j["status"] == "RUNNING")
+    url = f"/v1/jobs/{job_id}/logs/stream"
+    with ExitStack() as held:
+        streams = [held.enter_context(alice.stream("GET", url)) for _ in range(CAP)]
+        assert [r.status_code for r in streams] == [200] * CAP
+        # each follows the running job (read on, never closed: breaking out of httpx's
+        # iter_text would close its connection, and so free its slot)
+        readers = [streams[0].iter_text(), streams[-1].iter_text()]
+        for chunks in readers:
+            assert "step 1" in _until(chunks, "step 1")
+        r = alice.get(url)
+        assert r.status_code == 429 and f"BCKD_MAX_LOG_STREAMS={CAP}" in r.text, r.text
+        # bob, while alice holds more streams than the API has threads: a thread held by
+        # each stream would keep his requests waiting past this timeout (her job runs 100 s)
+        quick = client(stack, TOKENS["bob"])
+        quick.timeout = httpx.Timeout(30)
+        listed = quick.get("/v1/jobs")
+        assert listed.status_code == 200 and listed.json()["count"] == 0, listed.text
+        bobs = submit(quick, stack.toy, 1)
+        assert alice.get(f"/v1/jobs/{job_id}").json()["status"] == "RUNNING"
+    # closed by alice: the API notices within a poll and frees each slot
+    deadline = time.monotonic() + 20
+    while (code := _stream_status(alice, url)) == 429 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert code == 200
+    assert wait_for(bob, bobs, finished)["status"] == "SUCCEEDED"
+    alice.post(f"/v1/jobs/{job_id}/cancel")
+
+
+def _until(chunks: Iterator[str], text: str) -> str:
+    """What ``chunks`` gave up to the chunk that holds ``text`` (all of it, if none did); the
+    iterator stays open."""
+    got = ""
+    while text not in got and (chunk := next(chunks, None)) is not None:
+        got += chunk
+    return got
+
+
+def _stream_status(c: httpx.Client, url: str) -> int:
+    with c.stream("GET", url) as r:
+        return r.status_code
+
+
+def test_a_stream_ends_with_its_job_and_gives_its_slot_back(stack, alice):
+    job_id = submit(alice, stack.toy, 1)
+    texts = []
+    for _ in range(CAP + 1):  # one more than the cap, one after the other
+        with alice.stream("GET", f"/v1/jobs/{job_id}/logs/stream", timeout=120) as r:
+            assert r.status_code == 200, r.read()
+            texts.append("".join(r.iter_text()))
+    assert "done FINISHED" in texts[0] and texts[-1] == texts[0]
