@@ -23,6 +23,19 @@ __all__ = ["OWNER_TAG", "SHARED_TAG", "NotOwned", "Tracking", "get_tracking"]
 class NotOwned(LookupError):
     """No such run, or not the expected owner's: the same answer, so nothing leaks."""
 
+
+def _get_run(client, run_id: str):
+    """The run; :class:`NotOwned` when MLflow says there is none (or the id is malformed). Any
+    other error (MLflow unreachable) propagates: it says nothing about the run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise NotOwned(run_id) from err
+        raise
+
 # What a comparison shows of each run: run tags set by jobs.train, then a few flat params.
 KEY_TAGS = ("method", "student", "teacher", "dataset")
 KEY_PARAMS = {"model": "model.type", "epochs": "train_cfg.max_epochs",
@@ -58,10 +71,7 @@ class Tracking:
 
     def owned_run(self, run_id: str, owner: str):
         """The run ``run_id`` if its ``bckd.owner`` tag is ``owner``; else :class:`NotOwned`."""
-        try:
-            run = self.client.get_run(run_id)
-        except Exception as err:  # MLflow's own error for an unknown or malformed id
-            raise NotOwned(run_id) from err
+        run = _get_run(self.client, run_id)
         if run.data.tags.get(OWNER_TAG) != owner:
             raise NotOwned(run_id)
         return run
@@ -74,7 +84,8 @@ class Tracking:
             "bckd.config_hash": config_hash})
 
     def reusable(self, run_id: str, owner: str) -> bool:
-        """Whether a rerun may train in ``run_id``: ``owner``'s, and not deleted."""
+        """Whether a rerun may train in ``run_id``: ``owner``'s, and not deleted (MLflow
+        unreachable raises: a rerun waits for its run rather than getting a new one)."""
         try:
             return self.owned_run(run_id, owner).info.lifecycle_stage == "active"
         except NotOwned:
@@ -115,11 +126,7 @@ class Tracking:
     def set_shared(self, run_id: str, shared: bool) -> None:
         """Mark a job's run shared (or not); :class:`NotOwned` for a run that no job of the
         service made (no ``bckd.owner``): the service shares only its own runs."""
-        try:
-            owner = self.client.get_run(run_id).data.tags.get(OWNER_TAG)
-        except Exception as err:
-            raise NotOwned(run_id) from err
-        if not owner:
+        if not _get_run(self.client, run_id).data.tags.get(OWNER_TAG):
             raise NotOwned(run_id)
         self.client.set_tag(run_id, SHARED_TAG, "true" if shared else "false")
 

@@ -30,7 +30,8 @@ class RunSharing(BaseModel):
 
 @router.put("/{run_id}/shared", response_model=RunSharing,
             responses={403: {"description": "not an admin token"},
-                       404: {"description": "no such run of a job"}})
+                       404: {"description": "no such run of a job"},
+                       502: {"description": "MLflow did not answer"}})
 def set_shared(run_id: RunId, body: Sharing, user: CurrentUser,
                settings: SettingsDep) -> RunSharing:
     if not user.admin:
@@ -41,4 +42,6 @@ def set_shared(run_id: RunId, body: Sharing, user: CurrentUser,
     except NotOwned as err:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"no MLflow run {run_id!r} of a job") from err
+    except Exception as err:  # MLflow did not answer
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"MLflow: {err}") from err
     return RunSharing(run_id=run_id, shared=body.shared)
