@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bckd.engine.allowed import NMS, Arg, declared
-from bckd.engine.paths import PathError, Roots, check_key, check_path, config_file
+from bckd.engine.paths import PathError, Roots, check_key, check_path, config_file, is_url
 
 __all__ = ["ConfigPolicy", "PolicyError", "Roots", "check_config", "check_size",
            "registered_names"]
@@ -48,6 +48,7 @@ NAME = re.compile(r"^(?:(?P<scope>[A-Za-z_][A-Za-z0-9_]*)\.)?[A-Za-z_][A-Za-z0-9
 MAX_DEPTH = 32  # mmdet's deepest configs nest about 8 levels
 MAX_NODES = 100_000  # values in one config: a YAML alias bomb expands past this at once
 MAX_LABEL = 1000  # characters of a free label
+PATHS = ("read", "write", "checkpoint", "teacher")  # the string kinds that are paths
 
 
 class PolicyError(ValueError):
@@ -183,6 +184,8 @@ class _Walker:
         elif isinstance(node, str):
             self.check_string(node, arg, path, owner, data_root)
         elif isinstance(node, int | float) and not isinstance(node, bool):
+            if arg is not None and arg.text in PATHS:
+                raise PolicyError(path, f"{node!r}: {_last(path)} of {owner} is a path")
             if arg is not None and arg.bounds is not None:
                 lo, hi = arg.bounds
                 if not lo <= node <= hi:
@@ -193,7 +196,8 @@ class _Walker:
 
     def walk_dict(self, node: Mapping, path: str, data_root: Any, owner: str,
                   fields: Mapping[str, Arg], typed: bool = False) -> None:
-        for key, value in node.items():
+        # data_root first: the paths joined onto it are refused for its own fault at its key
+        for key, value in sorted(node.items(), key=lambda item: item[0] != "data_root"):
             where = _join(path, str(key))
             try:
                 check_key(key)
@@ -271,8 +275,10 @@ class _Walker:
             from mmengine.fileio import join_path
             from mmengine.utils import is_abs
 
-            # mmengine's BaseDataset._join_prefix, for ann_file and each data_prefix
-            if value and not is_abs(value) and data_root and isinstance(data_root, str):
+            # mmengine's BaseDataset._join_prefix, for ann_file and each data_prefix; a URL
+            # data_root (which mmengine would join with another backend) is refused at its key
+            if (value and not is_abs(value) and data_root and isinstance(data_root, str)
+                    and not is_url(data_root)):
                 value = join_path(data_root, value)
         checkpoint = arg.text == "checkpoint"
         try:

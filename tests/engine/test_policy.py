@@ -403,3 +403,11 @@ def test_the_declared_teacher_precisions_are_the_distillers():
     from bckd.engine.allowed import CLASSES
 
     assert CLASSES["BCKDDetector"]["teacher_precision"].values == tuple(PRECISIONS)
+
+
+@pytest.mark.parametrize("data_root", ["foo://x/", "http://10.0.0.1/", "data/\0set/", 3])
+def test_a_dataset_whose_data_root_is_no_local_path_is_refused(tmp_path, roots, data_root):
+    dataset = {"type": "CocoDataset", "ann_file": "annotations/train.json",
+               "data_root": data_root}
+    refuse({"train_dataloader": {"dataset": dataset}}, ConfigPolicy(CONFIGS, roots),
+           "train_dataloader.dataset.data_root")
