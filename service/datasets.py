@@ -1,15 +1,21 @@
-"""Registered data sets: a name for a checked COCO directory under the shared data roots.
+"""Registered data sets: a name for a checked COCO directory, under the shared data roots or
+in its owner's own directory.
 
 ``register`` runs ``bckd data check`` (:func:`bckd.data.check.check_dataset`) and stores the
 set's summary, so a job that names the set (``JobCreate.dataset``) gets its classes without
-reading its files again. A set is its owner's: another user neither sees nor uses it (as if
-it did not exist) until an admin marks it shared; an admin sees every one. Sets live under the
-shared data roots only (not an owner's directory), so a shared set is readable by the jobs of
-everyone it is shared with.
+reading its files again; ``register_upload`` does the same for a set its owner uploaded as an
+archive into ``<data dir>/owners/<owner>/datasets/<name>``. A set is its owner's: another user
+neither sees nor uses it by name (as if it did not exist) until an admin marks it shared; an
+admin sees every one. A path is one owner's: a path inside, around or equal to another owner's
+registered set, or in another owner's directory, is refused. A registration grants the name
+and its summary, not the files: files under a shared data root stay readable by any user's
+job through ``data_root``; only an uploaded set's files are its owner's alone.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +30,10 @@ from service.errors import Invalid
 from service.hints import did_you_mean
 from service.schemas import JobCreate
 from service.settings import PROJECT_ROOT, Settings
+from service.uploads import unpack
 
-__all__ = ["DataSource", "find_visible", "list_visible", "register", "set_shared",
-           "data_source", "source_of"]
+__all__ = ["DataSource", "data_source", "find_visible", "list_visible", "register",
+           "register_upload", "set_shared", "source_of"]
 
 
 @dataclass(frozen=True)
@@ -39,40 +46,100 @@ class DataSource:
     field: str  # "dataset" or "data_root"
 
 
-def _under_data_roots(path: str, settings: Settings) -> Path:
-    roots = [r.resolve() for r in settings.data_roots]
+def _allowed_path(path: str, user: Principal, settings: Settings) -> Path:
+    """``path`` resolved, if it is under a shared data root or in ``user``'s own directory."""
     try:
         resolved = (Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path).resolve()
     except (OSError, ValueError) as err:
         raise Invalid("path", f"{path!r} is not a valid path: {err}") from None
-    if not any(resolved.is_relative_to(r) for r in roots):
+    own = settings.owners_dir / user.name
+    if resolved.is_relative_to(settings.owners_dir) and not resolved.is_relative_to(own):
+        raise Invalid("path", f"{path!r} is in another owner's directory; register a set of "
+                      "your own, or upload one with POST /v1/datasets/{name}/archive", 403)
+    roots = settings.shared_roots
+    if not (resolved.is_relative_to(own) or any(resolved.is_relative_to(r) for r in roots)):
         raise Invalid("path", f"{path!r} is outside the shared data roots "
-                      f"({', '.join(map(str, roots))})")
+                      f"({', '.join(map(str, roots))}) and your own directory; upload the set "
+                      "with POST /v1/datasets/{name}/archive")
     if not resolved.is_dir():
         raise Invalid("path", f"{path!r} is not a directory")
     return resolved
 
 
-def register(session: Session, user: Principal, name: str, path: str,
-             description: str | None, settings: Settings) -> DataSet:
-    """Check the set at ``path`` and store it as ``user``'s ``name``; 422 naming what failed,
-    409 when the name is taken."""
-    if session.get(DataSet, (user.name, name)) is not None:
-        raise Invalid("name", f"you already have a data set named {name!r}", 409)
-    root = _under_data_roots(path, settings)
+def _unclaimed(session: Session, user: Principal, root: Path) -> None:
+    """Refuse (409 on ``path``) a ``root`` equal to, inside or around another owner's set:
+    a second name on the same files would get around the first owner's choice of sharing."""
+    for (other,) in session.execute(select(DataSet.path).where(DataSet.owner != user.name)):
+        if root.is_relative_to(other) or Path(other).is_relative_to(root):
+            raise Invalid("path", f"{str(root)!r} overlaps a set another owner registered; a "
+                          "set shared with you is named owner/name (GET /v1/datasets)", 409)
+
+
+def _check(root: Path, field: str, shown: Path | None = None) -> dict:
+    """``bckd data check`` of ``root``: its summary as stored (root shown as ``shown``), or
+    422 on ``field`` listing the problems."""
     try:
-        summary = check_dataset(root)
+        summary = check_dataset(root).to_dict()
     except DataSetError as err:
-        raise Invalid("path", str(err)) from None
-    row = DataSet(owner=user.name, name=name, path=str(root), description=description,
-                  summary=summary.to_dict(), shared=False)
+        text = str(err) if shown is None else str(err).replace(str(root), str(shown))
+        raise Invalid(field, text) from None
+    return {**summary, "root": str(shown or root)}
+
+
+def _insert(session: Session, row: DataSet) -> DataSet:
     session.add(row)
     try:
         session.commit()
     except IntegrityError:  # registered at the same moment
         session.rollback()
-        raise Invalid("name", f"you already have a data set named {name!r}", 409) from None
+        raise Invalid("name", f"you already have a data set named {row.name!r}", 409) from None
     return row
+
+
+def _name_free(session: Session, user: Principal, name: str) -> None:
+    if session.get(DataSet, (user.name, name)) is not None:
+        raise Invalid("name", f"you already have a data set named {name!r}", 409)
+
+
+def register(session: Session, user: Principal, name: str, path: str,
+             description: str | None, settings: Settings) -> DataSet:
+    """Check the set at ``path`` and store it as ``user``'s ``name``; 422 naming what failed,
+    403 in another owner's directory, 409 when the name or the path is taken."""
+    _name_free(session, user, name)
+    root = _allowed_path(path, user, settings)
+    _unclaimed(session, user, root)
+    return _insert(session, DataSet(owner=user.name, name=name, path=str(root),
+                                    description=description, summary=_check(root, "path"),
+                                    shared=False))
+
+
+def register_upload(session: Session, user: Principal, name: str, archive: Path,
+                    description: str | None, settings: Settings) -> DataSet:
+    """Unpack ``archive`` (``service.uploads.unpack``) into ``user``'s directory, check it
+    and store it as ``name``; 422 on ``archive`` naming what failed, 409 a taken name."""
+    _name_free(session, user, name)
+    sets = settings.owners_dir / user.name / "datasets"  # read by user's jobs alone
+    sets.mkdir(parents=True, exist_ok=True)
+    dest = sets / name
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=sets))  # same file system
+    try:
+        root = unpack(archive, staging, settings.max_upload_bytes)
+        summary = _check(root, "archive", shown=dest)
+        if dest.exists():  # an unregistered leftover (the name is free): a crash's
+            shutil.rmtree(dest)
+        try:
+            root.rename(dest)
+        except OSError:  # the same name uploaded at the same moment
+            raise Invalid("name", f"a set named {name!r} is being uploaded", 409) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    try:
+        return _insert(session, DataSet(owner=user.name, name=name, path=str(dest),
+                                        description=description, summary=summary,
+                                        shared=False))
+    except Invalid:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
 
 
 def _visible(user: Principal):
@@ -93,7 +160,13 @@ def find_visible(session: Session, user: Principal, name: str, owner: str | None
     return row
 
 
-def set_shared(session: Session, row: DataSet, shared: bool) -> DataSet:
+def set_shared(session: Session, row: DataSet, shared: bool, settings: Settings) -> DataSet:
+    """Mark ``row`` shared or not; 409 on ``shared`` for a set in its owner's directory,
+    which other owners' jobs may not read."""
+    if shared and Path(row.path).is_relative_to(settings.owners_dir):
+        raise Invalid("shared", f"{row.owner}/{row.name} lives in {row.owner}'s own directory, "
+                      "which only their jobs read; to share it, copy it under a shared data "
+                      "root and register that copy (POST /v1/datasets)", 409)
     row.shared = shared
     session.commit()
     return row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import threading
 from contextlib import asynccontextmanager
 
@@ -25,11 +26,11 @@ __all__ = ["app", "create_app"]
 class BodyLimit:
     """Refuse a request body over ``limit`` bytes with 413, whether announced or streamed."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, exempt: re.Pattern):
+        self.app, self.limit, self.exempt = app, limit, exempt  # exempt: paths with own caps
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.exempt.match(scope["path"]):
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
@@ -141,7 +142,8 @@ def create_app() -> FastAPI:
     app.include_router(api_router)
     app.include_router(datasets.router, prefix="/v1")
     app.add_exception_handler(Invalid, invalid_field)
-    app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
+    app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes,
+                       exempt=datasets.ARCHIVE_PATH)
     app.add_middleware(DocsPolicy, paths=("/docs", "/redoc"))
     return app
 

@@ -1,11 +1,13 @@
 """Registered data sets through the real API (uvicorn, local Ray, MLflow, the real
 ``jobs.train``): registration runs ``bckd data check``, sets are their owner's until an admin
-shares them, and a job on a set trains with the set's classes."""
+shares them, a path is one owner's, an uploaded set lands in its owner's directory checked the
+same way, and a job on a set trains with the set's classes."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 
 import pytest
 import torch
@@ -17,6 +19,8 @@ from service.stack import Stack, StackConfig, free_port
 from tests.service.servicetools import TOKENS, wait_all
 
 pytestmark = pytest.mark.slow
+
+UPLOAD_CAP = 4_000_000  # bytes; the 4-class set's archive is about a tenth of it
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,8 @@ def stack(tmp_path_factory):
                    # SIGINT -> SIGKILL grace of a cancel (as test_api.py): a job cancelled
                    # before it trains may use all of it (the default 90 s), and no test here
                    # checks how a cancelled job ends
-                   "BCKD_STOP_WAIT_S": "10"}))
+                   "BCKD_STOP_WAIT_S": "10",
+                   "BCKD_MAX_UPLOAD_BYTES": str(UPLOAD_CAP)}))
     st.start()
     st.root, st.sets = root, sets
     yield st
@@ -123,3 +128,64 @@ def test_a_teacher_of_other_classes_is_refused_naming_both_lists(stack, alice):
     assert r.status_code == 422 and loc(r) == ["body", "teacher_ckpt"], r.text
     msg = r.json()["detail"][0]["msg"]
     assert str(eight) in msg and "'ring_solid'" in msg
+
+
+def tar_of(src, to) -> bytes:
+    """``src`` as ``tar czf to myset/`` makes it."""
+    with tarfile.open(to, "w:gz") as tar:
+        tar.add(src, arcname="myset")
+    return to.read_bytes()
+
+
+def upload(c, name: str, body: bytes, **params):
+    return c.post(f"/v1/datasets/{name}/archive", content=body, params=params,
+                  headers={"Content-Type": "application/gzip"})
+
+
+def test_a_path_is_one_owners(stack, alice, bob):
+    alice.post("/v1/datasets", json={"name": "four", "path": str(stack.sets / "four")})
+    for path in (stack.sets / "four", stack.sets / "four" / "train"):  # the set, inside it
+        r = bob.post("/v1/datasets", json={"name": "mine", "path": str(path)})
+        assert r.status_code == 409 and loc(r) == ["body", "path"], r.text
+        assert "another owner" in r.text
+    r = bob.post("/v1/datasets", json={"name": "mine",
+                                       "path": str(stack.data_dir / "owners" / "alice")})
+    assert r.status_code == 403 and loc(r) == ["body", "path"], r.text
+    assert [d for d in bob.get("/v1/datasets").json()["data"] if d["owner"] == "bob"] == []
+
+
+def test_an_uploaded_set_is_checked_and_is_its_owners_alone(stack, alice, bob, admin,
+                                                              tmp_path):
+    r = upload(alice, "up", tar_of(stack.sets / "four", tmp_path / "four.tgz"),
+               description="uploaded")
+    assert r.status_code == 201, r.text
+    up = r.json()
+    sets = stack.data_dir / "owners" / "alice" / "datasets"
+    assert up["path"] == str(sets / "up") and up["description"] == "uploaded"
+    assert up["summary"]["classes"][3] == "ring_solid"
+    assert up["summary"]["splits"]["train"]["images"] == 16
+    assert upload(alice, "up", b"whatever").status_code == 409
+    r = bob.post("/v1/datasets", json={"name": "hers", "path": up["path"]})
+    assert r.status_code == 403 and loc(r) == ["body", "path"], r.text
+    r = admin.put("/v1/datasets/up/shared", params={"owner": "alice"}, json={"shared": True})
+    assert r.status_code == 409 and loc(r) == ["body", "shared"], r.text
+    # a set that fails the check, an archive with a link, one over the cap: refused, no trace
+    r = upload(alice, "bad", tar_of(stack.sets / "bad", tmp_path / "bad.tgz"))
+    assert r.status_code == 422 and loc(r) == ["body", "archive"], r.text
+    assert "annotation id 2" in r.text and str(sets / "bad") in r.text
+    link = tmp_path / "link.tgz"
+    with tarfile.open(link, "w:gz") as tar:
+        info = tarfile.TarInfo("myset/annotations")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc"
+        tar.addfile(info)
+    r = upload(alice, "link", link.read_bytes())
+    assert r.status_code == 422 and "a link" in r.text, r.text
+    r = upload(alice, "big", bytes(UPLOAD_CAP + 1))
+    assert r.status_code == 413 and loc(r) == ["body", "archive"], r.text
+    assert sorted(p.name for p in sets.iterdir()) == ["up"]
+    # alice's job may read it (her directory); the policy accepts the set's paths
+    r = alice.post("/v1/jobs", json={"kind": "train", "config": "synth/gfl_student",
+                                     "dataset": "up", "overrides": TINY, "name": "on-up"})
+    assert r.status_code == 201, r.text
+    alice.post(f"/v1/jobs/{r.json()['id']}/cancel")
+    wait_all(admin, [r.json()["id"]])
