@@ -3,8 +3,9 @@ calculation from the teacher and student-alone runs of phase 1, before any disti
 
 ``reproduce.py --register`` reads the committed phase 1 records and writes ``protocol.json``:
 
-* the aims (issue 30): the student alone reaches ``MIN_STUDENT`` mAP and the teacher leads it by
-  ``MIN_GAP`` points; a family that misses either is not registered (its setting changes first);
+* the aims (``repro_report.MIN_STUDENT``, ``MIN_GAP``): the student alone reaches 5 mAP and the
+  teacher leads it by 5 points; a family that misses either is not registered (its setting
+  changes first);
 * the effect to detect: a third of the family's teacher-student gap;
 * the spread of a paired difference: the students alone's sample standard deviation over the
   setting's seeds times sqrt(2), as if the two runs of a pair were independent. Exact pairs
@@ -23,14 +24,13 @@ import time
 from pathlib import Path
 
 from repro_records import REPRO, Records, commit, git_commit
+from repro_report import MIN_GAP, MIN_STUDENT
 
 from bckd.evaluation.power import paired_power, seeds_for_power
 
-__all__ = ["MIN_GAP", "MIN_STUDENT", "PROTOCOL", "load_protocol", "register"]
+__all__ = ["PROTOCOL", "load_protocol", "register"]
 
 PROTOCOL = REPRO / "protocol.json"
-MIN_STUDENT = 5.0  # mAP: distillation should act on a student that learns
-MIN_GAP = 5.0  # mAP points of teacher lead (the paper's COCO gap is 4.8)
 POWER, ALPHA, EFFECT_SHARE = 0.8, 0.05, 1 / 3
 MOST_SEEDS = 20  # beyond this the setting, not the seed count, has to change
 

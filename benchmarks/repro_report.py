@@ -28,8 +28,9 @@ from bckd.evaluation.stats import PairedDifference, RunPoint, compare_methods
 METRICS = {"mAP": "coco/bbox_mAP", "AP50": "coco/bbox_mAP_50", "AP75": "coco/bbox_mAP_75",
            "APs": "coco/bbox_mAP_s"}
 HEADERS = ["run", "seeds", *METRICS, "gap closed %", "MLflow run ids"]
-MIN_GAP = 10.0  # mAP points a teacher should lead its student alone by (the protocol's aim)
-MIN_STUDENT = 10.0  # mAP a student alone should reach, so that distillation acts on a learner
+# The protocol's aims (docs/REPRODUCTION.md), judged on the teachers and students alone:
+MIN_GAP = 5.0  # mAP points a teacher should lead its student alone by (the paper's COCO: 4.8)
+MIN_STUDENT = 5.0  # mAP a student alone should reach, so that distillation acts on a learner
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

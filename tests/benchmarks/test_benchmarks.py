@@ -311,7 +311,7 @@ def test_reproduce_tiny_end_to_end_through_the_service(tmp_path):
         assert repro_records.sha256(weights) == teacher["teacher_weights"]["sha256"]
         state = torch.load(weights, weights_only=True)
         assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
-        assert all(r["metrics"]["coco/bbox_mAP"] >= 0 and r["git_commit"] for r in records)
+        assert all(isinstance(r["metrics"], dict) and r["git_commit"] for r in records)
         # a second invocation, with the stack's state gone, renders the report from the
         # records alone: no stack, nothing submitted
         shutil.rmtree(tmp_path / "state" / "mlflow", ignore_errors=True)
