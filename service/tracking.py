@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from bckd.engine.mlflow_ui import runs_link
+from bckd.engine.mlflow_ui import VIEW_TAG, run_link, runs_link
 from bckd.engine.tracking import OWNER_TAG, SHARED_TAG, create_run
 
 __all__ = ["OWNER_TAG", "SHARED_TAG", "NotOwned", "Tracking", "get_tracking"]
@@ -54,17 +54,14 @@ class Tracking:
         self.client = MlflowClient(tracking_uri=uri)
 
     def run_link(self, experiment_id: str, run_id: str) -> str:
-        return f"{self.public_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        return run_link(self.public_url, experiment_id, run_id)
 
-    def experiment_link(self, experiment_id: str) -> str:
-        """The experiment's runs table with the COCO metrics as columns (bckd.engine.mlflow_ui)."""
-        return runs_link(self.public_url, experiment_id)
-
-    def experiment_ids(self, names: Iterable[str]) -> dict[str, str]:
-        """Name -> id of those of ``names`` MLflow knows (a job's experiment exists once its
-        run does)."""
+    def experiment_links(self, names: Iterable[str]) -> dict[str, str]:
+        """Name -> runs table (COCO metrics as columns: bckd.engine.mlflow_ui) of those of
+        ``names`` MLflow knows (a job's experiment exists once its run does)."""
         found = {name: self.client.get_experiment_by_name(name) for name in names}
-        return {name: exp.experiment_id for name, exp in found.items() if exp is not None}
+        return {name: runs_link(self.public_url, exp.experiment_id, VIEW_TAG in exp.tags)
+                for name, exp in found.items() if exp is not None}
 
     def run(self, run_id: str):
         return self.client.get_run(run_id)

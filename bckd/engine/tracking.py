@@ -29,6 +29,8 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+from bckd.engine.mlflow_ui import tag_experiment
+
 __all__ = [
     "OWNER_TAG",
     "PROTECTED_TAGS",
@@ -40,6 +42,7 @@ __all__ = [
     "open_run",
     "run_to_reopen",
     "read_run_json",
+    "undefined_ap",
     "write_run_json",
 ]
 
@@ -92,6 +95,8 @@ def create_run(tracking_uri: str, experiment: str, run_name: str,
             experiment_id = client.create_experiment(experiment, artifact_location=location)
         except Exception:  # noqa: BLE001 - created concurrently by another job
             experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    # MLflow's UI then opens it on its runs table, COCO metrics as columns (mlflow_ui)
+    tag_experiment(client, client.get_experiment(experiment_id))
     run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
     if status != "RUNNING":
         client.update_run(run_id, status=status)
@@ -162,6 +167,12 @@ def run_to_reopen(previous: Mapping[str, object], resuming: bool) -> str | None:
     return run_id if resuming or previous.get("status") != "FINISHED" else None
 
 
+def undefined_ap(key: str, value: float) -> bool:
+    """COCO's -1 for an AP it cannot define (``coco/bbox_mAP_l`` of a set without large
+    objects): no measurement, so :class:`RunWriter` logs no point for it."""
+    return value < 0 and "bbox_mAP" in key
+
+
 class RunWriter:
     """Logs into an existing run by id, each (key, step) at most once across restarts.
 
@@ -194,6 +205,8 @@ class RunWriter:
         written: dict[str, int] = {}  # kept apart until the write succeeds
         for step, metrics in rows:
             for key, value in metrics.items():
+                if undefined_ap(key, value):
+                    continue
                 last = written[key] if key in written else self._high_water(key)
                 if step > last:
                     batch.append(Metric(key, float(value), now, step))

@@ -62,11 +62,10 @@ def read_experiments(user: CurrentUser, session: SessionDep, settings: SettingsD
     rows = session.execute(query.order_by(latest.desc())).all()
     tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
     try:
-        ids = tracking.experiment_ids(name for name, _, _ in rows)
+        links = tracking.experiment_links(name for name, _, _ in rows)
     except Exception as err:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"MLflow: {err}") from err
-    data = [ExperimentPublic(name=name, jobs=n, last_submitted=last,
-                             link=tracking.experiment_link(ids[name]) if name in ids else None)
+    data = [ExperimentPublic(name=name, jobs=n, last_submitted=last, link=links.get(name))
             for name, n, last in rows]
     return ExperimentsPublic(data=data, count=len(data))
 
@@ -79,6 +78,7 @@ def compare(experiment: str = Path(max_length=128), *, user: CurrentUser, settin
     tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
     try:
         found = tracking.compare(experiment, None if user.admin else user.name)
+        link = tracking.experiment_links([experiment]).get(experiment)
     except Exception as err:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"MLflow: {err}") from err
     if found is None:
@@ -95,7 +95,7 @@ def compare(experiment: str = Path(max_length=128), *, user: CurrentUser, settin
     runs = [CompareRow(**r, seed=parse_seed(r["params"].get("seed")), use=u.role, note=u.note)
             for r, u in zip(rows, stats.runs, strict=True)]
     return ComparePublic(
-        experiment=experiment, experiment_id=exp_id, link=tracking.experiment_link(exp_id),
+        experiment=experiment, experiment_id=exp_id, link=link,
         metric_keys=keys, runs=runs, metric=metric,
         confidence=stats.confidence,
         methods=[CompareMethod(method=m.method, n=m.n, mean=m.mean, std=m.std,

@@ -142,8 +142,9 @@ def test_experiments_are_the_callers_own_with_their_runs_table(api, capsys, monk
     page = c.get("/v1/experiments").json()
     assert [(e["name"], e["jobs"]) for e in page["data"]] == [("later", 1), ("shapes", 2)]
     links = {e["name"]: e["link"] for e in page["data"]}
-    assert links["shapes"] == tracking.experiment_link(exp_id)
-    assert links["shapes"].endswith(f"/#/experiments/{exp_id}/runs?viewStateShareKey=bckd-runs")
+    assert links["shapes"] == tracking.experiment_links(["shapes"])["shapes"]
+    assert links["shapes"] == (f"http://mlflow.example/#/experiments/{exp_id}/runs"
+                               "?workflowType=machine_learning&viewStateShareKey=bckd-runs")
 
     # compare without a name: a usage error that says where names come from, and lists them
     assert cli("compare") == 2
