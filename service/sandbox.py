@@ -16,6 +16,9 @@ The view (:func:`bwrap_argv`): the host's file system read-only, with
 - no capabilities (as root it could otherwise unmount the tmpfs), a minimal ``/dev`` (the host's
   disks are not there to read raw) plus the GPUs' device nodes.
 
+Stopping it: bwrap does not pass a SIGTERM on, it dies of it, and every process of the sandbox is
+then killed (SIGKILL): Ray's head stops at once, not in order, which ends its jobs the same way.
+
 Why the whole cluster and not each job, and what a job that runs code can still do:
 docs/SERVICE.md, "Security model". ``BCKD_JOB_SANDBOX=off`` runs Ray unconfined, for a stack
 whose container is the boundary; with the default (``bwrap``) a stack where bubblewrap cannot
@@ -82,7 +85,9 @@ def bwrap_argv(argv: list[str], state_dir: Path, hidden: Iterable[Path] = (),
         if path.is_relative_to(state) or not path.exists():
             continue
         cmd += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
-    return [*cmd, "--cap-drop", "ALL", "--", *argv]
+    # --die-with-parent: a SIGTERM ends bwrap at once, and without it the sandbox's processes
+    # would run on without it (the stack's parts never outlive their supervisor)
+    return [*cmd, "--cap-drop", "ALL", "--die-with-parent", "--", *argv]
 
 
 def confine(argv: list[str], env: dict[str, str], state_dir: Path, hidden: Iterable[Path] = ()
