@@ -133,17 +133,18 @@ class Run:
 
 
 def plan(s: Schedule, prefix: str, setting_only: bool = False) -> list[Run]:
-    """The setting's runs first (teachers, then every student alone on the setting's seeds),
-    then each family's registered seeds, seed-major (a partial run still covers every cell).
-    ``setting_only``: the first part.
+    """The setting's runs first, family by family (its teacher, then its student alone on the
+    setting's seeds: a partial phase 1 judges whole families), then each family's registered
+    seeds, seed-major (a partial run still covers every cell). ``setting_only``: the first part.
 
     Every method of a family runs each of the family's seeds, so their differences pair."""
-    runs = [Run(f, "teacher", f"synth/{f}_teacher", 0, s.teacher_epochs, prefix)
-            for f in s.families]
-    students = [Run(f, "student", f"synth/{f}_student", seed, s.student_epochs, prefix)
-                for seed in s.setting_seeds for f in s.families]
+    runs = [r for f in s.families for r in (
+        Run(f, "teacher", f"synth/{f}_teacher", 0, s.teacher_epochs, prefix),
+        *(Run(f, "student", f"synth/{f}_student", seed, s.student_epochs, prefix)
+          for seed in s.setting_seeds))]
     if setting_only:
-        return runs + students
+        return runs
+    students: list[Run] = []
     for seed in sorted({x for f in s.families for x in s.seeds(f)}):
         for f in s.families:
             if seed not in s.seeds(f):
