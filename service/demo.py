@@ -24,6 +24,7 @@ from bckd.data.synth import SynthConfig, ensure
 from service.client import Client
 from service.jobs_cli import compare_report
 from service.models import TERMINAL
+from service.serve_cli import ray_token_line
 from service.settings import PROJECT_ROOT
 
 
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print("starting Ray, MLflow and the API ...", flush=True)
         stack.start()
         print(f"  API {stack.api_url}  Ray {stack.ray_url}  MLflow {stack.mlflow_url}\n"
-              f"  admin token: {stack.admin_token_file}", flush=True)
+              f"  admin token: {stack.admin_token_file}\n{ray_token_line(stack.ray_token_file)}",
+              flush=True)
         url, token_file = stack.api_url, stack.admin_token_file
     else:
         url, token_file = args.url, args.token_file

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "ray_token_line"]
 
 
 # StackConfig's port fields by the options that set them, for messages in the user's words
@@ -87,10 +87,7 @@ def _started(stack) -> list[str]:
     lines = [f"  API:            {stack.api_url}   (docs: {stack.api_url}/docs)",
              f"  Ray dashboard:  {stack.ray_url}"]
     if stack.ray_token_file is not None:
-        # the dashboard asks once per browser ("Authentication Token Required") and keeps it in
-        # a cookie; `ray get-auth-token` reads ~/.ray/auth_token unless pointed at this file
-        lines += [f"  Ray token:      {stack.ray_token_file}   (paste its text when the "
-                  "dashboard asks; or RAY_AUTH_TOKEN_PATH=<file> ray get-auth-token)",
+        lines += [ray_token_line(stack.ray_token_file),
                   f"  Ray workers:    ports {stack.worker_ports[0]}-{stack.worker_ports[1]}"]
     else:
         lines.append("  Ray token:      the attached cluster's own (RAY_AUTH_TOKEN, "
@@ -100,6 +97,17 @@ def _started(stack) -> list[str]:
             f"  logs:           {stack.data_dir / 'service-logs'}",
             "  processes:      " + ", ".join(f"{label} pid {proc.pid}"
                                              for label, proc in stack.procs)]
+
+
+def ray_token_line(path: Path) -> str:
+    """Where the Ray token is and how to use it; for the operator only: it can submit any
+    command to Ray (docs/SERVICE.md, "Security model"), so `bckd jobs` never prints it. The
+    dashboard asks once per browser ("Authentication Token Required") and keeps it in a
+    cookie; the `ray get-auth-token` its prompt names reads ~/.ray/auth_token unless pointed
+    at this file."""
+    return (f"  Ray token:      {path}   (operator only, never a user's: paste its text when "
+            f"the dashboard asks, or print it with RAY_AUTH_TOKEN_PATH={path} "
+            "ray get-auth-token)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -181,7 +181,9 @@ def test_serve_with_the_dashboard_in_rays_worker_range_cuts_the_range(served):
 def test_serve_prints_where_the_dashboards_token_is(served):
     token_file = served["state"].resolve() / "ray_auth_token"
     line = line_of(served["lines"], "Ray token:")
-    assert str(token_file) in line and "dashboard" in line
+    assert str(token_file) in line and "dashboard" in line and "operator only" in line
+    # the dashboard's own prompt names `ray get-auth-token`, which reads ~/.ray/auth_token
+    assert f"RAY_AUTH_TOKEN_PATH={token_file} ray get-auth-token" in line
     # what the dashboard's token dialog does with the file's text: it signs the browser in
     url = f"{served['dashboard']}/api/authenticate"
     token = token_file.read_text().strip()
