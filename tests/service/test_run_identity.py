@@ -9,6 +9,7 @@ error, as a job made to fail with such a path prints it. The job side is the rea
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -106,6 +107,23 @@ def test_the_api_makes_the_run_and_the_job_file_names_it_and_a_rerun_keeps_it(
         assert run.info.status == "RUNNING" and run.data.tags["bckd.job_id"] == again.json()["id"]
         runs = _mlflow(settings).search_runs([run.info.experiment_id])
         assert [r.info.run_id for r in runs] == [job["mlflow_run_id"]]  # one run per name
+
+
+def test_jobs_train_and_jobs_sweep_take_their_run_and_config_data_from_the_job_file(
+        tmp_path, monkeypatch, toy):
+    from jobs import sweep, train
+
+    with _api(monkeypatch, tmp_path, toy) as (c, settings):
+        for kind, module in (("train", train), ("sweep", sweep)):
+            job = c.post("/v1/jobs", json=body(toy, kind=kind)).json()
+            path = settings.owners_dir / "alice" / "jobs" / f"{job['id']}.json"
+            parser = argparse.ArgumentParser()
+            module._arguments(parser)
+            spec = module._spec(parser.parse_args(["--spec", str(path)]))
+            assert spec.run_id == job["mlflow_run_id"], kind
+            # the config the job loads is the job file's data, written as JSON
+            assert Path(spec.config).name == "request_config.json", kind
+            assert json.loads(Path(spec.config).read_text())["model"]["type"] == "GFL"
 
 
 def test_a_run_id_forged_into_a_jobs_log_changes_nothing(tmp_path, monkeypatch, toy):
