@@ -156,3 +156,7 @@ def test_experiments_are_the_callers_own_with_their_runs_table(api, capsys, monk
     assert links["shapes"] in out and "bobs" not in out
     assert cli("compare", "nope") == 2
     assert "`bckd jobs experiments`" in capsys.readouterr().err
+    # the compare report opens the same runs table
+    assert c.get("/v1/experiments/shapes/compare").json()["link"] == links["shapes"]
+    assert cli("compare", "shapes") == 0
+    assert f"in MLflow: {links['shapes']}" in capsys.readouterr().out
