@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, 
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
+from service.db import new_session
 from service.deps import (
     CurrentUser,
     LogStreamsDep,
@@ -134,12 +135,15 @@ def read_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
     429: {"description": "you already follow as many logs as one owner may "
           "(BCKD_MAX_LOG_STREAMS)"},
     **NOT_FOUND})
-def stream_logs(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
-                settings: SettingsDep, streams: LogStreamsDep,
-                request: Request) -> StreamingResponse:
+def stream_logs(job_id: str, user: CurrentUser, ray: RayDep, settings: SettingsDep,
+                streams: LogStreamsDep, request: Request) -> StreamingResponse:
     """The log, then what the job adds, until it ends. The stream waits without a thread
     (``service.streams``); each owner may hold ``BCKD_MAX_LOG_STREAMS`` open at once."""
-    job = _own_job(session, user, job_id)
+    # Its own session, closed here: a SessionDep's closes after the response, and each open
+    # stream held a pooled connection (59 streams emptied the pool: every route waited 30 s
+    # for one, then answered 500).
+    with new_session(settings) as session:
+        job = _own_job(session, user, job_id)
     release = streams.open(user.name)
     if release is None:
         raise HTTPException(
