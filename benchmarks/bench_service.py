@@ -2,6 +2,7 @@
 
     python benchmarks/bench_service.py                     # 50 clients; ~4 min on 2 cores
     python benchmarks/bench_service.py --clients 10 --submits 1 --statuses 2   # a quick look
+    python benchmarks/bench_service.py --scenario streams  # one owner's streams vs another
 
 Starts the embedded stack (``service.stack.Stack``: local Ray head with token auth, MLflow, the
 API; loopback only, free ports, a temporary data dir) whose jobs run a stand-in that does
@@ -38,6 +39,17 @@ API's CPU per request (``api_cpu_per_request``: its process's CPU time over 20 s
 reads from one client, api-only), which other work on the machine moves less than latency. One
 API process runs Python on one core at a time, so at N clients asking at once the last answer
 comes after about N x that.
+
+``--scenario streams`` (issue 31, item 2): can one owner starve another through connections?
+alice follows her running job's log with ``--streams`` (100) streams at once, read on one
+asyncio loop, and sends ``--alice-submits`` (30) submissions at once; meanwhile bob lists his
+jobs (``GET /v1/jobs``, ``--bob-reads`` times, one every 0.1 s) and submits (``--bob-submits``,
+one every 0.5 s). The jobs run a stand-in that prints a line every 0.25 s for as many seconds
+as its ``train_cfg.max_epochs`` (alice's followed job: the whole scenario; the others 2 s).
+The API has its defaults but ``BCKD_MAX_LOG_STREAMS=--stream-cap`` (default 100, so that all of
+alice's streams are open; the default of 8 refuses the rest with 429, counted). Rows: ``bob_list``,
+``bob_submit``, and the streams opened and refused. Goals: bob's list p99 < 1 s and submit
+p99 < 2 s, no errors.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,6 +78,7 @@ from common import (
 )
 
 GOAL_RATIO = 1.2  # service p99 / raw p99
+GOAL_LIST_P99_MS, GOAL_SUBMIT_P99_MS = 1000.0, 2000.0  # bob's, under alice's streams
 GOAL_P99_MS = 100.0
 CONFIG = "synth/gfl_student"  # a trusted config the API validates (loaded once, then cached)
 TERMINAL_RAY = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -163,6 +177,146 @@ def stand_in_job(path: Path, mlflow_url: str) -> Path:
     return path
 
 
+SLEEPER = """# stand-in job: a line every 0.25 s for train_cfg.max_epochs seconds
+import json, sys, time
+spec = json.loads(open(sys.argv[sys.argv.index("--spec") + 1]).read())
+for i in range(4 * int(spec["overrides"].get("train_cfg.max_epochs", 2))):
+    print(f"step {i}", flush=True)
+    time.sleep(0.25)
+"""
+
+
+async def _hold_streams(url: str, token: str, job_id: str, n: int, opened: list,
+                        stop: threading.Event) -> None:
+    """Open ``n`` streams of the job's log at once and read them until ``stop``; each
+    answer's status goes to ``opened``."""
+    import asyncio
+
+    import httpx
+
+    async def one(c: httpx.AsyncClient) -> None:
+        try:
+            async with c.stream("GET", f"/v1/jobs/{job_id}/logs/stream") as r:
+                opened.append(r.status_code)
+                async for _ in r.aiter_raw():
+                    if stop.is_set():
+                        return
+        except httpx.HTTPError as err:  # counted: a stream the API never answered
+            opened.append(type(err).__name__)
+
+    limits = httpx.Limits(max_connections=n + 1)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                                 timeout=None, limits=limits) as c:
+        tasks = [asyncio.create_task(one(c)) for _ in range(n)]
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def paced(n: int, every_s: float, call: Callable[[int], object]) -> tuple[list[float], list]:
+    """``call(i)`` ``n`` times, one per ``every_s``; latencies in ms and errors."""
+    latencies, errors = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        try:
+            call(i)
+            latencies.append(1e3 * (time.perf_counter() - t0))
+        except Exception as err:  # noqa: BLE001 - counted, reported
+            errors.append(f"{type(err).__name__}: {err}"[:300])
+        time.sleep(max(0.0, every_s - (time.perf_counter() - t0)))
+    return latencies, errors
+
+
+def streams_scenario(args) -> int:
+    import asyncio
+
+    from service.auth import hash_token
+    from service.client import Client
+    from service.stack import Stack, StackConfig, free_port
+
+    machine = machine_info("cpu")
+    tokens = {"alice": "alice-bench-token-0123456789", "bob": "bob-bench-token-0123456789"}
+    users = ";".join(f"{hash_token(t)} {n} user" for n, t in tokens.items())
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp:
+        data = empty_coco_layout(Path(tmp) / "data" / "empty")
+        job = Path(tmp) / "sleeper.py"
+        job.write_text(SLEEPER)
+        stack = Stack(StackConfig(
+            data_dir=Path(tmp) / "state", api_port=free_port(), dashboard_port=free_port(),
+            mlflow_port=free_port(), num_cpus=args.cpus,
+            extra_env={"BCKD_JOB_MODULE": str(job), "BCKD_TOKENS": users,
+                       "BCKD_DATA_ROOTS": json.dumps([str(data.parent)]),
+                       "BCKD_MAX_LOG_STREAMS": str(args.stream_cap)}))
+        print("starting the embedded stack ...", flush=True)
+        stack.start()
+        alice, bob = (Client(stack.api_url, tokens[u], timeout=60) for u in ("alice", "bob"))
+        stop = threading.Event()
+        try:
+            def body(seconds: int) -> dict:
+                return {"kind": "train", "config": CONFIG, "data_root": str(data),
+                        "overrides": {"train_cfg.max_epochs": seconds}}
+
+            followed = alice.submit(body(int(args.timeout)))["id"]
+            wait_until(lambda: alice.get(followed)["status"] == "RUNNING", 120,
+                       "alice's followed job")
+            bob.list(limit=1)  # warm-up: connections, config cache
+            bob.submit(body(2))
+            opened: list[int] = []
+            holder = threading.Thread(target=lambda: asyncio.run(_hold_streams(
+                stack.api_url, tokens["alice"], followed, args.streams, opened, stop)))
+            holder.start()
+            wait_until(lambda: len(opened) >= args.streams, 120, "alice's streams")
+            print(f"alice's streams: {dict(Counter(map(str, opened)))} (200: open, 429: "
+                  f"refused); {args.alice_submits} submissions of hers in flight", flush=True)
+            with ThreadPoolExecutor(max_workers=args.alice_submits + 2) as pool:
+                burst = [pool.submit(alice.submit, body(2))
+                         for _ in range(args.alice_submits)]
+                reads = pool.submit(paced, args.bob_reads, 0.1,
+                                    lambda i: bob.list(limit=50))
+                posts = pool.submit(paced, args.bob_submits, 0.5,
+                                    lambda i: bob.submit(body(2)))
+                for name, fut in (("bob_list", reads), ("bob_submit", posts)):
+                    lat, err = fut.result()
+                    results[name] = stats(lat, err)
+                burst_errors = [f.exception() for f in burst if f.exception() is not None]
+            results["alice_streams"] = {"asked": args.streams, "opened": opened.count(200),
+                                        "refused_429": opened.count(429),
+                                        "answers": dict(Counter(map(str, opened)))}
+            results["alice_submits"] = {"n": args.alice_submits, "errors": len(burst_errors)}
+        finally:
+            stop.set()
+            print("stopping the stack ...", flush=True)
+            stack.stop()
+            signal.alarm(0)
+    table = print_table(["requests", "n", "errors", "p50 ms", "p99 ms", "mean ms", "max ms"],
+                        [[k, r["n"], r["errors"], r["p50_ms"], r["p99_ms"], r["mean_ms"],
+                          r["max_ms"]] for k, r in results.items() if "p99_ms" in r])
+    lst, sub = results["bob_list"], results["bob_submit"]
+    met = {"list": lst["p99_ms"] < GOAL_LIST_P99_MS and lst["errors"] == 0,
+           "submit": sub["p99_ms"] < GOAL_SUBMIT_P99_MS and sub["errors"] == 0}
+    verdict = (f"with alice holding {results['alice_streams']['opened']} log streams "
+               f"({results['alice_streams']['refused_429']} refused) and "
+               f"{args.alice_submits} submissions in flight, bob's GET /v1/jobs p99 "
+               f"{lst['p99_ms']:.0f} ms (goal < {GOAL_LIST_P99_MS:.0f}: "
+               f"{'met' if met['list'] else 'NOT met'}), his submit p99 {sub['p99_ms']:.0f} ms "
+               f"(goal < {GOAL_SUBMIT_P99_MS:.0f}: {'met' if met['submit'] else 'NOT met'})")
+    print(verdict)
+    finish_machine(machine)
+    write_json(args.json.with_name("service_streams.json") if args.json == RESULTS /
+               "service.json" else args.json, dict(
+        machine=machine,
+        config=dict(streams=args.streams, stream_cap=args.stream_cap,
+                    alice_submits=args.alice_submits, bob_reads=args.bob_reads,
+                    bob_submits=args.bob_submits, ray_cpus=args.cpus,
+                    goal=f"bob's list p99 < {GOAL_LIST_P99_MS:.0f} ms, submit p99 < "
+                         f"{GOAL_SUBMIT_P99_MS:.0f} ms"),
+        results=results, goals=met, table=table, verdict=verdict))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=50)
@@ -171,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus", type=int, default=os.cpu_count())  # the Ray head's CPUs
     p.add_argument("--timeout", type=float, default=600.0)  # hard limit on the whole run
     p.add_argument("--json", type=Path, default=RESULTS / "service.json")
+    p.add_argument("--scenario", choices=("latency", "streams"), default="latency")
+    p.add_argument("--streams", type=int, default=100)  # streams: alice's open streams
+    p.add_argument("--stream-cap", type=int, default=100)  # BCKD_MAX_LOG_STREAMS
+    p.add_argument("--alice-submits", type=int, default=30)
+    p.add_argument("--bob-reads", type=int, default=100)
+    p.add_argument("--bob-submits", type=int, default=20)
     args = p.parse_args(argv)
 
     def out_of_time(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -178,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGALRM, out_of_time)
     signal.alarm(int(args.timeout))
+    if args.scenario == "streams":
+        return streams_scenario(args)
 
     from service.client import Client
     from service.models import TERMINAL
