@@ -71,7 +71,9 @@ def run_job(spec: JobSpec) -> JobResult:
     try:
         with stop_raises():
             return _run(spec, opened, start)
-    except JobStopped as stop:
+    except Exception as err:
+        if (stop := _stop_in(err, JobStopped)) is None:
+            raise
         when = "after training" if opened.get("trained") else NOTHING_TO_SAVE
         print(f"bckd: received {stop} {when}; the run ends KILLED", flush=True)
         if "run_id" in opened:
@@ -80,6 +82,18 @@ def run_job(spec: JobSpec) -> JobResult:
         name = opened.get("name", spec.name or Path(spec.config).stem)
         return JobResult(name, str(opened.get("work_dir", "")), opened.get("run_id", ""),
                          "KILLED", wall_s=time.monotonic() - start)
+
+
+def _stop_in(err: BaseException | None, kind: type) -> BaseException | None:
+    """The ``kind`` (JobStopped) that ``err`` is or was raised from: a signal that lands inside
+    MLflow's database session comes back as the MlflowException MLflow raises from it."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
