@@ -25,7 +25,9 @@ def paired_power(n: int, effect: float, sd_diff: float, alpha: float = 0.05) -> 
 
     df, nc = n - 1, abs(effect) * math.sqrt(n) / sd_diff
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    # The lower tail P(T < -crit) is written as P(T > crit) at -nc (the same by symmetry):
+    # scipy's nct.cdf answers nan far in the tail (noncentrality ~80 at 2 degrees of freedom).
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))
 
 
 def seeds_for_power(effect: float, sd_diff: float, power: float = 0.8, alpha: float = 0.05,

@@ -28,3 +28,10 @@ def test_seeds_grow_with_spread_and_stop_at_the_power() -> None:
     assert seeds_for_power(1.0, 2.0) > n > seeds_for_power(1.0, 0.5)
     assert seeds_for_power(1.0, 0.01) == 3  # never fewer than the floor
     assert seeds_for_power(1.0, 100.0, most=20) == 20
+
+
+def test_a_large_effect_at_few_seeds_has_full_power() -> None:
+    # GFL's phase 1: a 6.5-point effect over a 0.14 spread, noncentrality ~80 at 2 degrees of
+    # freedom, where scipy's nct.cdf answers nan; the power is 1, so 3 seeds suffice
+    assert paired_power(3, 19.4 / 3, math.sqrt(2) * 0.1) == pytest.approx(1.0)
+    assert seeds_for_power(19.4 / 3, math.sqrt(2) * 0.1) == 3
