@@ -1,7 +1,7 @@
 """Checks of a JobCreate before anything reaches Ray; each failure names the offending field.
 
 The request's own fields are checked here; its config, with every override applied, goes
-through the one config policy (:mod:`bckd.engine.policy`) that the job applies again before it
+through the one config policy (:mod:`bckd.config.policy`) that the job applies again before it
 builds anything. Shipped configs (``configs/**.py``) are trusted code and are loaded with
 mmengine; an uploaded config is data, parsed and never executed.
 """
@@ -16,15 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from bckd.config.dataset import check_teacher_classes, dataset_options, head_num_classes
+from bckd.config.loader import parse_config_data
+from bckd.config.overrides import MISSING, apply_overrides, lookup
+from bckd.config.paths import PathError, check_path, resolve
+from bckd.config.policy import ConfigPolicy, PolicyError, Roots, registered_names
+from bckd.config.run_info import flatten_config
 from bckd.data.check import DEFAULT_LAYOUT, DataSetError, read_categories
-from bckd.engine.cluster import Capacity, ResourceError, WorkerResources
-from bckd.engine.cluster import check_resources as fits
-from bckd.engine.config import parse_config_data
-from bckd.engine.dataset import check_teacher_classes, dataset_options, head_num_classes
-from bckd.engine.overrides import MISSING, apply_overrides, lookup
-from bckd.engine.paths import PathError, check_path, resolve
-from bckd.engine.policy import ConfigPolicy, PolicyError, Roots, registered_names
-from bckd.engine.run_info import flatten_config
+from bckd.runtime.cluster import Capacity, ResourceError, WorkerResources
+from bckd.runtime.cluster import check_resources as fits
 from service.datasets import DataSource
 from service.errors import Invalid
 from service.hints import did_you_mean, policy_hint
@@ -151,10 +151,13 @@ def _options(req: JobCreate, values: dict[str, Any], fields: dict[str, str],
 
 def _check_merges(data: dict, options: dict[str, Any]) -> None:
     """mmengine merges a mapping override into the mapping it replaces, and raises a
-    ``TypeError`` on anything else (``None``, a string): refuse that here, naming the key."""
+    ``TypeError`` on anything else (``None``, a string): refuse that here, naming the key. A
+    mapping with ``_delete_`` replaces whatever was there (a set's teacher model over the
+    teacher's config file name), so it merges anywhere."""
     for key, value in options.items():
         old = lookup(data, key.removeprefix("+"))
-        if isinstance(value, dict) and old is not MISSING and not isinstance(old, dict):
+        if (isinstance(value, dict) and value.get("_delete_") is not True
+                and old is not MISSING and not isinstance(old, dict)):
             raise Invalid(f"overrides.{key}", f"a mapping merges only into a mapping, and the "
                           f"config has {old!r} here; to set one, upload the config with it "
                           "(config_upload)")
@@ -194,7 +197,7 @@ def _check_teacher_classes(resolved: dict, data: dict, classes: list[str],
 
 
 def check_resources(req: JobCreate, capacity: Capacity) -> bool:
-    """The job's own rule (``bckd.engine.cluster.check_resources``) on the request: True when
+    """The job's own rule (``bckd.runtime.cluster.check_resources``) on the request: True when
     the nodes up now place its workers, False when it must wait for an autoscaler's nodes."""
     r = req.resources
     try:
