@@ -42,6 +42,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -497,9 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         s = replace(s, seed_counts=tuple((f, c["seeds"]) for f, c in
                                          registered["families"].items()))
     elif not args.tiny and not args.setting_only and not args.register:
-        print(f"phase 2 waits for its registered protocol ({PROTOCOL.relative_to(ROOT)}): this "
-              "runs phase 1; once it is recorded, `python benchmarks/reproduce.py --register` "
-              "fixes the seeds by the power calculation", flush=True)
+        print(f"phase 2 waits for its registered protocol ({os.path.relpath(PROTOCOL, ROOT)}): "
+              "this runs phase 1; once it is recorded, `python benchmarks/reproduce.py "
+              "--register` fixes the seeds by the power calculation", flush=True)
         args.setting_only = True
     tag = "repro-tiny" if args.tiny else "repro"
     args.experiment = args.experiment or tag

@@ -80,16 +80,22 @@ REGISTERED = reproduce.Schedule(seed_counts=(("gfl", 5), ("atss", 3), ("retinane
                                             ("fcos", 3), ("rtmdet", 4)))
 
 
-def test_reproduce_plan_lists_the_runs_without_running_anything():
-    proc = run_script("reproduce.py", "--plan", timeout=60)
-    # before registration: phase 1 alone, teachers and the students alone on 3 seeds
+def test_reproduce_plan_lists_the_runs_without_running_anything(tmp_path, monkeypatch,
+                                                                 capsys):
+    # a fresh start (no records, no registration; the repository's own are not read): phase 1
+    # alone, teachers and the students alone on 3 seeds
+    monkeypatch.setattr(reproduce, "PROTOCOL", tmp_path / "protocol.json")
+    assert reproduce.main(["--plan", "--records", str(tmp_path / "records")]) == 0
+    out = capsys.readouterr().out
     setting = reproduce.plan(reproduce.Schedule(), "repro")
     assert [r.method for r in setting] == (["teacher"] + ["student"] * 3) * 5
-    assert all(r.name in proc.stdout for r in setting)
-    assert "phase 2 waits for its registered protocol" in proc.stdout
+    assert all(r.name in out for r in setting)
+    assert "phase 2 waits for its registered protocol" in out
     total_h = sum(reproduce.estimate_s(r, reproduce.Schedule()) for r in setting) / 3600
-    assert f"estimated job time: {total_h:.2f} h; about {total_h / 2:.2f} h of wall time" \
-        in proc.stdout
+    assert f"estimated job time: {total_h:.2f} h; about {total_h / 2:.2f} h of wall time" in out
+    # the committed state: the script runs as a user runs it, and its plan names every run
+    proc = run_script("reproduce.py", "--plan", timeout=60)
+    assert proc.returncode == 0 and all(r.name in proc.stdout for r in setting), proc.stdout
     # registered: every method of a family runs every seed of the family, so differences pair
     runs = reproduce.plan(REGISTERED, "repro")
     assert len(runs) == 5 + 5 * 9 + 3 * 3 * 2 + 4 * 2  # teachers, GFL 5 x 9, 3 x 3 x 2, 4 x 2
