@@ -53,7 +53,8 @@ from bckd.losses import (
     binary_classification_distillation_loss,
     iou_localization_distillation_loss,
 )
-from bckd.losses.fused import Levels, fused_distillation_losses
+from bckd.losses.fused import fused_distillation_losses
+from bckd.losses.rows import Levels
 
 IMAGE_HW = (800, 1333)  # COCO 1x training scale
 STRIDES = (8, 16, 32, 64, 128)  # GFL / RetinaNet FPN P3-P7

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from bckd.distill.dense_outputs import flatten_dense_outputs, flatten_level_maps, valid_priors
+from bckd.distill.dense_outputs import flatten_dense_outputs, valid_priors
 from bckd.distill.towers import (
     TOWERS,
     align_channel_stats,
@@ -42,6 +42,7 @@ from bckd.distill.towers import (
     tap_towers,
     tower_head,
 )
+from bckd.losses.rows import flatten_level_maps
 
 __all__ = ["DISTRIBUTION_LOSSES", "CrossKD"]
 

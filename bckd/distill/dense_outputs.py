@@ -18,14 +18,13 @@ from mmdet.models.dense_heads import FCOSHead, GFLHead
 from mmdet.structures.bbox import distance2bbox
 from torch import Tensor, nn
 
-from bckd.losses.fused import BoxRows, Levels
+from bckd.losses.rows import BoxRows, Levels, flatten_level_maps
 
 __all__ = [
     "BOX_DECODERS",
     "DenseOutputs",
     "box_rows",
     "flatten_dense_outputs",
-    "flatten_level_maps",
     "register_box_decoder",
     "valid_priors",
 ]
@@ -106,12 +105,6 @@ class DenseOutputs:
     level_sizes: list[int]
 
 
-def flatten_level_maps(maps: Sequence[Tensor], channels: int) -> Tensor:
-    """(B, A*K, H, W) per level -> (B, sum_l H*W*A, K), in the order of ``grid_priors``."""
-    flat = [m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, channels) for m in maps]
-    return torch.cat(flat, dim=1)
-
-
 def flatten_dense_outputs(
     head: nn.Module,
     cls_scores: Sequence[Tensor],
@@ -126,8 +119,8 @@ def flatten_dense_outputs(
         cls_scores: per level (B, A*C, H_l, W_l) logits.
         bbox_preds: per level (B, A*R, H_l, W_l) regression in the head's own encoding.
         batch_img_metas: per image, with ``pad_shape`` (the image's padded size).
-        decode_boxes: ``False`` leaves ``boxes`` as ``None``, for callers that pass
-            :func:`box_rows` to the fused ILDL instead.
+        decode_boxes: ``False`` leaves ``boxes`` as ``None``, for callers that hand ILDL
+            :func:`box_rows` instead (the distiller does: it decodes only weighted rows).
     """
     featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
     num_base = head.prior_generator.num_base_priors[0]
@@ -161,8 +154,9 @@ def _decode_levels(head: nn.Module, bbox_preds: Sequence[Tensor]) -> Tensor:
 
 
 def box_rows(head: nn.Module, bbox_preds: Sequence[Tensor]) -> BoxRows:
-    """What decodes any prior's box later, for :func:`bckd.losses.fused.fused_distillation_losses`
-    (and ``IoULocalizationDistillationLoss``), which decode only the rows with non-zero weight.
+    """What decodes any prior's box later, for ``IoULocalizationDistillationLoss`` (and
+    :func:`bckd.losses.fused.fused_distillation_losses`), which decode only the rows with
+    non-zero weight.
 
     Rows are image-major over the batch, ``b * P + p``, as in :class:`DenseOutputs`. The
     regression stays as the per-level maps (B, A*R, H_l, W_l); priors (B*P, K) and strides

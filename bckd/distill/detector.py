@@ -21,18 +21,14 @@ from torch import Tensor, nn
 from bckd.distill.adapters import channel_adapter, keep_adapters_out_of_checkpoints
 from bckd.distill.compat import check_distillable
 from bckd.distill.crosskd import CrossKD
-from bckd.distill.dense_outputs import (
-    DenseOutputs,
-    box_rows,
-    flatten_dense_outputs,
-    flatten_level_maps,
-)
+from bckd.distill.dense_outputs import DenseOutputs, box_rows, flatten_dense_outputs
 from bckd.distill.methods import SLOTS
 from bckd.distill.positives import PositiveRecorder, record_positives
 from bckd.distill.precision import check_precision, resolve_precision, teacher_forward, to_fp32
 from bckd.distill.randomness import preserved_rng
 from bckd.distill.teacher import build_teacher
 from bckd.distill.towers import TOWERS
+from bckd.losses.rows import flatten_level_maps
 
 __all__ = ["BCKDDetector"]
 

@@ -1,4 +1,5 @@
-"""BCKD distillation losses: pure functions, and their mmdet-registered modules.
+"""Distillation losses: pure functions (the code that trains), the compiled pass that runs BCDL
+and ILDL, and their mmdet-registered modules.
 
 Importing this package registers ``BinaryClassificationDistillationLoss``,
 ``IoULocalizationDistillationLoss`` and ``PKDLoss`` in ``mmdet.registry.MODELS``.

@@ -22,12 +22,20 @@ mmcv.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "IOU_MODES",
     "binary_classification_distillation_loss",
+    "check_avg_factor",
+    "check_beta",
+    "check_boxes",
+    "check_iou_mode",
+    "check_logits",
     "iou_localization_distillation_loss",
     "pearson_feature_distillation_loss",
 ]
@@ -57,9 +65,8 @@ def binary_classification_distillation_loss(
     Returns:
         Scalar tensor. ``N == 0`` gives ``0.0 * student_logits.sum()``, which keeps the graph.
     """
-    _check_logits(student_logits, teacher_logits, weight)
-    if not beta > 0:
-        raise ValueError(f"{beta=} must be > 0")
+    check_logits(student_logits.shape, teacher_logits.shape, _shape(weight))
+    check_beta(beta)
     if student_logits.shape[0] == 0:
         return 0.0 * student_logits.sum()
 
@@ -108,13 +115,10 @@ def iou_localization_distillation_loss(
     Returns:
         Scalar tensor. ``N == 0`` gives ``0.0 * student_boxes.sum()``, which keeps the graph.
     """
-    _check_logits(student_logits, teacher_logits, weight)
-    if student_boxes.ndim != 2 or student_boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must be (N, 4): {student_boxes.shape=}")
-    if teacher_boxes.shape != student_boxes.shape or student_boxes.shape[0] != len(student_logits):
-        raise ValueError(f"{student_boxes.shape=} {teacher_boxes.shape=} {student_logits.shape=}")
-    if iou_mode not in IOU_MODES:
-        raise ValueError(f"{iou_mode=} must be one of {IOU_MODES}")
+    check_logits(student_logits.shape, teacher_logits.shape, _shape(weight))
+    check_boxes("student_boxes", student_boxes.shape, student_logits.shape)
+    check_boxes("teacher_boxes", teacher_boxes.shape, student_logits.shape)
+    check_iou_mode(iou_mode)
     if student_boxes.shape[0] == 0:
         return 0.0 * student_boxes.sum()
 
@@ -200,15 +204,49 @@ def _weighted_mean(
     """``sum_i weight_i * per_prior_i / avg_factor``; ``avg_factor=None`` means ``N``."""
     if weight is not None:
         per_prior = per_prior * weight
+    check_avg_factor(avg_factor)
     if avg_factor is None:
         avg_factor = per_prior.shape[0]
-    elif not isinstance(avg_factor, Tensor) and not avg_factor > 0:
-        raise ValueError(f"{avg_factor=} must be > 0")
     return per_prior.sum() / avg_factor
 
 
-def _check_logits(student: Tensor, teacher: Tensor, weight: Tensor | None) -> None:
-    if student.ndim != 2 or teacher.shape != student.shape:
-        raise ValueError(f"logits must both be (N, C): {student.shape=} {teacher.shape=}")
-    if weight is not None and weight.shape != student.shape[:1]:
-        raise ValueError(f"weight must be (N,): {weight.shape=} {student.shape=}")
+# The argument rules, stated once: the losses here, the fused pass (before it flattens any map)
+# and the registered modules (when a config is built) all call these.
+
+
+def check_logits(student: Sequence[int], teacher: Sequence[int],
+                 weight: Sequence[int] | None) -> None:
+    """Shapes of student and teacher logits, both ``(N, C)``, and of a ``(N,)`` weight."""
+    student, teacher = tuple(student), tuple(teacher)
+    if len(student) != 2 or teacher != student:
+        raise ValueError(f"logits must both be (N, C): student.shape={student} "
+                         f"teacher.shape={teacher}")
+    if weight is not None and tuple(weight) != student[:1]:
+        raise ValueError(f"weight.shape={tuple(weight)} must be (N,), N the rows of the logits "
+                         f"{student}")
+
+
+def check_boxes(name: str, boxes: Sequence[int], logits: Sequence[int]) -> None:
+    """Boxes ``name`` are ``(N, 4)``, one per row of the ``(N, C)`` logits."""
+    if tuple(boxes) != (logits[0], 4):
+        raise ValueError(f"{name}.shape={tuple(boxes)} must be (N, 4), one box per row of the "
+                         f"logits {tuple(logits)}")
+
+
+def check_beta(beta: float) -> None:
+    if not beta > 0:
+        raise ValueError(f"{beta=} must be > 0")
+
+
+def check_iou_mode(iou_mode: str) -> None:
+    if iou_mode not in IOU_MODES:
+        raise ValueError(f"{iou_mode=} must be one of {IOU_MODES}")
+
+
+def check_avg_factor(avg_factor: float | Tensor | None) -> None:
+    if avg_factor is not None and not isinstance(avg_factor, Tensor) and not avg_factor > 0:
+        raise ValueError(f"{avg_factor=} must be > 0")
+
+
+def _shape(x: Tensor | None) -> tuple[int, ...] | None:
+    return None if x is None else tuple(x.shape)

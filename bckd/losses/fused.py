@@ -1,12 +1,11 @@
 """BCDL and ILDL in one pass, compiled with ``torch.compile`` where it pays, eager otherwise.
 
-:mod:`bckd.losses.functional` states each loss on its own, as the paper does; this module computes
-the same values with less memory traffic. One pass over the ``(N, C)`` logits gives both the
-BCDL row sums and ILDL's per-prior factor ``u_i = max_c |p_t - p_s|`` (the sigmoids are shared).
-The inputs may still be per-level head maps and raw box regression, so that the flattening and
-the box decoding sit inside the compiled graph too (inductor then reads the ``(B, C, H, W)``
-maps in place instead of materializing ``(N, C)`` copies). Boxes are decoded only for priors
-with a non-zero weight (gathered first): batch padding costs no decoding.
+The pass calls the functional losses of :mod:`bckd.losses.functional`, the one statement of each
+equation; what it adds is around them. Its inputs may still be per-level head maps
+(:class:`~bckd.losses.rows.Levels`) and raw box regression (:class:`~bckd.losses.rows.BoxRows`),
+so that the flattening and the box decoding sit inside the compiled graph too (inductor then
+reads the ``(B, C, H, W)`` maps in place instead of materializing ``(N, C)`` copies). Boxes are
+decoded only for priors with a non-zero weight (gathered first): batch padding costs no decoding.
 
 ``compile`` is one switch with three settings: ``True`` (compile; on any compile error, or a
 backend this machine lacks, fall back to eager and log it once), ``False`` (eager), ``"auto"``
@@ -19,61 +18,34 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from bckd.losses.functional import IOU_MODES, _aligned_box_iou
+from bckd.losses.functional import (
+    binary_classification_distillation_loss,
+    check_avg_factor,
+    check_beta,
+    check_boxes,
+    check_iou_mode,
+    check_logits,
+    iou_localization_distillation_loss,
+)
+from bckd.losses.rows import BoxRows, Rows, rows_of, rows_shape
 
 __all__ = [
     "AUTO_MIN_ELEMENTS",
     "COMPILE_MODES",
-    "BoxRows",
-    "Levels",
+    "check_compile_mode",
     "distillation_sums",
     "fused_distillation_losses",
-    "level_rows",
 ]
 
 log = logging.getLogger(__name__)
 
 COMPILE_MODES = (True, False, "auto")
 AUTO_MIN_ELEMENTS = 2**22  # ~4M logits: COCO batch 1 (~22k priors x 80) and above compiles
-
-# Box decoder: (priors (n, K), regression (n, R), strides (n, 1)) -> boxes (n, 4), x1 y1 x2 y2.
-RowDecoder = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-@dataclass
-class Levels:
-    """A head's per-level maps ``(B, A*K, H_l, W_l)``, read as ``(N, K)`` rows by :func:`level_rows`
-    (``K`` = ``channels`` per prior, ``A`` priors per location)."""
-
-    maps: Sequence[Tensor]
-    channels: int
-
-
-Rows = Tensor | Levels  # (N, K) rows, or the maps they come from
-
-
-@dataclass
-class BoxRows:
-    """What decodes the box of any prior row, so that only the rows a loss needs are decoded.
-
-    regression: ``(N, R)`` raw regression, or its :class:`Levels` (rows then image-major,
-        ``b * P + p``, each level's priors in ``grid_priors`` order).
-    priors: ``(N, K)`` prior of each row (anchor x1 y1 x2 y2, or point).
-    strides: ``(N, 1)`` stride of each row's level.
-    decode: ``(priors (n, K), regression (n, R), strides (n, 1)) -> (n, 4)``.
-    """
-
-    regression: Rows
-    priors: Tensor
-    strides: Tensor
-    decode: RowDecoder
 
 
 def fused_distillation_losses(
@@ -103,12 +75,12 @@ def fused_distillation_losses(
         with_cls: compute BCDL; ``False`` returns ``None`` in its place.
         compile: ``True``, ``False`` or ``"auto"`` (module docstring).
     """
-    shape = _shape(student_logits)  # (N, C), without flattening maps outside the pass
-    _check(shape, _shape(teacher_logits), weight, beta, iou_mode, avg_factor, student_boxes,
+    shape = rows_shape(student_logits)  # (N, C), without flattening maps outside the pass
+    _check(shape, rows_shape(teacher_logits), weight, beta, iou_mode, avg_factor, student_boxes,
            teacher_boxes)
     with_loc = student_boxes is not None
     if shape[0] == 0:  # zeros that keep the graph, as the functional losses give
-        zero = 0.0 * _flat(student_logits).sum()
+        zero = 0.0 * rows_of(student_logits).sum()
         zero_loc = 0.0 * student_boxes.sum() if isinstance(student_boxes, Tensor) else zero
         return (zero if with_cls else None), (zero_loc if with_loc else None)
     rows = None  # (n,) rows ILDL needs; None: all of them
@@ -135,89 +107,41 @@ def distillation_sums(
     eps: float,
     with_cls: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """The pass itself, eager or compiled: ``sum_i w_i BCDL_i`` and ``sum_i w_i ILDL_i``."""
-    zs, zt = _flat(student_logits), _flat(teacher_logits)  # (N, C)
-    target = zt.detach().sigmoid()  # (N, C), p_t
-    gap = (zs.sigmoid() - target).abs()  # (N, C), |p_s - p_t|, shared by both losses
+    """The pass itself, eager or compiled: ``sum_i w_i BCDL_i`` and ``sum_i w_i ILDL_i``, the
+    functional losses with ``avg_factor=1``; ILDL over ``rows`` only (all if ``None``)."""
+    zs, zt = rows_of(student_logits), rows_of(teacher_logits)  # (N, C)
     cls = loc = None
     if with_cls:
-        bce = F.binary_cross_entropy_with_logits(zs, target, reduction="none")  # (N, C)
-        per_prior = (bce * _modulator(gap, beta)).sum(dim=1)  # (N,)
-        cls = (per_prior if weight is None else per_prior * weight).sum()
+        cls = binary_classification_distillation_loss(zs, zt, weight, beta, avg_factor=1.0)
     if student_boxes is not None:
-        uncertainty = gap.detach().amax(dim=1)  # (N,), u_i, no gradient as in ILDL
-        w = weight
         if rows is not None:
-            uncertainty, w = uncertainty[rows], w[rows]  # (n,)
-        b_s = _boxes(student_boxes, rows)  # (n, 4)
-        b_t = _boxes(teacher_boxes, rows).detach()
-        per_prior = uncertainty * (1.0 - _aligned_box_iou(b_s, b_t, mode=iou_mode, eps=eps))
-        loc = (per_prior if w is None else per_prior * w).sum()
+            zs, zt, weight = zs[rows], zt[rows], weight[rows]  # (n, C), (n, C), (n,)
+        loc = iou_localization_distillation_loss(
+            _boxes(student_boxes, rows), _boxes(teacher_boxes, rows), zs, zt, weight,
+            avg_factor=1.0, iou_mode=iou_mode, eps=eps)
     return cls, loc
-
-
-def _modulator(gap: Tensor, beta: float) -> Tensor:
-    """``|p_s - p_t| ** beta`` with the functional loss's gradient rule at 0 for ``beta < 1``."""
-    if beta == 1.0:
-        return gap
-    if beta > 1.0:
-        return gap.pow(beta)
-    nonzero = gap > 0
-    return torch.where(nonzero, torch.where(nonzero, gap, 1.0).pow(beta), 0.0)
-
-
-def _flat(x: Rows) -> Tensor:
-    """``(N, K)`` rows as they are; :class:`Levels` flattened by :func:`level_rows`."""
-    return x if isinstance(x, Tensor) else level_rows(x.maps, x.channels)
-
-
-def level_rows(maps: Sequence[Tensor], channels: int) -> Tensor:
-    """Per-level ``(B, A*K, H_l, W_l)`` -> ``(B*sum_l H_l*W_l*A, K)``, image-major rows in
-    ``grid_priors`` order (what ``bckd.distill.flatten_level_maps`` gives, reshaped; copied here
-    because this package does not import mmdet). Inside a compiled pass it is fused away."""
-    batch = maps[0].shape[0]
-    flat = [m.permute(0, 2, 3, 1).reshape(batch, -1, channels) for m in maps]  # (B, P_l, K)
-    return torch.cat(flat, dim=1).reshape(-1, channels)
 
 
 def _boxes(src: Tensor | BoxRows, rows: Tensor | None) -> Tensor:
     """``(n, 4)`` boxes of ``rows`` (all ``N`` if ``None``), decoded here if ``src`` is raw."""
-    if isinstance(src, Tensor):
-        return src if rows is None else src[rows]
-    priors, strides = src.priors, src.strides
-    if rows is not None:
-        regression, priors, strides = _flat(src.regression)[rows], priors[rows], strides[rows]
-    else:
-        regression = _flat(src.regression)
-    return src.decode(priors, regression, strides)
-
-
-def _shape(x: Rows) -> tuple[int, ...]:
-    """The ``(N, K)`` shape of rows, or of the rows that :class:`Levels` flatten to."""
-    if isinstance(x, Tensor):
-        return tuple(x.shape)
-    rows = sum(m.shape[0] * m.shape[2] * m.shape[3] * (m.shape[1] // x.channels) for m in x.maps)
-    return rows, x.channels
+    if isinstance(src, BoxRows):
+        return src.boxes(rows)
+    return src if rows is None else src[rows]
 
 
 def _check(zs, zt, weight, beta, iou_mode, avg_factor, b_s, b_t) -> None:
-    """Arguments of :func:`fused_distillation_losses`; ``zs``, ``zt`` the logits' shapes."""
-    if len(zs) != 2 or zt != zs:
-        raise ValueError(f"logits must both be (N, C): student {zs}, teacher {zt}")
-    if weight is not None and tuple(weight.shape) != zs[:1]:
-        raise ValueError(f"weight must be (N,): {weight.shape=}, logits {zs}")
-    if not beta > 0:
-        raise ValueError(f"{beta=} must be > 0")
-    if iou_mode not in IOU_MODES:
-        raise ValueError(f"{iou_mode=} must be one of {IOU_MODES}")
-    if avg_factor is not None and not isinstance(avg_factor, Tensor) and not avg_factor > 0:
-        raise ValueError(f"{avg_factor=} must be > 0")
+    """Arguments of :func:`fused_distillation_losses`, by the functional losses' rules, before
+    any map is flattened; ``zs``, ``zt`` the logits' shapes."""
+    check_logits(zs, zt, None if weight is None else weight.shape)
+    check_beta(beta)
+    check_iou_mode(iou_mode)
+    check_avg_factor(avg_factor)
     if (b_s is None) != (b_t is None):
         raise ValueError("ILDL needs both student and teacher boxes, or neither")
-    for boxes in (b_s, b_t):
-        if isinstance(boxes, Tensor) and tuple(boxes.shape) != (zs[0], 4):
-            raise ValueError(f"boxes must be (N, 4): {boxes.shape=}, logits {zs}")
-        if isinstance(boxes, BoxRows) and boxes.priors.shape[0] != zs[0]:
+    for name, boxes in (("student_boxes", b_s), ("teacher_boxes", b_t)):
+        if isinstance(boxes, Tensor):
+            check_boxes(name, boxes.shape, zs)
+        elif isinstance(boxes, BoxRows) and boxes.priors.shape[0] != zs[0]:
             raise ValueError(f"one prior per row: {boxes.priors.shape=}, logits {zs}")
 
 
@@ -229,11 +153,17 @@ _broken: str | None = None  # why compiling is off for this process, once it fai
 
 def _pick(mode: bool | str, numel: int) -> Callable:
     """The compiled pass if ``mode`` asks for it and compiling works here, else the eager one."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile={mode!r} must be one of {COMPILE_MODES}")
+    check_compile_mode(mode)
     if mode is False or (mode == "auto" and numel < AUTO_MIN_ELEMENTS) or _broken:
         return distillation_sums
     return _compiled_or_eager
+
+
+def check_compile_mode(mode: bool | str) -> bool | str:
+    """``mode`` if it is one of :data:`COMPILE_MODES` (``1`` is not ``True`` here)."""
+    if mode not in COMPILE_MODES or isinstance(mode, int) and not isinstance(mode, bool):
+        raise ValueError(f"compile={mode!r} must be one of {COMPILE_MODES}")
+    return mode
 
 
 def _compiled_or_eager(*args):

@@ -1,7 +1,7 @@
 """mmdet-registered wrappers of the losses: ``MODELS.build(dict(type=..., ...))``.
 
 Each module holds its hyper-parameters and ``loss_weight``; ``forward`` takes the functional
-loss's tensors and reduction arguments. BCDL and ILDL run the same values through
+loss's tensors and reduction arguments. BCDL and ILDL run the functional losses through
 :func:`bckd.losses.fused.fused_distillation_losses`, compiled per their ``compile`` switch
 (``True``, ``False``, or ``"auto"``: compile at COCO-scale inputs only), e.g.
 ``loss_distill_cls=dict(type="BinaryClassificationDistillationLoss", compile=False)``.
@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from bckd.losses.functional import IOU_MODES, pearson_feature_distillation_loss
-from bckd.losses.fused import COMPILE_MODES, BoxRows, fused_distillation_losses
+from bckd.losses.functional import check_beta, check_iou_mode, pearson_feature_distillation_loss
+from bckd.losses.fused import check_compile_mode, fused_distillation_losses
+from bckd.losses.rows import BoxRows
 
 __all__ = ["BinaryClassificationDistillationLoss", "IoULocalizationDistillationLoss", "PKDLoss"]
 
@@ -28,11 +29,10 @@ class BinaryClassificationDistillationLoss(nn.Module):
         self, beta: float = 1.0, loss_weight: float = 1.0, compile: bool | str = "auto"
     ) -> None:
         super().__init__()
-        if not beta > 0:
-            raise ValueError(f"{beta=} must be > 0")
+        check_beta(beta)  # when the config is built, not at the first step
         self.beta = beta
         self.loss_weight = loss_weight
-        self.compile_mode = _compile_mode(compile)  # not `self.compile`: nn.Module's method
+        self.compile_mode = check_compile_mode(compile)  # not `self.compile`: nn.Module's method
 
     def forward(
         self,
@@ -54,7 +54,7 @@ class BinaryClassificationDistillationLoss(nn.Module):
 class IoULocalizationDistillationLoss(nn.Module):
     """ILDL times ``loss_weight``; see :func:`iou_localization_distillation_loss`.
 
-    The boxes may be :class:`~bckd.losses.fused.BoxRows` instead of ``Tensor[N, 4]``: then only
+    The boxes may be :class:`~bckd.losses.rows.BoxRows` instead of ``Tensor[N, 4]``: then only
     the priors with non-zero ``weight`` are decoded.
     """
 
@@ -62,11 +62,10 @@ class IoULocalizationDistillationLoss(nn.Module):
         self, iou_mode: str = "giou", loss_weight: float = 4.0, compile: bool | str = "auto"
     ) -> None:
         super().__init__()
-        if iou_mode not in IOU_MODES:
-            raise ValueError(f"{iou_mode=} must be one of {IOU_MODES}")
+        check_iou_mode(iou_mode)
         self.iou_mode = iou_mode
         self.loss_weight = loss_weight
-        self.compile_mode = _compile_mode(compile)
+        self.compile_mode = check_compile_mode(compile)
 
     def forward(
         self,
@@ -86,12 +85,6 @@ class IoULocalizationDistillationLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"iou_mode={self.iou_mode!r}, loss_weight={self.loss_weight}, "
                 f"compile={self.compile_mode!r}")
-
-
-def _compile_mode(mode: bool | str) -> bool | str:
-    if mode not in COMPILE_MODES or isinstance(mode, int) and not isinstance(mode, bool):
-        raise ValueError(f"compile={mode!r} must be one of {COMPILE_MODES}")
-    return mode
 
 
 @MODELS.register_module()

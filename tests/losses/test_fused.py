@@ -22,7 +22,8 @@ from bckd.losses.functional import (
 from bckd.losses.functional import (
     iou_localization_distillation_loss as ildl,
 )
-from bckd.losses.fused import BoxRows, Levels, fused_distillation_losses
+from bckd.losses.fused import fused_distillation_losses
+from bckd.losses.rows import BoxRows, Levels, level_rows
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "synth"
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -78,16 +79,36 @@ def test_weight_that_needs_gradient_gets_the_functional_gradient():
     assert (ours[weight == 0] != 0).any()
 
 
+def test_the_pass_runs_the_functional_losses_themselves(monkeypatch):
+    # One copy of each equation: the pass holds none of its own, so a changed functional loss
+    # changes what trains.
+    calls = []
+
+    def spy(fn):
+        def run(*args, **kwargs):
+            calls.append(fn.__name__)
+            return fn(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(fused, "binary_classification_distillation_loss", spy(bcdl))
+    monkeypatch.setattr(fused, "iou_localization_distillation_loss", spy(ildl))
+    zs, zt, bs, bt, weight = _inputs(n=50)
+    cls, loc = fused_distillation_losses(zs, zt, bs, bt, weight, 3.0, compile=False)
+    assert calls == [bcdl.__name__, ildl.__name__]
+    torch.testing.assert_close(cls, bcdl(zs, zt, weight, avg_factor=3.0))
+    torch.testing.assert_close(loc, ildl(bs, bt, zs, zt, weight, avg_factor=3.0))
+
+
 def test_levels_are_flattened_image_major_like_the_distiller():
     g = torch.Generator().manual_seed(1)
     maps = [torch.randn(2, 3 * 5, h, w, generator=g) for h, w in ((4, 6), (2, 3))]  # A=3, K=5
-    rows = fused.level_rows(maps, 5)
+    rows = level_rows(maps, 5)
     assert rows.shape == (2 * 3 * (24 + 6), 5)
     # image 1, level 0, location (y=1, x=2), anchor 2: row P + (1*6 + 2)*3 + 2
     torch.testing.assert_close(rows[90 + (1 * 6 + 2) * 3 + 2], maps[0][1, 10:15, 1, 2])
     zt = [m.flip(1) for m in maps]
     cls, _ = fused_distillation_losses(Levels(maps, 5), Levels(zt, 5), compile=False)
-    torch.testing.assert_close(cls, bcdl(rows, fused.level_rows(zt, 5)), **TOL)
+    torch.testing.assert_close(cls, bcdl(rows, level_rows(zt, 5)), **TOL)
 
 
 def _head_and_outputs(family: str):
@@ -115,7 +136,7 @@ def test_box_rows_decode_only_weighted_priors_and_match_the_flattened_boxes(fami
     decoded = []
     spy = BoxRows(rows_s.regression, rows_s.priors, rows_s.strides,
                   lambda p, r, s: decoded.append(len(p)) or rows_s.decode(p, r, s))
-    torch.testing.assert_close(rows_s.decode(rows_s.priors, fused.level_rows(
+    torch.testing.assert_close(rows_s.decode(rows_s.priors, level_rows(
         rows_s.regression.maps, rows_s.regression.channels), rows_s.strides), boxes)
 
     teacher = boxes.flip(0).detach()  # any other boxes of the same priors
@@ -124,7 +145,7 @@ def test_box_rows_decode_only_weighted_priors_and_match_the_flattened_boxes(fami
     loss = MODELS.build(dict(type="IoULocalizationDistillationLoss", compile=False))
     ours = loss(spy, teacher, zs, zt, weight=weight, avg_factor=5.0)
     assert decoded == [int(weight.sum())]  # the padding's boxes were never decoded
-    all_rows = fused.level_rows(rows_s.regression.maps, rows_s.regression.channels)  # (N, R)
+    all_rows = level_rows(rows_s.regression.maps, rows_s.regression.channels)  # (N, R)
     ref = 4.0 * ildl(rows_s.decode(rows_s.priors, all_rows, rows_s.strides), teacher, zs, zt,
                      weight, avg_factor=5.0)
     torch.testing.assert_close(ours, ref, **TOL)
