@@ -6,7 +6,7 @@ load fails. Rather than ``weights_only=False`` for the whole process, :func:`mme
 allow-lists exactly those types for the duration of a ``with`` block.
 
 A checkpoint may also be a URL (the mmdet model zoo, ``https://download.openmmlab.com/...``;
-which URLs a request may name is :mod:`bckd.engine.paths`' rule). :func:`load_checkpoint`
+which URLs a request may name is :mod:`bckd.config.paths`' rule). :func:`load_checkpoint`
 fetches it once into torch.hub's cache (``$TORCH_HOME/hub/checkpoints``, the directory
 mmengine's own ``load_from_http`` uses), checks the zoo's hash suffix (``..._20200101-<8
 hex>.pth``: the file's sha256 must start with it) and reads it weights-only. Importing this

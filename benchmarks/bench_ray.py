@@ -11,7 +11,7 @@ in these cases, one after the other:
 
 * ``plain``:   ``mmengine.runner.Runner`` in a fresh process, ``OMP_NUM_THREADS`` = cores (what
   Ray sets for a worker of that many CPUs);
-* ``ray_1xN``: ``bckd.engine.launch.run_job``, 1 worker with ``--cpus-per-worker N`` = cores,
+* ``ray_1xN``: ``bckd.runtime.launch.run_job``, 1 worker with ``--cpus-per-worker N`` = cores,
   a fresh local Ray cluster of the cores (the job's MLflow, progress and checkpoint hooks on);
 * ``ray_1x1``, ``ray_2x1``: 1 and 2 workers with 1 CPU each (data parallel, batch 8 per worker).
 
@@ -23,7 +23,7 @@ Steady-state images/s comes from each iteration's own time as mmengine's ``IterT
 measures it (from the end of one iteration to the end of the next: data loading, step, and
 every hook in between, checkpoints at epoch ends included), the same quantity in all cases:
 ``images_per_s`` = batch x world size / iteration time, logged to MLflow by the Ray job
-(``bckd.engine.hooks.images_per_second``) and recorded by a hook in the plain run. The first
+(``bckd.runtime.hooks.images_per_second``) and recorded by a hook in the plain run. The first
 ``--skip`` iterations (loader start, lazy initialization) are left out; steady images/s is
 ``n x batch x world / sum(iteration times)`` over the rest. Start-up is reported separately:
 from the launch (process start, or the ``run_job`` call with its new Ray cluster) to the start
@@ -82,8 +82,8 @@ def plain_child(spec: dict) -> None:
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
 
-    from bckd.engine.config import load_config, resolve_paths
-    from bckd.engine.hooks import images_per_second
+    from bckd.config.loader import load_config, resolve_paths
+    from bckd.runtime.hooks import images_per_second
 
     cfg = load_config(spec["config"], spec["options"])
     cfg.work_dir = spec["work_dir"]
@@ -139,8 +139,8 @@ def run_ray(config: str, options: dict, work: Path, name: str, workers: int, cpu
             local_cpus: int) -> dict:
     from mlflow.tracking import MlflowClient
 
-    from bckd.engine.launch import run_job
-    from bckd.engine.spec import JobSpec
+    from bckd.config.spec import JobSpec
+    from bckd.runtime.launch import run_job
 
     spec = JobSpec(config=config, num_workers=workers, cpus_per_worker=cpus,
                    cfg_options=dict(options), experiment="bench_ray", name=name,

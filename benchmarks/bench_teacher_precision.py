@@ -52,7 +52,7 @@ def load_cfg(name: str, data_root: Path, work_dir: Path, label: str):
     evaluators dumping their detections to ``work_dir/label.bbox.json``."""
     from mmengine.config import Config
 
-    from bckd.engine.dataset import dataset_options
+    from bckd.config.dataset import dataset_options
 
     cfg = Config.fromfile(str(ROOT / "configs" / "synth" / f"{name}.py"))
     cfg.merge_from_dict(dataset_options(cfg, str(data_root), None))

@@ -67,7 +67,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(args: argparse.Namespace):
-    from bckd.engine.jobfile import read_job_file
+    from bckd.config.jobfile import read_job_file
     from bckd.tune.spec import SweepSpec
 
     common = dict(search_space=args.search_space, scheduler=args.scheduler, search=args.search,

@@ -49,8 +49,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(args: argparse.Namespace):
-    from bckd.engine.jobfile import read_job_file
-    from bckd.engine.spec import JobSpec
+    from bckd.config.jobfile import read_job_file
+    from bckd.config.spec import JobSpec
 
     common = dict(address=args.address, storage_path=args.storage_path,
                   max_failures=args.max_failures, progress_interval=args.progress_interval,
@@ -78,7 +78,7 @@ def _spec(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from bckd.engine.launch import run_job
+    from bckd.runtime.launch import run_job
 
     result = run_job(_spec(args))
     print(f"bckd: run {result.name} {result.status} in {result.wall_s:.0f} s; "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bckd.engine.paths import CHECKPOINT_KEYS
+from bckd.config.paths import CHECKPOINT_KEYS
 from service.auth import Principal
 from service.errors import Invalid
 from service.owners import OwnerDirs

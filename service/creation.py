@@ -17,8 +17,8 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bckd.engine.cluster import Capacity
-from bckd.engine.jobfile import JobFile
+from bckd.config.jobfile import JobFile
+from bckd.runtime.cluster import Capacity
 from service.auth import Principal
 from service.checkpoints import fetch_run_checkpoints
 from service.datasets import data_source

@@ -11,7 +11,7 @@ __all__ = ["build_entrypoint"]
 def build_entrypoint(kind: str, job_file: Path, python: str = "python", module: str = "") -> str:
     """``python -m jobs.train --spec FILE`` (``jobs.sweep`` for sweeps).
 
-    Everything else the job needs is in the job file (``bckd.engine.jobfile``), so no value of
+    Everything else the job needs is in the job file (``bckd.config.jobfile``), so no value of
     a request is ever a shell token. ``module`` replaces the job module, or names a script
     (tests run a stand-in that reads the same file).
     """

@@ -73,7 +73,7 @@ def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: 
 
 def driver_env(settings: Settings, job_id: str) -> dict[str, str]:
     """The environment a job's submission gives its driver and Ray's job supervisor: names of
-    ``bckd.engine.cluster.DRIVER_ENV`` only, which the driver keeps off its workers."""
+    ``bckd.runtime.cluster.DRIVER_ENV`` only, which the driver keeps off its workers."""
     return {"MLFLOW_TRACKING_URI": settings.mlflow_uri, "BCKD_JOB_ID": job_id,
             "PYTHONUNBUFFERED": "1",
             # read by Ray's job supervisor: cancel = SIGINT, then SIGKILL after the grace

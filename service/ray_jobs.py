@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from functools import lru_cache
 
-from bckd.engine.cluster import Capacity, NodeGroup
+from bckd.runtime.cluster import Capacity, NodeGroup
 
 __all__ = ["RayJobs", "UnknownJob", "get_ray_jobs"]
 

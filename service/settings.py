@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bckd.engine.cluster import NodeGroup
+from bckd.runtime.cluster import NodeGroup
 
 __all__ = ["PROJECT_ROOT", "Settings", "WorkerGroup", "get_settings"]
 

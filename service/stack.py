@@ -199,7 +199,7 @@ class Stack:
         # Ray's own processes (Ray Train's placement-group cleaner among them) that ask the
         # state API without an address find it here; else they take the last `ray start` on
         # the machine, maybe another cluster, and there miss this cluster's Train controller
-        # and remove its placement group, killing a healthy run (bckd.engine.cluster.connect).
+        # and remove its placement group, killing a healthy run (bckd.runtime.cluster.connect).
         ray_env["RAY_API_SERVER_ADDRESS"] = self.ray_url
         if self.cfg.host in ("127.0.0.1", "::1", "localhost"):  # test_loopback.py
             # `ray start` swaps a loopback node IP for the host's and binds there or on every

@@ -2,7 +2,7 @@
 as an infrastructure failure.
 
 **What progress is.** Rank 0 of a training prints ``bckd: progress ...`` lines
-(:class:`bckd.engine.hooks.ProgressHook`): every ``progress_interval`` training iterations and
+(:class:`bckd.runtime.hooks.ProgressHook`): every ``progress_interval`` training iterations and
 at each epoch's end, each with ``step_s=`` (the mean time of an iteration over the last ones),
 and ``bckd: progress val ...`` every ``progress_interval`` validation iterations. Ray streams
 them into the job's log, which the reconciler reads each pass anyway; :func:`check` counts

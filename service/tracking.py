@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from bckd.engine.mlflow_ui import VIEW_TAG, run_link, runs_link
-from bckd.engine.tracking import OWNER_TAG, SHARED_TAG, create_run
+from bckd.tracking.mlflow_ui import VIEW_TAG, run_link, runs_link
+from bckd.tracking.runs import OWNER_TAG, SHARED_TAG, create_run
 
 __all__ = ["OWNER_TAG", "SHARED_TAG", "NotOwned", "Tracking", "get_tracking"]
 
@@ -57,7 +57,7 @@ class Tracking:
         return run_link(self.public_url, experiment_id, run_id)
 
     def experiment_links(self, names: Iterable[str]) -> dict[str, str]:
-        """Name -> runs table (COCO metrics as columns: bckd.engine.mlflow_ui) of those of
+        """Name -> runs table (COCO metrics as columns: bckd.tracking.mlflow_ui) of those of
         ``names`` MLflow knows (a job's experiment exists once its run does)."""
         found = {name: self.client.get_experiment_by_name(name) for name in names}
         return {name: runs_link(self.public_url, exp.experiment_id, VIEW_TAG in exp.tags)

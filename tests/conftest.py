@@ -9,11 +9,11 @@ import pytest
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    """A local 2-CPU Ray cluster for one test module (``bckd.engine.cluster.connect``, as a
+    """A local 2-CPU Ray cluster for one test module (``bckd.runtime.cluster.connect``, as a
     ``bckd train`` without ``--address`` starts it); yields its GCS address."""
     import ray  # here, not at collection: Ray reads its auth settings at its first import
 
-    from bckd.engine.cluster import connect
+    from bckd.runtime.cluster import connect
 
     if ray.is_initialized():
         ray.shutdown()

@@ -45,7 +45,7 @@ def test_the_library_and_a_job_entrypoint_load_without_the_service():
     code = ("import sys, runpy; sys.argv = ['jobs.train', '--help']\n"
             "try:\n    runpy.run_module('jobs.train', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "import bckd.engine.launch, bckd.engine.policy, bckd.evaluation.stats\n"
+            "import bckd.runtime.launch, bckd.config.policy, bckd.evaluation.stats\n"
             f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {above!r})\n"
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

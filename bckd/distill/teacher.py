@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from bckd.checkpoint import load_state_dict
-from bckd.engine.paths import config_file
+from bckd.config.paths import config_file
 
 __all__ = ["build_teacher", "teacher_model_config"]
 
@@ -22,11 +22,11 @@ def teacher_model_config(teacher: dict | str, configs_dir: Path | None = None,
                          base: Path | None = None) -> dict:
     """The teacher's model config: given inline, or the ``model`` of a config file.
 
-    The file is the one :func:`bckd.engine.paths.config_file` resolves, the same function the
+    The file is the one :func:`bckd.config.paths.config_file` resolves, the same function the
     config policy checks a teacher with: ``"mmdet::gfl/..."`` is a config inside the installed
     mmdet's configs (the file mmengine's ``get_config`` reads), any other name a file relative
     to ``base`` (default: the working directory) and, when ``configs_dir`` is given, inside it.
-    Raises ``ValueError`` (a :class:`~bckd.engine.paths.PathError`) for any other name.
+    Raises ``ValueError`` (a :class:`~bckd.config.paths.PathError`) for any other name.
     """
     if not isinstance(teacher, str):
         return copy.deepcopy(teacher)

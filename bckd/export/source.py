@@ -3,7 +3,7 @@
 ``RUN_OR_CKPT`` is an MLflow run id (its ``checkpoints/final.pth``), an MLflow
 ``runs:/<id>/<path>`` URI, or a local checkpoint file. The config comes from the checkpoint's
 ``meta['cfg']`` (mmengine's own checkpoints), else the run's logged ``config.json`` (what the job
-logs, see :mod:`bckd.engine.launch`), else a ``config.json`` beside a local checkpoint (the job's
+logs, see :mod:`bckd.runtime.launch`), else a ``config.json`` beside a local checkpoint (the job's
 work dir holds both), else ``--config``. A job's ``config.json`` is read as data
 (``json.loads``), never executed: the job's config may hold what a request put there.
 
@@ -28,7 +28,7 @@ from mmengine.config import Config, ConfigDict
 __all__ = ["FINAL_CHECKPOINT", "Source", "build_student", "resolve", "student_model_config",
            "tracking_uri_or_default"]
 
-FINAL_CHECKPOINT = "checkpoints/final.pth"  # the job's student weights (bckd.engine.launch)
+FINAL_CHECKPOINT = "checkpoints/final.pth"  # the job's student weights (bckd.runtime.launch)
 CONFIG_ARTIFACT = "config.json"  # the job's resolved config, logged at the run's root
 _RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow's run ids: uuid4 hex
 
@@ -184,7 +184,7 @@ def build_student(source: Source) -> torch.nn.Module:
     """
     from mmdet.registry import MODELS
 
-    from bckd.engine.config import init_registries
+    from bckd.config.registries import init_registries
 
     init_registries(source.cfg)
     model = MODELS.build(ConfigDict(student_model_config(source.cfg)))  # heads read attrs

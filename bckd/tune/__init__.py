@@ -1,7 +1,7 @@
 """Sweeps of a job's config values (the distillation loss weights by default) with Ray Tune.
 
 The driver is :func:`bckd.tune.sweep.run_sweep`; each trial is :func:`bckd.tune.trial.run_trial`,
-one :func:`bckd.engine.launch.run_job` whose MLflow run nests under the sweep's parent run.
+one :func:`bckd.runtime.launch.run_job` whose MLflow run nests under the sweep's parent run.
 Modules import Ray Tune and MLflow lazily where they can, so ``bckd --help`` stays fast.
 """
 

@@ -127,7 +127,7 @@ def _parse_entry(key: str, spec: Any, source: str) -> Param:
 def check_space(params: tuple[Param, ...], cfg) -> None:
     """Raise ``ValueError`` naming the entry unless every key exists in ``cfg`` as a leaf whose
     current value is compatible (a number stays a number)."""
-    from bckd.engine.overrides import check_override_keys, lookup
+    from bckd.config.overrides import check_override_keys, lookup
 
     for param in params:
         where = f"search space entry {param.key!r}"

@@ -27,7 +27,7 @@ class SweepSpec:
     address: str | None = None
     num_workers: int = 1  # per trial
     cpus_per_worker: float = 1.0
-    gpus_per_worker: int = 0  # 0 or 1 (bckd.engine.cluster.WorkerResources)
+    gpus_per_worker: int = 0  # 0 or 1 (bckd.runtime.cluster.WorkerResources)
     cfg_options: dict[str, Any] = field(default_factory=dict)  # for every trial
     work_dir: str | None = None  # default: work_dirs/<name>
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
@@ -42,7 +42,7 @@ class SweepSpec:
     tags: dict[str, str] = field(default_factory=dict)  # on the parent and every trial's run
     # the parent MLflow run the service created for a submitted sweep; None at a terminal
     run_id: str | None = None
-    policy: Any = None  # bckd.engine.policy.ConfigPolicy of a submitted sweep; None at a terminal
+    policy: Any = None  # bckd.config.policy.ConfigPolicy of a submitted sweep; None at a terminal
 
 
 @dataclass

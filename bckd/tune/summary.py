@@ -35,7 +35,7 @@ def summarize(grid, spec: SweepSpec, params: tuple, max_epochs: int, name: str,
     """Per-trial rows, best trial, the parent's tags/metrics/artifacts and its end status."""
     from mlflow.tracking import MlflowClient
 
-    from bckd.engine.config import load_config, write_config_json
+    from bckd.config.loader import load_config, write_config_json
     from bckd.tune.plot import plot_weights
     from bckd.tune.progress import format_table
     from bckd.tune.tracking import child_runs, reconcile_children

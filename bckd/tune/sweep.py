@@ -41,7 +41,7 @@ TUNE_DIR = "tune"  # <sweep_dir>/tune: Tune's experiment state (what Tuner.resto
 
 def _trials_that_fit(resources) -> int:
     """How many trials' worker groups the nodes up now hold at once (>= 1 once waited for)."""
-    from bckd.engine.cluster import ResourceError, check_resources, cluster_capacity
+    from bckd.runtime.cluster import ResourceError, check_resources, cluster_capacity
 
     capacity, count = cluster_capacity(), 1
     while count < 256:
@@ -75,9 +75,9 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     """Run (or restore) a sweep to its end; see the module docstring for the steps."""
     from ray import tune
 
-    from bckd.engine.cluster import WorkerResources, connect, disconnect, wait_for_capacity
-    from bckd.engine.spec import JobSpec, prepare
-    from bckd.engine.tracking import (
+    from bckd.config.spec import JobSpec, prepare
+    from bckd.runtime.cluster import WorkerResources, connect, disconnect, wait_for_capacity
+    from bckd.tracking.runs import (
         OWNER_TAG,
         RunWriter,
         default_tracking_uri,

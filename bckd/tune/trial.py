@@ -1,7 +1,7 @@
 """One trial of a sweep: a Tune function trainable that runs one training job.
 
 Tune calls :func:`run_trial` with the trial's sampled values (``{config key: value}``). It runs
-:func:`bckd.engine.launch.run_job` with them as ``--cfg-options``: the job builds and fits its
+:func:`bckd.runtime.launch.run_job` with them as ``--cfg-options``: the job builds and fits its
 own ``TorchTrainer`` (the Ray 2.60 pattern; a Trainer is never handed to the ``Tuner``), and a
 ``TuneReportCallback`` forwards every ``ray.train.report`` of rank 0 (the COCO metrics and
 ``epoch`` after each evaluation) to Tune, where the scheduler can stop the trial. The job's
@@ -25,7 +25,7 @@ TRIAL_TAG = "bckd.sweep.trial_id"
 class TrialBase:
     """What every trial shares (sent once to the object store by ``tune.with_parameters``)."""
 
-    job: Any  # bckd.engine.spec.JobSpec: config (absolute), workers, the sweep's cfg_options
+    job: Any  # bckd.config.spec.JobSpec: config (absolute), workers, the sweep's cfg_options
     sweep_name: str
     sweep_dir: str
     tracking_uri: str
@@ -40,7 +40,7 @@ def run_trial(config: dict[str, Any], base: TrialBase) -> None:
     from ray.train._internal.session import get_session
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from bckd.engine.launch import run_job
+    from bckd.runtime.launch import run_job
 
     # Tune starts the function in the trial's own directory; the job resolves paths against
     # the working directory, so go back to the driver's (when this node has it).

@@ -69,7 +69,7 @@ def test_raycluster_head_runs_no_training_and_the_gpu_group_scales_to_zero():
 
 
 def test_the_api_knows_the_worker_groups_and_accepts_a_cpu_job(monkeypatch):
-    from bckd.engine.cluster import Capacity, WorkerResources, check_resources
+    from bckd.runtime.cluster import Capacity, WorkerResources, check_resources
     from service.settings import Settings
 
     rc = manifest("RayCluster", "bckd")["spec"]

@@ -124,7 +124,7 @@ def test_an_invalid_precision_is_refused_naming_the_key_and_value() -> None:
 
 
 def test_the_config_policy_refuses_an_invalid_precision_as_data() -> None:
-    from bckd.engine.policy import ConfigPolicy, PolicyError, check_config
+    from bckd.config.policy import ConfigPolicy, PolicyError, check_config
 
     cfg = Config.fromfile(str(CONFIGS / "bckd_gfl.py")).to_dict()
     cfg.pop("custom_imports")

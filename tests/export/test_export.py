@@ -15,7 +15,7 @@ from exporttools import config, make_synth, numel, plain_checkpoint, save_checkp
 from mmdet.registry import MODELS
 from pycocotools.coco import COCO
 
-from bckd.engine.config import CONFIG_JSON, write_config_json
+from bckd.config.loader import CONFIG_JSON, write_config_json
 from bckd.export.inference import InferenceConfig, batches
 from bckd.export.onnx import OnnxRaw, check_parity, export_onnx
 from bckd.export.raw import RawHeadOutputs, detections

@@ -12,7 +12,7 @@ from exporttools import ROOT, config, save_checkpoint
 from mlflow.tracking import MlflowClient
 
 from bckd.data.synth import SynthConfig, generate
-from bckd.engine.launch import JobSpec, run_job
+from bckd.runtime.launch import JobSpec, run_job
 from cli import main as cli_main
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_
 from ray.core.generated import autoscaler_pb2
 from ray.experimental.internal_kv import _internal_kv_put
 
-from bckd.engine.cluster import ResourceError, WorkerResources, cluster_capacity, wait_for_capacity
+from bckd.runtime.cluster import ResourceError, WorkerResources, cluster_capacity, wait_for_capacity
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """What a job's driver keeps off its workers: the variables its Ray submission gave the driver and
-Ray's job supervisor (``bckd.engine.cluster.DRIVER_ENV``), on a real Ray job submitted to a real
+Ray's job supervisor (``bckd.runtime.cluster.DRIVER_ENV``), on a real Ray job submitted to a real
 local cluster. A worker started with a runtime_env costs a second interpreter; see
-``bckd.engine.cluster._keep_driver_env_off_workers``."""
+``bckd.runtime.cluster._keep_driver_env_off_workers``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bckd.engine.cluster import DRIVER_ENV
+from bckd.runtime.cluster import DRIVER_ENV
 from service.orchestrator import driver_env
 from service.settings import Settings
 
@@ -23,7 +23,7 @@ DRIVER = f"""\
 import json, os, sys
 sys.path.insert(0, {str(ROOT)!r})
 import ray
-from bckd.engine.cluster import connect
+from bckd.runtime.cluster import connect
 connect()
 
 @ray.remote(num_cpus=0)

@@ -8,8 +8,8 @@ import pytest
 import ray
 from jobtools import TEACHER_CONFIG, head_of_one_cpu, make_synth, tiny
 
-from bckd.engine.launch import run_job
-from bckd.engine.spec import JobSpec
+from bckd.config.spec import JobSpec
+from bckd.runtime.launch import run_job
 
 pytestmark = pytest.mark.slow
 

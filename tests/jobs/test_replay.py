@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from bckd.engine.hooks.replay import REPLAY_TAG, record_replay
-from bckd.engine.tracking import RunWriter
+from bckd.runtime.hooks.replay import REPLAY_TAG, record_replay
+from bckd.tracking.runs import RunWriter
 
 
 def attempt(uri: str, run_id: str, steps: range) -> RunWriter:

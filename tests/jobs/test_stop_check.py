@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 import ray
 
-from bckd.engine.hooks import StopHook
-from bckd.engine.stop import StopRequested
+from bckd.runtime.hooks import StopHook
+from bckd.runtime.stop import StopRequested
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def test_unset_flag_never_stops(cluster):
 def test_the_flag_actor_loads_ray_alone():
     # Each job starts the flag's actor in a process of its own, which imports the flag's module
     # while the workers import mmdet on the same cores: torch or mmengine there cost 3.4 s of CPU.
-    code = ("import sys, bckd.engine.stop\n"
+    code = ("import sys, bckd.runtime.stop\n"
             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mmengine'})\n"
             "assert not heavy, heavy\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],

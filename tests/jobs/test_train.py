@@ -19,10 +19,10 @@ from jobtools import BCKD_CONFIG, ROOT, TEACHER_CONFIG, make_synth, tiny
 from mlflow.tracking import MlflowClient
 
 from bckd.checkpoint import load_state_dict
-from bckd.engine.launch import run_job
-from bckd.engine.signals import NOTHING_TO_SAVE
-from bckd.engine.spec import JobSpec
-from bckd.engine.tracking import read_run_json
+from bckd.config.spec import JobSpec
+from bckd.runtime.launch import run_job
+from bckd.runtime.signals import NOTHING_TO_SAVE
+from bckd.tracking.runs import read_run_json
 from cli import main as cli_main
 
 pytestmark = pytest.mark.slow

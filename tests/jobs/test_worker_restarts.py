@@ -2,7 +2,7 @@
 
 The workers are real Ray Train workers of a real ``python -m jobs.train`` on its own local Ray
 cluster, writing to a real SQLite MLflow store. They die by SIGKILL at chosen points through the
-``BCKD_FAULT`` test seam (:mod:`bckd.engine.faults`), which stands in for a real crash that a
+``BCKD_FAULT`` test seam (:mod:`bckd.runtime.faults`), which stands in for a real crash that a
 test could not time: rank 0 kills itself there, once.
 
 To keep the suite short on 2 cores (each restart costs a worker start, tens of seconds), one
@@ -10,7 +10,7 @@ job takes the four kill points in turn instead of one job per point: each attemp
 restarts from its own state (checked), and the assertions cover every key of the run. A job
 run again after it failed before its first checkpoint (a restart policy's resubmission) would
 cost a second driver and cluster; the rule that it reopens its run is tested without Ray
-(:func:`~bckd.engine.tracking.run_to_reopen`).
+(:func:`~bckd.tracking.runs.run_to_reopen`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pytest
 from jobtools import ROOT, make_synth, tiny
 from mlflow.tracking import MlflowClient
 
-from bckd.engine.faults import ENV as FAULT_ENV
-from bckd.engine.tracking import RunWriter, open_run, read_run_json, run_to_reopen
+from bckd.runtime.faults import ENV as FAULT_ENV
+from bckd.tracking.runs import RunWriter, open_run, read_run_json, run_to_reopen
 
 STUDENT_CONFIG = str(ROOT / "configs/synth/gfl_student.py")  # the smallest detector
 ITERS_PER_EPOCH = 4  # 16 train images / batch 4, one worker

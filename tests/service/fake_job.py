@@ -1,7 +1,7 @@
 """Stand-in for ``jobs.train`` with the same command line: logs to MLflow, honours SIGINT.
 
 ``python tests/service/fake_job.py --spec JOB.json`` reads the job file the service wrote
-(``bckd.engine.jobfile``); the override ``train_cfg.max_epochs: E`` runs 4 E steps of 0.25 s
+(``bckd.config.jobfile``); the override ``train_cfg.max_epochs: E`` runs 4 E steps of 0.25 s
 (default E = 8). Like jobs.train it trains in the MLflow run its job file names (the one the
 service created) after the same check of its owner, and refuses to start without it.
 """
@@ -15,8 +15,8 @@ import time
 
 import mlflow
 
-from bckd.engine.jobfile import read_job_file
-from bckd.engine.tracking import open_owned_run
+from bckd.config.jobfile import read_job_file
+from bckd.tracking.runs import open_owned_run
 
 
 def main() -> int:

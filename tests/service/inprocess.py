@@ -49,7 +49,7 @@ class HeldRay:
             assert self.release.wait(WAIT_S), f"{name} was never released"
 
     def capacity(self, groups=(), max_age_s: float = 30.0):
-        from bckd.engine.cluster import Capacity
+        from bckd.runtime.cluster import Capacity
 
         self._maybe_hold("capacity")
         return Capacity(nodes=({"CPU": 4.0, "GPU": 0.0, "memory": 8e9},))

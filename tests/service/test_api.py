@@ -241,7 +241,7 @@ def test_a_cancel_during_the_submission_stops_the_job_on_ray(stack, tmp_path, mo
             return self._client
 
         def capacity(self, groups=(), max_age_s: float = 30.0):
-            from bckd.engine.cluster import Capacity
+            from bckd.runtime.cluster import Capacity
 
             return Capacity(nodes=({"CPU": 2.0},))
 

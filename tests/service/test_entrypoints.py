@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from bckd.engine.jobfile import JobFile, read_job_file
+from bckd.config.jobfile import JobFile, read_job_file
 from service.entrypoints import build_entrypoint
 
 

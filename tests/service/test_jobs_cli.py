@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from bckd.data.synth import SynthConfig, ensure
-from bckd.engine.tracking import open_run
+from bckd.tracking.runs import open_run
 from cli import main
 from service.client import Client
 from service.tracking import Tracking

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from bckd.engine.jobfile import read_job_file
+from bckd.config.jobfile import read_job_file
 from tests.service.inprocess import HeldRay, body, inprocess_api, row
 from tests.service.servicetools import TOKENS, toy_dataset
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bckd.engine.tracking import RunRefused, open_owned_run
+from bckd.tracking.runs import RunRefused, open_owned_run
 from service.auth import hash_token
 from service.db import session_scope
 from service.models import Job, JobStatus, utcnow
