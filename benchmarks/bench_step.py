@@ -125,7 +125,7 @@ def run_family(family: str, args, device: torch.device) -> dict:
         inputs = distiller.data_preprocessor(copy.deepcopy(data), True)["inputs"]
 
     precision = distiller.resolved_teacher_precision(device)
-    with_feats = distiller.loss_distill_feat is not None
+    with_feats = "features" in distiller.reads  # what the distiller's methods read
 
     def teacher_fwd():
         teacher_forward(teacher, inputs, precision, with_feats=with_feats)

@@ -1,26 +1,57 @@
 """Channel adapters: trained 1x1 convs that map student features to the teacher's width.
 
-Feature distillation (PKD) and CrossKD compare or feed student features where the teacher's have
-``C_t`` channels; a student with ``C_s != C_t`` channels needs a learned map ``C_s -> C_t``. The
-adapters are trained with the student (they are in ``parameters()``, the optimizer and DDP) but
-are not part of the student detector, so they live under one submodule,
-:data:`ADAPTERS`, whose keys :func:`keep_adapters_out_of_checkpoints` removes from every
-``state_dict()``: a checkpoint saved while distilling stays exactly the plain student's.
+Feature distillation (PKD, CWD) and CrossKD compare or feed student features where the
+teacher's have ``C_t`` channels; a student with ``C_s != C_t`` channels needs a learned map
+``C_s -> C_t``. The adapters are trained with the student (they are in ``parameters()``, the
+optimizer and DDP) but are not part of the student detector: each belongs to its method, and the
+methods live under one submodule, :data:`ADAPTERS`, whose keys
+:func:`keep_adapters_out_of_checkpoints` removes from every ``state_dict()``: a checkpoint saved
+while distilling stays exactly the plain student's.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["ADAPTERS", "channel_adapter", "keep_adapters_out_of_checkpoints"]
+from torch import Tensor, nn
 
-ADAPTERS = "distill_adapters"  # the submodule's attribute name, the prefix of its keys
+if TYPE_CHECKING:
+    from bckd.distill.methods.base import Pair
+
+__all__ = ["ADAPTERS", "adapt_features", "channel_adapter", "feature_adapters",
+           "keep_adapters_out_of_checkpoints"]
+
+ADAPTERS = "distill_methods"  # the methods' attribute name, the prefix of their keys
 
 
 def channel_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
     """``(B, in_channels, H, W) -> (B, out_channels, H, W)``: a 1x1 conv with bias, as the
     connectors of mmrazor's feature distillers; PyTorch's default initialization."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+
+def feature_adapters(pair: Pair, method: str) -> nn.ModuleList:
+    """One adapter per FPN level from the student's width to the teacher's; empty when they
+    are equal. ``ValueError`` naming ``method`` when they differ and the pair's
+    ``channel_adapters`` switch is off."""
+    have, want = pair.student.in_channels, pair.teacher.in_channels
+    if have == want:
+        return nn.ModuleList()
+    if not pair.channel_adapters:
+        raise ValueError(f"{method} compares FPN features of one shape: the student's have "
+                         f"{have} channels, the teacher's {want}; set channel_adapters=True to "
+                         "map the student's with trained 1x1 convs (kept out of checkpoints)")
+    levels = len(pair.student.prior_generator.strides)
+    return nn.ModuleList(channel_adapter(have, want) for _ in range(levels))
+
+
+def adapt_features(adapters: nn.ModuleList, feats: Sequence[Tensor]) -> list[Tensor]:
+    """Per level (B, C_s, H_l, W_l) -> (B, C_t, H_l, W_l) through :func:`feature_adapters`'
+    convs; as they are when there are none."""
+    if len(adapters) == 0:
+        return list(feats)
+    return [adapt(f) for adapt, f in zip(adapters, feats, strict=True)]
 
 
 def _drop_adapter_keys(module: nn.Module, state_dict: dict, prefix: str, metadata: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["check_distillable"]
+__all__ = ["check_distillable", "check_equal"]
 
 
 def _strides(head: nn.Module) -> list[tuple[int, int]]:
@@ -20,8 +20,9 @@ def _check_dense(role: str, head: nn.Module) -> None:
                          "per class (loss_cls.use_sigmoid=False); BCKD needs sigmoid classifiers")
 
 
-def check_distillable(student: nn.Module, teacher: nn.Module, needs_distribution: bool) -> None:
-    """Raise ``ValueError`` naming the first mismatch between ``student`` and ``teacher`` heads."""
+def check_distillable(student: nn.Module, teacher: nn.Module) -> None:
+    """Raise ``ValueError`` naming the first mismatch between ``student`` and ``teacher`` heads
+    (what every method needs; a method checks what it needs besides, e.g. LD's ``reg_max``)."""
     _check_dense("student", student)
     _check_dense("teacher", teacher)
     pairs = {
@@ -30,12 +31,11 @@ def check_distillable(student: nn.Module, teacher: nn.Module, needs_distribution
         "priors per location": (student.prior_generator.num_base_priors,
                                 teacher.prior_generator.num_base_priors),
     }
-    if needs_distribution:
-        for role, head in (("student", student), ("teacher", teacher)):
-            if not hasattr(head, "reg_max"):
-                raise ValueError(f"loss_distill_ld needs GFL-style heads; the {role} head is "
-                                 f"{type(head).__name__}")
-        pairs["reg_max"] = (student.reg_max, teacher.reg_max)
+    check_equal(pairs)
+
+
+def check_equal(pairs: dict[str, tuple]) -> None:
+    """``ValueError`` naming the first of ``{what: (student's, teacher's)}`` that differ."""
     for name, (s, t) in pairs.items():
         if s != t:
             raise ValueError(f"teacher and student differ in {name}: student {s}, teacher {t}")

@@ -88,13 +88,15 @@ def teacher_forward(
     inputs: Tensor,
     precision: str,
     with_feats: bool = False,
+    with_head: bool = True,
 ) -> tuple[tuple[Tensor, ...] | None, Any]:
     """``(feats, head_outputs)`` of the frozen teacher on ``inputs`` (B, 3, H, W).
 
     Runs ``teacher.bbox_head(teacher.extract_feat(inputs))`` under inference mode and, for
     ``'bf16'``/``'fp16'`` (resolve ``'auto'`` first), autocast on ``inputs.device``. The head's
-    outputs come back as fp32 copies usable in autograd, and the FPN features too when
-    ``with_feats`` (PKD's targets), else None: copying them costs a pass over every level.
+    outputs come back as fp32 copies usable in autograd (None without ``with_head``: the head
+    does not run), and the FPN features too when ``with_feats`` (feature terms' targets), else
+    None: copying them costs a pass over every level.
     Forward hooks that the head triggers (CrossKD's taps) record inference tensors, which
     callers convert with :func:`to_fp32`.
     """
@@ -105,5 +107,5 @@ def teacher_forward(
     with torch.inference_mode(), torch.autocast(inputs.device.type, dtype=dtype,
                                                 enabled=precision in DTYPES):
         feats = teacher.extract_feat(inputs)
-        outs = teacher.bbox_head(feats)
+        outs = teacher.bbox_head(feats) if with_head else None
     return (to_fp32(feats) if with_feats else None), to_fp32(outs)

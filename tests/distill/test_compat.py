@@ -44,7 +44,7 @@ def test_softmax_classifier() -> None:
 def test_ld_needs_distribution_heads() -> None:
     cfg = _pair("atss_student", "atss_teacher",
                 loss_distill_ld=dict(type="KnowledgeDistillationKLDivLoss", T=10))
-    with pytest.raises(ValueError, match="loss_distill_ld needs GFL-style heads"):
+    with pytest.raises(ValueError, match=r"LD \(loss_distill_ld\) needs GFL-style heads"):
         build(cfg)
 
 

@@ -36,8 +36,10 @@ def _levels(maps: list[torch.Tensor], channels: int) -> list[torch.Tensor]:
 def _cross_head_by_hand(model: torch.nn.Module, inputs: torch.Tensor, predictors: tuple[str, str]):
     """The paper's cross-head outputs, written out layer by layer: the student's tower convs
     below the cut d, its 1x1 adapter, the teacher's per-channel mean and std (official
-    ``align_scale``), a ReLU, then the teacher's convs from d on, its predictors and Scale."""
-    student, teacher, depth = model.bbox_head, model.teacher.bbox_head, model.crosskd.depth
+    ``align_scale``), a ReLU, then the teacher's convs from d on, its predictors and Scale
+    (RetinaNet has none)."""
+    student, teacher = model.bbox_head, model.teacher.bbox_head
+    depth = model.distill_methods["crosskd"].depth
     feats = model.extract_feat(inputs)
     with torch.no_grad():
         t_feats = model.teacher.extract_feat(inputs)
@@ -50,7 +52,7 @@ def _cross_head_by_hand(model: torch.nn.Module, inputs: torch.Tensor, predictors
                 s = getattr(student, f"{tower}_convs")[i](s)
                 with torch.no_grad():
                     t = getattr(teacher, f"{tower}_convs")[i](t)
-            s = model.distill_adapters[f"crosskd_{tower}"](s)
+            s = model.distill_methods["crosskd"].adapters[tower](s)
             s_mean, t_mean = s.mean((0, 2, 3), keepdim=True), t.mean((0, 2, 3), keepdim=True)
             s_std = ((s - s_mean) ** 2).mean((0, 2, 3), keepdim=True).sqrt()
             t_std = ((t - t_mean) ** 2).mean((0, 2, 3), keepdim=True).sqrt()
@@ -59,7 +61,8 @@ def _cross_head_by_hand(model: torch.nn.Module, inputs: torch.Tensor, predictors
                 f = conv(f)
             out[tower] = f
         cls_scores.append(getattr(teacher, predictors[0])(out["cls"]))
-        bbox_preds.append(teacher.scales[level](getattr(teacher, predictors[1])(out["reg"])))
+        reg = getattr(teacher, predictors[1])(out["reg"])
+        bbox_preds.append(teacher.scales[level](reg) if hasattr(teacher, "scales") else reg)
     with torch.no_grad():
         t_outs = teacher(t_feats)
     return cls_scores, bbox_preds, t_outs[0], t_outs[1]
@@ -101,29 +104,37 @@ def test_gfl_terms_match_the_paper_recomputed_by_hand() -> None:
     assert expected_box.item() > 0
 
 
-def test_atss_box_term_is_giou_of_boxes_decoded_with_the_teachers_anchors() -> None:
-    model = _crosskd("atss")
+def _check_giou_and_cls_terms(family: str, predictors: tuple[str, str]) -> None:
+    """Both terms of an anchor head's CrossKD recomputed by hand: GIoU between cross-head and
+    teacher boxes decoded with the teacher's coder and anchors, weighted by the teacher's top
+    score, over N; and the QFL-form BCE on the logits over N."""
+    model = _crosskd(family)
     data = batch(model, size=64)
     losses = model(**data, mode="loss")
     num_pos = losses["distill_num_pos"].item()
-    cls, reg, t_cls, t_reg = _cross_head_by_hand(model, data["inputs"], ("atss_cls", "atss_reg"))
+    cls, reg, t_cls, t_reg = _cross_head_by_hand(model, data["inputs"], predictors)
     head = model.teacher.bbox_head
     anchors = head.prior_generator.grid_priors([m.shape[-2:] for m in reg], device=reg[0].device)
     batch_size = reg[0].shape[0]
     expected = 0.0
     for level_anchors, s, t, z_t in zip(anchors, _levels(reg, 4), _levels(t_reg, 4),
                                         _levels(t_cls, head.cls_out_channels), strict=True):
-        # (B*H*W, 4) rows are image-major, as the anchors repeated per image.
+        # (B*H*W*A, 4) rows are image-major, as the anchors repeated per image.
         level_anchors = level_anchors.repeat(batch_size, 1)
         giou = bbox_overlaps(head.bbox_coder.decode(level_anchors, s),
                              head.bbox_coder.decode(level_anchors, t), mode="giou",
                              is_aligned=True)
         expected = expected + (z_t.sigmoid().amax(1) * (1 - giou)).sum()
+    assert expected.item() > 0
     torch.testing.assert_close(losses["loss_distill_crosskd_box"], 1.0 * expected / num_pos)
     channels = head.cls_out_channels
     expected_cls = sum(_qfl_kd(s, t).sum() for s, t in zip(
         _levels(cls, channels), _levels(t_cls, channels), strict=True)) / num_pos
     torch.testing.assert_close(losses["loss_distill_crosskd_cls"], expected_cls)
+
+
+def test_atss_box_term_is_giou_of_boxes_decoded_with_the_teachers_anchors() -> None:
+    _check_giou_and_cls_terms("atss", ("atss_cls", "atss_reg"))
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2])
@@ -143,7 +154,7 @@ def test_gradients_reach_the_student_below_the_cut_and_never_the_teacher(depth: 
     assert head.gfl_cls.weight.grad is None and head.gfl_reg.weight.grad is None
     assert head.scales[0].scale.grad is None
     assert model.neck.fpn_convs[0].conv.weight.grad.abs().sum() > 0
-    for adapter in model.distill_adapters.values():
+    for adapter in model.distill_methods["crosskd"].adapters.values():
         assert adapter.weight.grad.abs().sum() > 0
     teacher_params = list(model.teacher.parameters())
     assert all(not p.requires_grad and p.grad is None for p in teacher_params)
@@ -153,7 +164,7 @@ def test_teacher_stays_frozen_hidden_and_out_of_checkpoints() -> None:
     model = _crosskd("gfl")
     before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     optim = torch.optim.SGD(model.parameters(), lr=0.01)
-    adapter_before = model.distill_adapters["crosskd_cls"].weight.detach().clone()
+    adapter_before = model.distill_methods["crosskd"].adapters["cls"].weight.detach().clone()
     model.train()
     total, _ = model.parse_losses(model(**batch(model, size=64), mode="loss"))
     total.backward()
@@ -161,7 +172,7 @@ def test_teacher_stays_frozen_hidden_and_out_of_checkpoints() -> None:
 
     assert not model.teacher.training and model.bbox_head.training
     assert all(torch.equal(before[k], v) for k, v in model.teacher.state_dict().items())
-    assert not torch.equal(adapter_before, model.distill_adapters["crosskd_cls"].weight)
+    assert not torch.equal(adapter_before, model.distill_methods["crosskd"].adapters["cls"].weight)
     assert set(model.state_dict()) == set(build(model_cfg("gfl_student")).state_dict())
     # Hooks on the heads live only while a loss is computed.
     for head in (model.bbox_head, model.teacher.bbox_head):
@@ -181,16 +192,18 @@ def test_config_builds_and_steps(family: str) -> None:
 
 
 def test_retinanet_works_too() -> None:
-    model = _crosskd("retinanet")  # 9 anchors per location, no Scale on the regression
-    losses = model(**batch(model, size=64), mode="loss")
-    assert all(math.isfinite(losses[t].item()) for t in TERMS)
+    # 9 anchors per location and no Scale on the regression: the same terms, by hand.
+    model = _crosskd("retinanet")
+    assert model.teacher.bbox_head.prior_generator.num_base_priors == [9] * 5
+    assert not hasattr(model.teacher.bbox_head, "scales")
+    _check_giou_and_cls_terms("retinanet", ("retina_cls", "retina_reg"))
 
 
 def test_equal_widths_need_no_adapter() -> None:
     cfg = model_cfg("crosskd_gfl")
     cfg.student, cfg.teacher_ckpt, cfg.channel_adapters = model_cfg("gfl_teacher"), None, False
     model = build(cfg)
-    assert len(model.distill_adapters) == 0
+    assert len(model.distill_methods["crosskd"].adapters) == 0
     losses = model(**batch(model, size=64), mode="loss")
     assert all(math.isfinite(losses[t].item()) for t in TERMS)
 
@@ -227,4 +240,4 @@ def test_distribution_box_term_needs_a_gfl_teacher() -> None:
 
 def test_default_depth_is_before_the_teachers_last_tower_conv() -> None:
     model = _crosskd("gfl", crosskd_depth=None)
-    assert model.crosskd.depth == len(model.teacher.bbox_head.cls_convs) - 1 == 1
+    assert model.distill_methods["crosskd"].depth == len(model.teacher.bbox_head.cls_convs) - 1 == 1

@@ -1,4 +1,4 @@
-"""The distiller's BCDL and ILDL equal the functional losses over the valid priors.
+"""The BCKD method's BCDL and ILDL equal the functional losses over the valid priors.
 
 The distiller never decodes every box nor flattens the teacher's outputs like the student's:
 ILDL decodes only the rows it weighs (``box_rows``), the teacher contributes its logits alone,
@@ -17,6 +17,7 @@ from distilltools import FAMILIES, batch, build, distill_cfg, save_teacher
 from mmdet.models.utils import unpack_gt_instances
 
 from bckd.distill import flatten_dense_outputs
+from bckd.distill.methods import DistillBatch, Side
 from bckd.distill.positives import record_positives
 from bckd.distill.precision import teacher_forward
 from bckd.losses import (
@@ -37,7 +38,10 @@ def test_terms_equal_the_functional_losses_on_valid_priors(family: str, teacher_
     _, t_outs = teacher_forward(model.teacher, data["inputs"], "fp32")
     num_pos = positives.num_positives()
 
-    got = model.distill_losses(outs, t_outs, metas, positives)
+    bckd = model.distill_methods["bckd"]
+    got = bckd(DistillBatch(Side(model.bbox_head, None, outs, {}),
+                            Side(model.teacher.bbox_head, None, t_outs, {}), metas, positives))
+    assert set(got) == {"loss_distill_cls", "loss_distill_loc"}
 
     s = flatten_dense_outputs(model.bbox_head, outs[0], outs[1], metas)
     t = flatten_dense_outputs(model.teacher.bbox_head, t_outs[0], t_outs[1], metas)
@@ -48,14 +52,13 @@ def test_terms_equal_the_functional_losses_on_valid_priors(family: str, teacher_
         return x.reshape(-1, x.shape[-1])[valid]
 
     want = {
-        "loss_distill_cls": model.loss_distill_cls.loss_weight
+        "loss_distill_cls": bckd.bcdl.loss.loss_weight
         * binary_classification_distillation_loss(
-            rows(s.logits), rows(t.logits), beta=model.loss_distill_cls.beta,
-            avg_factor=num_pos),
-        "loss_distill_loc": model.loss_distill_loc.loss_weight
+            rows(s.logits), rows(t.logits), beta=bckd.bcdl.loss.beta, avg_factor=num_pos),
+        "loss_distill_loc": bckd.ildl.loss.loss_weight
         * iou_localization_distillation_loss(
             rows(s.boxes), rows(t.boxes), rows(s.logits), rows(t.logits), avg_factor=num_pos,
-            iou_mode=model.loss_distill_loc.iou_mode),
+            iou_mode=bckd.ildl.loss.iou_mode),
     }
     student_maps = [*outs[0], *outs[1]]
     for term, value in want.items():

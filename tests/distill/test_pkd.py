@@ -37,7 +37,7 @@ def test_feature_term_is_pkd_of_adapted_student_features_on_every_level() -> Non
     feats = model.extract_feat(data["inputs"])
     with torch.no_grad():
         t_feats = model.teacher.extract_feat(data["inputs"])
-    adapters = model.distill_adapters["feat"]
+    adapters = model.distill_methods["pkd"].adapters
     assert len(adapters) == len(feats) == 5
     expected = 6.0 * sum(pearson_feature_distillation_loss(adapt(f), t)
                          for adapt, f, t in zip(adapters, feats, t_feats, strict=True))
@@ -47,18 +47,18 @@ def test_feature_term_is_pkd_of_adapted_student_features_on_every_level() -> Non
 def test_adapters_train_with_the_student_but_stay_out_of_checkpoints(tmp_path: Path) -> None:
     model = _pkd()
     names = {n for n, _ in model.named_parameters()}
-    assert any(n.startswith("distill_adapters.feat.") for n in names)
+    assert any(n.startswith("distill_methods.pkd.adapters.") for n in names)
     assert set(model.state_dict()) == _student_keys()
-    assert not any("distill_adapters" in k for k in model.state_dict(prefix="module."))
+    assert not any("distill_methods" in k for k in model.state_dict(prefix="module."))
     assert set(get_state_dict(model)) == _student_keys()  # mmengine's checkpoint writer
-    assert not any(k.startswith("distill_adapters") for k in model.state_dict()._metadata)
+    assert not any(k.startswith("distill_methods") for k in model.state_dict()._metadata)
 
-    before = model.distill_adapters["feat"][0].weight.detach().clone()
+    before = model.distill_methods["pkd"].adapters[0].weight.detach().clone()
     optim = torch.optim.SGD(model.parameters(), lr=0.01)
     total, _ = model.parse_losses(model(**batch(model, size=64), mode="loss"))
     total.backward()
     optim.step()
-    assert not torch.equal(before, model.distill_adapters["feat"][0].weight)
+    assert not torch.equal(before, model.distill_methods["pkd"].adapters[0].weight)
 
     # The saved student loads strictly into the plain student, and back into the distiller.
     path = tmp_path / "student.pth"
@@ -79,7 +79,7 @@ def test_equal_widths_need_no_adapter() -> None:
     cfg = model_cfg("pkd_gfl")
     cfg.student, cfg.teacher_ckpt, cfg.channel_adapters = model_cfg("gfl_teacher"), None, False
     model = build(cfg)
-    assert len(model.distill_adapters) == 0
+    assert len(model.distill_methods["pkd"].adapters) == 0
     assert math.isfinite(model(**batch(model, size=64), mode="loss")["loss_distill_feat"].item())
 
 

@@ -21,7 +21,7 @@ no gradient (their parameters are frozen) but pass it to the student's layers be
 ATSS's centerness branch is not distilled.
 
 The heads' towers, the feature capture and the cross-head path are :mod:`bckd.distill.towers`;
-this module holds the two terms.
+this module holds the method: its checks, its adapters, its taps and its two terms.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
+from bckd.distill.adapters import channel_adapter
 from bckd.distill.dense_outputs import flatten_dense_outputs, valid_priors
+from bckd.distill.methods.base import DistillBatch, DistillMethod, Pair, register_method
 from bckd.distill.towers import (
     TOWERS,
     align_channel_stats,
@@ -42,7 +44,7 @@ from bckd.distill.towers import (
     tap_towers,
     tower_head,
 )
-from bckd.losses.rows import flatten_level_maps
+from bckd.losses.rows import level_rows
 
 __all__ = ["DISTRIBUTION_LOSSES", "CrossKD"]
 
@@ -50,36 +52,41 @@ __all__ = ["DISTRIBUTION_LOSSES", "CrossKD"]
 DISTRIBUTION_LOSSES = ("KnowledgeDistillationKLDivLoss",)
 
 
-class CrossKD(nn.Module):
+@register_method
+class CrossKD(DistillMethod):
     """The two CrossKD terms for one student/teacher pair of stacked-conv heads.
 
-    Holds the loss modules and the cut; it has no parameters. The teacher's head is passed to
-    each call and never stored, so it stays outside the student's module tree; the channel
-    adapters (when widths differ) belong to the detector, which keeps them out of checkpoints.
+    Holds the loss modules, the cut and, where the widths at the cut differ, one 1x1 adapter
+    per tower (``adapters["cls"]``, ``adapters["reg"]``). The teacher's head is read from each
+    batch and never stored, so it stays outside the student's module tree.
 
     Args:
-        student_head, teacher_head: the two dense heads (checked here, not kept).
-        depth: the cut, ``0 <= depth <= stacked_convs``; ``None`` is the teacher's last tower
-            conv (the paper's GFL setting: index 3 of 4 stacked convs).
-        align: give the student's features the teacher's per-channel statistics first.
+        pair: the heads (checked here: towers CrossKD can cut, the depth, the widths).
         loss_cls: config of the classification term (BCDL), or ``None``.
         loss_box: config of the box term: ``KnowledgeDistillationKLDivLoss`` over GFL's box
             distributions, or a box loss such as ``GIoULoss`` over decoded boxes; or ``None``.
-        adapters: whether 1x1 channel adapters will bridge differing widths; without them a
-            width mismatch is refused here.
+        depth: the cut, ``0 <= depth <= stacked_convs``; ``None`` is the teacher's last tower
+            conv (the paper's GFL setting: index 3 of 4 stacked convs).
+        align: give the student's features the teacher's per-channel statistics first.
     """
+
+    name = "crosskd"
+    terms = ("loss_distill_crosskd_cls", "loss_distill_crosskd_box")
+    reads = frozenset({"logits", "boxes", "towers"})
 
     def __init__(
         self,
-        student_head: nn.Module,
-        teacher_head: nn.Module,
-        depth: int | None,
-        align: bool,
-        loss_cls: dict | None,
-        loss_box: dict | None,
-        adapters: bool,
+        pair: Pair,
+        loss_cls: dict | None = None,
+        loss_box: dict | None = None,
+        depth: int | None = None,
+        align: bool = True,
     ) -> None:
         super().__init__()
+        if not (loss_cls or loss_box):
+            raise ValueError("CrossKD needs loss_cls or loss_box (loss_distill_crosskd_cls or "
+                             "loss_distill_crosskd_box)")
+        student_head, teacher_head = pair.student, pair.teacher
         self.student_layout = tower_head("student", student_head)
         self.teacher_layout = tower_head("teacher", teacher_head)
         self.depth = len(teacher_head.cls_convs) - 1 if depth is None else depth
@@ -87,7 +94,9 @@ class CrossKD(nn.Module):
         self.distribution = loss_box is not None and loss_box["type"] in DISTRIBUTION_LOSSES
         self.loss_cls = MODELS.build(loss_cls) if loss_cls else None
         self.loss_box = MODELS.build(loss_box) if loss_box else None
-        self.widths = self._check(student_head, teacher_head, adapters)
+        widths = self._check(student_head, teacher_head, pair.channel_adapters)
+        self.adapters = nn.ModuleDict({tower: channel_adapter(have, want)
+                                       for tower, (have, want) in widths.items() if have != want})
 
     def _check(self, student: nn.Module, teacher: nn.Module,
                adapters: bool) -> dict[str, tuple[int, int]]:
@@ -116,7 +125,7 @@ class CrossKD(nn.Module):
         return widths
 
     def tap(self, head: nn.Module, role: str) -> AbstractContextManager[dict[str, list[Tensor]]]:
-        """``with crosskd.tap(head, "student") as feats``: the tower inputs at the cut."""
+        """``with crosskd.tap(head, "student") as feats``: per tower, the inputs at the cut."""
         layout = self.student_layout if role == "student" else self.teacher_layout
         return tap_towers(head, layout, self.depth)
 
@@ -129,25 +138,12 @@ class CrossKD(nn.Module):
         # not rectified.
         return F.relu(x) if self.depth > 0 else x
 
-    def forward(
-        self,
-        teacher_head: nn.Module,
-        student_taps: dict[str, list[Tensor]],
-        teacher_taps: dict[str, list[Tensor]],
-        teacher_outs: tuple,
-        img_metas: list[dict],
-        num_pos: float,
-        adapters: dict[str, nn.Module],
-    ) -> dict[str, Tensor]:
-        """``loss_distill_crosskd_cls`` and ``loss_distill_crosskd_box``.
-
-        Args:
-            teacher_head: the frozen teacher's head.
-            student_taps, teacher_taps: per tower, per level (B, C, H_l, W_l), from :meth:`tap`.
-            teacher_outs: the teacher head's outputs (per-level logits, regression, ...).
-            num_pos: N, the student's positives (at least 1).
-            adapters: per tower ("cls", "reg"), the channel adapter, when there is one.
-        """
+    def forward(self, batch: DistillBatch) -> dict[str, Tensor]:
+        """``loss_distill_crosskd_cls`` and ``loss_distill_crosskd_box`` over N, the student's
+        positives; the taps hold per tower, per level (B, C, H_l, W_l) inputs at the cut."""
+        student_taps, teacher_taps = batch.student.taps[self.name], batch.teacher.taps[self.name]
+        teacher_head, img_metas = batch.teacher.head, batch.img_metas
+        adapters = dict(self.adapters.items())  # per tower, where the widths differ
         inputs = {
             tower: [self.bridge(s, t, adapters.get(tower))
                     for s, t in zip(student_taps[tower], teacher_taps[tower], strict=True)]
@@ -155,10 +151,10 @@ class CrossKD(nn.Module):
         }
         cross_cls, cross_reg = cross_head_forward(
             teacher_head, self.teacher_layout, inputs["cls"], inputs["reg"], self.depth)
-        t_cls, t_reg = teacher_outs[0], teacher_outs[1]
+        t_cls, t_reg = batch.teacher.outs[0], batch.teacher.outs[1]
         channels = teacher_head.cls_out_channels
-        s_logits = flatten_level_maps(cross_cls, channels).reshape(-1, channels)  # (B*P, C)
-        t_logits = flatten_level_maps(t_cls, channels).reshape(-1, channels)
+        s_logits = level_rows(cross_cls, channels)  # (B*P, C)
+        t_logits = level_rows(t_cls, channels)
         featmap_sizes = [tuple(m.shape[-2:]) for m in t_cls]
         valid = valid_priors(teacher_head, featmap_sizes, img_metas, t_logits.device)
         valid = valid.reshape(-1).to(s_logits.dtype)  # (B*P,)
@@ -166,7 +162,7 @@ class CrossKD(nn.Module):
         losses: dict[str, Tensor] = {}
         if self.loss_cls is not None:
             losses["loss_distill_crosskd_cls"] = self.loss_cls(
-                s_logits, t_logits, weight=valid, avg_factor=num_pos)
+                s_logits, t_logits, weight=valid, avg_factor=batch.num_pos)
         if self.loss_box is not None:
             # CrossKD weighs each prior's box by the teacher's top class score.
             score = t_logits.detach().sigmoid().amax(dim=-1) * valid  # (B*P,)
@@ -178,14 +174,14 @@ class CrossKD(nn.Module):
                 target = flatten_dense_outputs(teacher_head, t_cls, t_reg, img_metas)
                 losses["loss_distill_crosskd_box"] = self.loss_box(
                     cross.boxes.reshape(-1, 4), target.boxes.reshape(-1, 4),
-                    weight=score, avg_factor=num_pos)
+                    weight=score, avg_factor=batch.num_pos)
         return losses
 
     def _distribution_loss(self, teacher_head: nn.Module, cross_reg: list[Tensor],
                            t_reg: list[Tensor], score: Tensor) -> Tensor:
         """KL over each side's ``reg_max + 1`` bins, ``sum_i s_i sum_k KL_ik / (4 sum_i s_i)``."""
         bins = teacher_head.reg_max + 1
-        s_dist = flatten_level_maps(cross_reg, 4 * bins).reshape(-1, bins)  # (B*P*4, bins)
-        t_dist = flatten_level_maps(t_reg, 4 * bins).reshape(-1, bins)
+        s_dist = level_rows(cross_reg, 4 * bins).reshape(-1, bins)  # (B*P*4, bins)
+        t_dist = level_rows(t_reg, 4 * bins).reshape(-1, bins)
         weight = score[:, None].expand(-1, 4).reshape(-1)  # (B*P*4,)
         return self.loss_box(s_dist, t_dist, weight=weight, avg_factor=4.0 * score.sum())
