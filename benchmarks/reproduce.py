@@ -9,7 +9,7 @@
 The protocol (``Schedule``; docs/REPRODUCTION.md says how it was chosen, before the runs): the
 synthetic data set (``bckd.data.synth``, written once to ``--data``); per head family (GFL, ATSS,
 RetinaNet, FCOS, RTMDet) one teacher, ``synth/{family}_teacher``, seed 0; GFL students of every
-method of ``GFL_METHODS`` (student alone, KD, LD, BCDL, ILDL, BCKD, CrossKD, PKD, BCKD+PKD) on
+method of ``GFL_METHODS`` (student alone, KD, LD, BCDL, ILDL, BCKD, CrossKD, PKD, BCKD+PKD, CWD) on
 seeds 0-4, and for the other families the student alone and BCKD on seeds 0-2, all distilled
 from their family's teacher as its job logged it to MLflow (``runs:/<teacher run>/...``).
 
@@ -71,7 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("gfl", "atss", "retinanet", "fcos", "rtmdet")
 GFL_METHODS = {"student": "gfl_student", "kd": "kd_gfl", "ld": "ld_gfl", "bcdl": "bcdl_gfl",
                "ildl": "ildl_gfl", "bckd": "bckd_gfl", "crosskd": "crosskd_gfl",
-               "pkd": "pkd_gfl", "bckd_pkd": "bckd_pkd_gfl"}
+               "pkd": "pkd_gfl", "bckd_pkd": "bckd_pkd_gfl", "cwd": "cwd_gfl"}
 ACTIVE = ("PENDING", "SUBMITTED", "RUNNING")  # job states of the API that are not over
 # Seconds per training image of one job on 1 CPU at 128 px, and per evaluated image; start-up
 # per job. Fitted to the job times of the run of 2026-11-25 (33 jobs, 2 at a time on this

@@ -98,7 +98,7 @@ def test_reproduce_plan_lists_the_runs_without_running_anything(tmp_path, monkey
     assert proc.returncode == 0 and all(r.name in proc.stdout for r in setting), proc.stdout
     # registered: every method of a family runs every seed of the family, so differences pair
     runs = reproduce.plan(REGISTERED, "repro")
-    assert len(runs) == 5 + 5 * 9 + 3 * 3 * 2 + 4 * 2  # teachers, GFL 5 x 9, 3 x 3 x 2, 4 x 2
+    assert len(runs) == 5 + 5 * 10 + 3 * 3 * 2 + 4 * 2  # teachers, GFL 5 x 10, 3 x 3 x 2, 4 x 2
     assert len({r.name for r in runs}) == len(runs)  # the setting's students are not run twice
     for family, seeds in (("gfl", {0, 1, 2, 3, 4}), ("rtmdet", {0, 1, 2, 3})):
         by_method: dict[str, set[int]] = {}
@@ -106,7 +106,7 @@ def test_reproduce_plan_lists_the_runs_without_running_anything(tmp_path, monkey
             if r.family == family and r.method != "teacher":
                 by_method.setdefault(r.method, set()).add(r.seed)
         assert by_method and all(s == seeds for s in by_method.values())
-    assert {r.method for r in runs if r.family == "gfl"} >= {"crosskd", "pkd", "bckd_pkd"}
+    assert {r.method for r in runs if r.family == "gfl"} >= {"crosskd", "pkd", "bckd_pkd", "cwd"}
     assert all(reproduce.overrides(r)["train_cfg.val_interval"] == r.epochs for r in runs)
     tiny = reproduce.plan(reproduce.TINY, "t")
     assert [r.method for r in tiny] == ["teacher", "student", "bckd"]

@@ -57,6 +57,7 @@ def test_two_stage_student_is_refused() -> None:
 
 @pytest.mark.parametrize("name,method", [("gfl_student", "plain"), ("bckd_gfl", "bckd"),
                                          ("kd_gfl", "kd"), ("ld_gfl", "ld"),
-                                         ("bcdl_gfl", "bcdl"), ("ildl_gfl", "ildl")])
+                                         ("bcdl_gfl", "bcdl"), ("ildl_gfl", "ildl"),
+                                         ("cwd_gfl", "cwd")])
 def test_method_names_follow_the_paper(name: str, method: str) -> None:
     assert method_name(model_cfg(name)) == method

@@ -99,7 +99,8 @@ def test_configs_build_and_step(name: str, method: str, terms: set[str]) -> None
 
 @pytest.mark.parametrize("name,method", [("crosskd_gfl", "crosskd"), ("crosskd_atss", "crosskd"),
                                          ("pkd_gfl", "pkd"), ("bckd_pkd_gfl", "bckd+pkd"),
-                                         ("bckd_gfl", "bckd"), ("ld_gfl", "ld")])
+                                         ("bckd_gfl", "bckd"), ("ld_gfl", "ld"),
+                                         ("cwd_gfl", "cwd")])
 def test_method_names(name: str, method: str) -> None:
     assert method_name(model_cfg(name)) == method
 
