@@ -7,7 +7,7 @@ setup:
 
 # The whole demo through the REST service: embedded Ray + MLflow + API, teacher, students.
 demo: setup
-	$(PY) -m service.demo
+	$(PY) -m service.client.demo
 
 # pytest exits 5 when it collected no test: a broken suite, reported as such. The benchmark and
 # reproduction scripts' smoke tests (marker `bench`) run in `make bench` and `make reproduce`.

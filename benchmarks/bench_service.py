@@ -4,9 +4,9 @@
     python benchmarks/bench_service.py --clients 10 --submits 1 --statuses 2   # a quick look
     python benchmarks/bench_service.py --scenario streams  # one owner's streams vs another
 
-Starts the embedded stack (``service.stack.Stack``: local Ray head with token auth, MLflow, the
-API; loopback only, free ports, a temporary data dir) whose jobs run a stand-in that does
-nothing but name an MLflow run (``BCKD_JOB_MODULE`` = a one-line script, as tests/service does
+Starts the embedded stack (``service.stack.embedded.Stack``: local Ray head with token auth,
+MLflow, the API; loopback only, free ports, a temporary data dir) whose jobs run a stand-in that
+does nothing but name an MLflow run (``BCKD_JOB_MODULE`` = a one-line script, as tests/service does
 with its fake job; the run, made by the benchmark, holds a few metrics), so no training runs.
 Then ``--clients`` threads, released together by a barrier, each send their requests one after
 the other, and every request's latency is recorded. Two measurements:
@@ -232,9 +232,9 @@ def paced(n: int, every_s: float, call: Callable[[int], object]) -> tuple[list[f
 def streams_scenario(args) -> int:
     import asyncio
 
-    from service.auth import hash_token
-    from service.client import Client
-    from service.stack import Stack, StackConfig, free_port
+    from service.client.api_client import Client
+    from service.core.auth import hash_token
+    from service.stack.embedded import Stack, StackConfig, free_port
 
     machine = machine_info("cpu")
     tokens = {"alice": "alice-bench-token-0123456789", "bob": "bob-bench-token-0123456789"}
@@ -341,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario == "streams":
         return streams_scenario(args)
 
-    from service.client import Client
-    from service.models import TERMINAL
-    from service.stack import Stack, StackConfig, free_port
+    from service.client.api_client import Client
+    from service.core.states import TERMINAL
+    from service.stack.embedded import Stack, StackConfig, free_port
 
     machine = machine_info("cpu")
     results: dict[str, dict] = {}
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             # one part of a submit, alone and sequential: the nodes the API reads from Ray's
             # state API (list_nodes, cached 30 s) to check the resources, on every POST (the
             # result keeps its name of before, part_ray_totals, so that old JSON still reads)
-            from service.ray_jobs import RayJobs
+            from service.adapters.ray_jobs import RayJobs
 
             ray_jobs = RayJobs(stack.ray_url)
             lat = [1e3 * timed(ray_jobs.capacity)[0] for _ in range(10)]

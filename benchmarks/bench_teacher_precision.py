@@ -5,8 +5,9 @@
         --teacher-ckpt /tmp/demo1/.bckd/owners/admin/runs/demo-teacher/final.pth
     python benchmarks/bench_teacher_precision.py ... --student-epochs 0   # the teacher only
 
-The demo's setting (service/demo.py): its trained GFL teacher (``configs/synth/gfl_teacher.py``)
-and its 128 px synthetic set. Everything runs in this process through mmengine's ``Runner``:
+The demo's setting (service/client/demo.py): its trained GFL teacher
+(``configs/synth/gfl_teacher.py``) and its 128 px synthetic set. Everything runs in this process
+through mmengine's ``Runner``:
 
 * teacher: COCO bbox mAP on the val split (mmdet's ``CocoMetric``, over the test loop's
   dataloader and evaluator), once through the detector's own ``test_step`` and once per
@@ -116,7 +117,7 @@ def train_student(cfg, ckpt: str, precision: str, epochs: int, seed: int) -> dic
     """One BCKD run of ``epochs`` on ``seed`` from the teacher ``ckpt``; its final val mAP."""
     from mmengine.runner import Runner
 
-    from service.demo import schedule_overrides
+    from service.client.demo import schedule_overrides
 
     cfg.merge_from_dict(schedule_overrides(epochs, seed))
     cfg.model.teacher_ckpt = ckpt

@@ -65,7 +65,7 @@ from repro_report import (
     table_rows,
 )
 
-from service.demo import end_on_signals, schedule_overrides
+from service.client.demo import end_on_signals, schedule_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("gfl", "atss", "retinanet", "fcos", "rtmdet")
@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         return report(from_records(runs_plan, records), runs_plan, s, args, machine, stem,
                       None, 0.0, prefix)
 
-    from service.client import Client
+    from service.client.api_client import Client
 
     end_on_signals()
     # the data set lives beside the stack's state, never in it (data roots stay apart from it)
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     data = (args.data or (tiny_data if args.tiny else ROOT / "data/repro")).resolve()
     stack = None
     if args.url is None:
-        from service.stack import Stack, StackConfig, free_port
+        from service.stack.embedded import Stack, StackConfig, free_port
 
         stack = Stack(StackConfig(data_dir=args.data_dir, api_port=free_port(),
                                   dashboard_port=free_port(), mlflow_port=free_port(),

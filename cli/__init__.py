@@ -22,8 +22,8 @@ COMMANDS = {
     "train": ("jobs.train", "train or distill a detector on Ray Train, tracked in MLflow"),
     "sweep": ("jobs.sweep",
               "sweep loss weights (or any config keys) with Ray Tune, nested in MLflow"),
-    "serve": ("service.serve_cli", "run Ray + MLflow + the REST API on this machine"),
-    "jobs": ("service.jobs_cli", "submit and follow jobs through the REST API"),
+    "serve": ("service.stack.serve", "run Ray + MLflow + the REST API on this machine"),
+    "jobs": ("service.client.jobs_cli", "submit and follow jobs through the REST API"),
     "export": ("bckd.export.cli", "write the (distilled) student as ONNX, checked against torch"),
     "predict": ("bckd.export.cli", "COCO detections and drawn images with a student or its ONNX"),
 }

@@ -32,7 +32,7 @@ if ! command -v chromium >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 fi
 
-# bubblewrap is the jobs' sandbox in `bckd serve` (service/sandbox.py): without it the stack
+# bubblewrap is the jobs' sandbox in `bckd serve` (service/stack/sandbox.py): without it the stack
 # refuses to start unless BCKD_JOB_SANDBOX=off. Checked before the stamp, like chromium.
 if ! command -v bwrap >/dev/null; then
     log "installing bubblewrap (apt) for the jobs' sandbox"

@@ -4,100 +4,27 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import threading
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from service.db import migrate
-from service.errors import Invalid
-from service.reconciler import Reconciler, Submitter
-from service.routes import api_router, datasets
+from service.adapters.db import migrate
+from service.api.errors import domain_error
+from service.api.middleware import BodyLimit, DocsPolicy
+from service.api.routes import ARCHIVE_PATH, api_router
+from service.core.errors import Refused
+from service.core.reconciler import Reconciler, Submitter
+from service.core.validation import warm_up
 from service.settings import get_settings
-from service.validation import warm_up
 
 __all__ = ["app", "create_app"]
 
 
-class BodyLimit:
-    """Refuse a request body over ``limit`` bytes with 413, whether announced or streamed."""
-
-    def __init__(self, app, limit: int, exempt: re.Pattern):
-        self.app, self.limit, self.exempt = app, limit, exempt  # exempt: paths with own caps
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or self.exempt.match(scope["path"]):
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, receive, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            msg = await receive()
-            seen += len(msg.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge
-            return msg
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope, receive, send):
-        resp = JSONResponse({"detail": [{"loc": ["body"], "type": "too_large",
-                                         "msg": f"body: larger than {self.limit} bytes"}]},
-                            status_code=413)
-        await resp(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-# The docs pages may load from their own origin only. The assets are local (fastapi-offline), but
-# ReDoc's bundle still draws its footer logo from a CDN; the policy keeps the browser from
-# asking, so nothing of the docs leaves the machine. Inline: the pages' own start-up script and
-# the styles the bundles inject; blob: ReDoc's search worker.
-DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
-               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:")
-
-
-class DocsPolicy:
-    """Add ``DOCS_POLICY`` as the Content-Security-Policy of the responses under ``paths``."""
-
-    def __init__(self, app, paths: tuple[str, ...]):
-        self.app, self.paths = app, paths
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(self.paths):
-            return await self.app(scope, receive, send)
-
-        async def with_policy(msg):
-            if msg["type"] == "http.response.start":
-                msg["headers"] = [*msg.get("headers", []),
-                                  (b"content-security-policy", DOCS_POLICY.encode())]
-            await send(msg)
-
-        await self.app(scope, receive, with_policy)
-
-
-async def invalid_field(request: Request, err: Invalid) -> JSONResponse:
-    """A refused field in FastAPI's own validation shape: ``detail[0].loc`` names it."""
-    where = "header" if err.field == "Idempotency-Key" else "body"
-    return JSONResponse({"detail": [{"loc": [where, *err.field.split(".")],
-                                     "msg": f"{err.field}: {err.msg}", "type": "value_error"}]},
-                        status_code=err.status)
-
-
 def _warm_up_and_freeze() -> None:
-    """Import what checking a request needs (``service.validation.warm_up``), then freeze.
+    """Import what checking a request needs (``service.core.validation.warm_up``), then freeze.
 
     Everything imported by then (torch and mmdet among it: about half a million objects) lives
     as long as the process. Frozen, it is out of the collector's sight; a full collection,
@@ -140,10 +67,8 @@ def create_app() -> FastAPI:
                   # OpenAPI links of POST /v1/jobs name
                   generate_unique_id_function=lambda route: route.name)
     app.include_router(api_router)
-    app.include_router(datasets.router, prefix="/v1")
-    app.add_exception_handler(Invalid, invalid_field)
-    app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes,
-                       exempt=datasets.ARCHIVE_PATH)
+    app.add_exception_handler(Refused, domain_error)
+    app.add_middleware(BodyLimit, exempt=ARCHIVE_PATH)
     app.add_middleware(DocsPolicy, paths=("/docs", "/redoc"))
     return app
 

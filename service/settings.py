@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     resubmit_after_s: float = 10.0  # an unconfirmed submission older than this is retried
     lost_grace_s: float = 30.0  # a row Ray has not known this long (since it last did) is LOST
     # A RUNNING job silent this long at least is stalled, and stopped as long again after
-    # (service.stalls: the timeout grows with the job's own step time); before its first
+    # (service.core.stalls: the timeout grows with the job's own step time); before its first
     # progress line, stall_startup_s.
     stall_floor_s: float = Field(240.0, gt=0)
     stall_startup_s: float = Field(900.0, gt=0)

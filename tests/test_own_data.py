@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import pytest
 
-from service.stack import free_port
+from service.stack.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Your own data, start to finish"

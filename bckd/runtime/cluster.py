@@ -2,10 +2,10 @@
 
 The rule (:func:`check_resources`) is per-node packing: a worker's resources must fit on one
 node, and the workers that fit are counted node by node. The API checks a request with it before
-the job exists (``service.validation``), and the job's driver checks again against the nodes Ray
-reports (:func:`cluster_capacity`): both must give the same answer for the same cluster, so they
-call the same function. Ray Train V2 retries an infeasible ``ScalingConfig`` forever on a static
-cluster, so a job that can never be placed fails here, naming what is missing.
+the job exists (``service.core.validation``), and the job's driver checks again against the
+nodes Ray reports (:func:`cluster_capacity`): both must give the same answer for the same cluster,
+so they call the same function. Ray Train V2 retries an infeasible ``ScalingConfig`` forever on a
+static cluster, so a job that can never be placed fails here, naming what is missing.
 
 A cluster that an autoscaler grows (KubeRay's worker groups, which may scale from zero) is not
 refused for nodes it does not have yet: its :class:`NodeGroup`\\ s count at their maximum size,

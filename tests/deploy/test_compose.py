@@ -21,7 +21,7 @@ from deploytools import (
     service_env,
 )
 
-from service.auth import TokenTable
+from service.core.auth import TokenTable
 from service.settings import Settings
 
 BCKD_SERVICES = ("ray-head", "ray-worker", "api", "mlflow")  # run the bckd image

@@ -21,7 +21,7 @@ def head_of_one_cpu() -> Iterator:
     import ray
     from ray.cluster_utils import Cluster
 
-    from service.stack import free_port
+    from service.stack.embedded import free_port
 
     if ray.is_initialized():
         ray.shutdown()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bckd.runtime.cluster import DRIVER_ENV
-from service.orchestrator import driver_env
+from service.core.jobs import driver_env
 from service.settings import Settings
 
 pytestmark = pytest.mark.slow

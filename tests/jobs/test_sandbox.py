@@ -1,4 +1,4 @@
-"""The jobs' sandbox (``service.sandbox``): a job that runs code cannot read the service's
+"""The jobs' sandbox (``service.stack.sandbox``): a job that runs code cannot read the service's
 secrets.
 
 The view alone, on plain commands (fast); then the real stack (``bckd serve``'s ``Stack``: the
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from service.auth import hash_token
-from service.sandbox import SandboxUnavailable, bwrap_argv, confine, sandbox_mode
-from service.stack import Stack, StackConfig, free_port
+from service.core.auth import hash_token
+from service.stack.embedded import Stack, StackConfig, free_port
+from service.stack.sandbox import SandboxUnavailable, bwrap_argv, confine, sandbox_mode
 from tests.jobs.jobtools import make_synth
 from tests.service.servicetools import TOKENS, client, wait_all
 

@@ -19,11 +19,10 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from service.auth import hash_token
-from service.db import session_scope
-from service.deps import get_ray
-from service.models import Job
-from service.ray_jobs import UnknownJob
+from service.adapters.db import Job, session_scope
+from service.adapters.ray_jobs import UnknownJob
+from service.api.deps import get_ray
+from service.core.auth import hash_token
 from service.settings import Settings, get_settings
 from tests.service.servicetools import TOKENS
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from service.models import TERMINAL
-from service.stack import Stack
+from service.core.states import TERMINAL
+from service.stack.embedded import Stack
 
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
 

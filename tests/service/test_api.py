@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.auth import hash_token
-from service.db import session_scope
-from service.stack import Stack, StackConfig, free_port
+from service.adapters.db import session_scope
+from service.core.auth import hash_token
+from service.stack.embedded import Stack, StackConfig, free_port
 from tests.service.servicetools import TOKENS, client, finished, toy_dataset, wait_for
 
 HERE = Path(__file__).parent
@@ -223,9 +223,9 @@ def test_a_cancel_during_the_submission_stops_the_job_on_ray(stack, tmp_path, mo
 
     from ray.job_submission import JobSubmissionClient
 
-    from service.models import TERMINAL as ENDED
-    from service.ray_jobs import RayJobs
-    from service.reconciler import reconcile_once
+    from service.adapters.ray_jobs import RayJobs
+    from service.core.reconciler import reconcile_once
+    from service.core.states import TERMINAL as ENDED
     from tests.service.inprocess import inprocess_api
 
     token = stack.ray_token_file.read_text().strip()
@@ -447,7 +447,7 @@ def test_oversized_body_is_refused_with_413(stack, alice):
 
 
 def test_compare_table_lists_runs_with_metrics_and_links(stack, alice):
-    from service.jobs_cli import compare_table
+    from service.client.jobs_cli import compare_table
 
     table = compare_table(alice.get("/v1/experiments/bckd/compare").json())
     head, *rows = table.splitlines()

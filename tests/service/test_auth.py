@@ -2,7 +2,7 @@
 
 
 def test_added_tokens_are_stored_hashed_and_resolve_to_their_owner(tmp_path):
-    from service.auth import TokenTable, add_token
+    from service.core.auth import TokenTable, add_token
 
     f = tmp_path / "tokens"
     alice = add_token(f, "alice")
@@ -16,7 +16,7 @@ def test_added_tokens_are_stored_hashed_and_resolve_to_their_owner(tmp_path):
 def test_add_refuses_a_name_the_loader_would_refuse_and_writes_nothing(tmp_path, capsys):
     import pytest
 
-    from service.auth import _main, check_owner_name
+    from service.core.auth import _main, check_owner_name
 
     f = tmp_path / "tokens"
     for name in ("../evil", "a/b", ".hidden", "x" * 65, "alice\n"):
@@ -26,13 +26,13 @@ def test_add_refuses_a_name_the_loader_would_refuse_and_writes_nothing(tmp_path,
             _main(["add", name, "--file", str(f)])
         assert info.value.code == 2
         err = capsys.readouterr().err
-        assert "letters, digits" in err and "python -m service.auth add alice" in err, err
+        assert "letters, digits" in err and "python -m service.core.auth add alice" in err, err
     assert not f.exists()
     assert _main(["add", "alice.b-2", "--file", str(f)]) == 0  # the form it names is taken
 
 
 def test_one_bad_tokens_line_is_skipped_with_an_error_naming_it(tmp_path, caplog):
-    from service.auth import TokenTable, add_token, hash_token
+    from service.core.auth import TokenTable, add_token, hash_token
 
     f = tmp_path / "tokens"
     alice = add_token(f, "alice")
@@ -50,7 +50,7 @@ def test_one_bad_tokens_line_is_skipped_with_an_error_naming_it(tmp_path, caplog
 
 
 def test_the_api_answers_every_good_token_despite_a_bad_line(tmp_path, monkeypatch):
-    from service.auth import hash_token
+    from service.core.auth import hash_token
     from tests.service.inprocess import HeldRay, inprocess_api
     from tests.service.servicetools import TOKENS, toy_dataset
 

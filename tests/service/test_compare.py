@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.auth import hash_token
-from service.stack import Stack, StackConfig, free_port
+from service.core.auth import hash_token
+from service.stack.embedded import Stack, StackConfig, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "alice-token-0123456789"
@@ -154,7 +154,7 @@ def test_cli_prints_the_method_table_the_paired_interval_and_the_unpaired_run(st
 
 
 def test_runs_of_one_method_but_other_models_are_separate_groups():
-    from service.routes.experiments import _groups
+    from service.api.routes.experiments import _groups
 
     def row(run_id, method, student):
         return {"run_id": run_id, "params": {"method": method, "student": student}}

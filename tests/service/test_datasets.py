@@ -14,8 +14,8 @@ import torch
 from mmengine.runner.checkpoint import save_checkpoint
 
 from bckd.data import SynthConfig, generate
-from service.auth import hash_token
-from service.stack import Stack, StackConfig, free_port
+from service.core.auth import hash_token
+from service.stack.embedded import Stack, StackConfig, free_port
 from tests.service.servicetools import TOKENS, wait_all
 
 pytestmark = pytest.mark.slow

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service import demo
+from service.client import demo
 
 
 class StandInStack:
-    """``service.stack.Stack`` as the demo reads it: URLs and token files. A stand-in because
-    starting Ray and MLflow takes minutes on these cores; ``test_serve.py`` starts the real stack
-    and checks the same line (``serve_cli.ray_token_line``) in ``bckd serve``'s output."""
+    """``service.stack.embedded.Stack`` as the demo reads it: URLs and token files. A stand-in
+    because starting Ray and MLflow takes minutes on these cores; ``test_serve.py`` starts the real
+    stack and checks the same line (``serve_cli.ray_token_line``) in ``bckd serve``'s output."""
 
     def __init__(self, cfg):
         self.api_url, self.ray_url = "http://127.0.0.1:1", "http://127.0.0.1:2"
@@ -29,7 +29,7 @@ class StandInStack:
 
 
 def test_the_demo_names_the_ray_tokens_file_and_how_to_use_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("service.stack.Stack", StandInStack)
+    monkeypatch.setattr("service.stack.embedded.Stack", StandInStack)
     monkeypatch.setattr(demo, "end_on_signals", lambda: None)  # pytest keeps its own handlers
     # --num-train 0 is refused right after the start-up lines: no data set, no job
     assert demo.main(["--data-dir", str(tmp_path / "state"), "--num-train", "0",

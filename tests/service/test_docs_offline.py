@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from service.stack import Stack, StackConfig, free_port
+from service.stack.embedded import Stack, StackConfig, free_port
 
 # Each page's route list: an operation of POST /v1/jobs (operationId ``submit``) as the
 # page's own renderer marks it in the DOM.

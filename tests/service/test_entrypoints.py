@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from bckd.config.jobfile import JobFile, read_job_file
-from service.entrypoints import build_entrypoint
+from service.adapters.entrypoints import build_entrypoint
 
 
 def test_train_distill_and_sweep_pass_only_the_job_file(tmp_path):

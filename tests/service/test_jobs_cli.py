@@ -14,8 +14,9 @@ import pytest
 from bckd.data.synth import SynthConfig, ensure
 from bckd.tracking.runs import open_run
 from cli import main
-from service.client import Client
-from service.tracking import Tracking
+from service.adapters.tracking import Tracking
+from service.api.deps import get_tracking_client
+from service.client.api_client import Client
 from tests.service.inprocess import HeldRay, body, inprocess_api
 from tests.service.servicetools import TOKENS, toy_dataset
 
@@ -36,7 +37,7 @@ def api(tmp_path, monkeypatch):
     toy = toy_dataset(tmp_path)
     with inprocess_api(monkeypatch, tmp_path, HeldRay(), [toy.parent],
                        BCKD_MLFLOW_URI=f"sqlite:///{tmp_path / 'mlflow.db'}") as (c, settings):
-        monkeypatch.setattr("service.jobs_cli._client", lambda args: InProcess(c))
+        monkeypatch.setattr("service.client.jobs_cli._client", lambda args: InProcess(c))
 
         def cli(*argv: str) -> int:
             return main(["jobs", *argv])
@@ -126,10 +127,10 @@ def test_pydantic_refusals_name_the_flag_too(api, capsys):
     assert "HTTP 422: --cpus: " in err, err
 
 
-def test_experiments_are_the_callers_own_with_their_runs_table(api, capsys, monkeypatch):
+def test_experiments_are_the_callers_own_with_their_runs_table(api, capsys):
     c, settings, toy, cli = api
     tracking = Tracking(settings.mlflow_uri, "http://mlflow.example")
-    monkeypatch.setattr("service.routes.experiments.get_tracking", lambda *_: tracking)
+    c.app.dependency_overrides[get_tracking_client] = lambda: tracking  # its public URL
     # "shapes" has an MLflow run (the experiment exists); "later" has none yet
     open_run(settings.mlflow_uri, "shapes", "r0", {"bckd.owner": "alice"})
     exp_id = tracking.client.get_experiment_by_name("shapes").experiment_id

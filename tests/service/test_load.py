@@ -18,11 +18,10 @@ import pytest
 from anyio import to_thread
 from sqlalchemy import event, text
 
-from service.db import get_engine, migrate, session_scope
-from service.models import Job
-from service.reconciler import reconcile_once
+from service.adapters.db import Job, get_engine, migrate, session_scope
+from service.adapters.tracking import Tracking
+from service.core.reconciler import reconcile_once
 from service.settings import Settings
-from service.tracking import Tracking
 from tests.service.inprocess import HeldRay, body, inprocess_api, row
 from tests.service.servicetools import toy_dataset
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from service.auth import hash_token
-from service.stack import Stack, StackConfig, free_port
+from service.core.auth import hash_token
+from service.stack.embedded import Stack, StackConfig, free_port
 from tests.service.servicetools import TOKENS, finished, toy_dataset, wait_for
 
 HERE = Path(__file__).parent

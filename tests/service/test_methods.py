@@ -15,8 +15,8 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from service.auth import hash_token
-from service.stack import Stack, StackConfig, free_port
+from service.core.auth import hash_token
+from service.stack.embedded import Stack, StackConfig, free_port
 from tests.distill.distilltools import save_teacher
 from tests.jobs.jobtools import make_synth
 from tests.service.servicetools import wait_all

@@ -17,17 +17,16 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from service.auth import Principal
-from service.creation import create_job
-from service.db import session_scope
-from service.deps import get_ray, get_submitter
-from service.models import Job, KeyClaim, utcnow
-from service.orchestrator import submit_new
-from service.ray_jobs import RayJobs
-from service.reconciler import reconcile_once
-from service.schemas import JobCreate
-from service.stack import free_port
-from service.tracking import Tracking, get_tracking
+from service.adapters.db import Job, KeyClaim, session_scope, utcnow
+from service.adapters.ray_jobs import RayJobs
+from service.adapters.tracking import Tracking, get_tracking
+from service.api.deps import get_ray, get_submitter
+from service.core.auth import Principal
+from service.core.creation import create_job
+from service.core.jobs import submit_new
+from service.core.reconciler import reconcile_once
+from service.core.schemas import JobCreate
+from service.stack.embedded import free_port
 from tests.service.inprocess import WAIT_S, HeldRay, body, inprocess_api, row, until
 from tests.service.servicetools import toy_dataset
 
@@ -155,7 +154,7 @@ def test_a_refused_request_releases_its_key_and_a_retry_is_judged_again(
 
 def _seen_waiting(monkeypatch) -> threading.Event:
     """Set when a request first sleeps in the key's wait loop: only a duplicate does."""
-    import service.idempotency as idem
+    import service.core.idempotency as idem
 
     seen, real_sleep = threading.Event(), time.sleep
     monkeypatch.setattr(idem.time, "sleep", lambda s: (seen.set(), real_sleep(s)))

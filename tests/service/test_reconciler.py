@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from service.db import migrate, session_scope
-from service.models import Job, JobStatus, utcnow
-from service.ray_jobs import UnknownJob
-from service.reconciler import reconcile_once
-from service.restarts import job_error
+from service.adapters.db import Job, migrate, session_scope, utcnow
+from service.adapters.ray_jobs import UnknownJob
+from service.core.reconciler import reconcile_once
+from service.core.restarts import job_error
+from service.core.states import JobStatus
 from service.settings import Settings
 
 

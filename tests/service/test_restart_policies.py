@@ -73,11 +73,12 @@ def test_a_job_file_with_a_bad_max_failures_is_refused_naming_it(api, tmp_path, 
 
 
 def test_the_cli_sends_both_flags(api, monkeypatch, capsys):
-    import service.client
+    import service.client.api_client
     from cli import main
 
     c, settings, toy = api
-    monkeypatch.setattr(service.client.httpx, "Client", lambda **kw: c)  # the in-process app
+    # the in-process app
+    monkeypatch.setattr(service.client.api_client.httpx, "Client", lambda **kw: c)
     rc = main(["jobs", "--url", "http://testserver", "--token", TOKENS["alice"], "submit",
                "train", "toy_teacher", "--data-root", str(toy), "--max-failures", "2",
                "--max-restarts", "1"])

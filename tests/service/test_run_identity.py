@@ -21,11 +21,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bckd.tracking.runs import RunRefused, open_owned_run
-from service.auth import hash_token
-from service.db import session_scope
-from service.models import Job, JobStatus, utcnow
-from service.reconciler import reconcile_once
-from service.tracking import get_tracking
+from service.adapters.db import Job, session_scope, utcnow
+from service.adapters.tracking import get_tracking
+from service.core.auth import hash_token
+from service.core.reconciler import reconcile_once
+from service.core.states import JobStatus
 from tests.service.inprocess import HeldRay, body, inprocess_api, row, until
 from tests.service.servicetools import TOKENS, toy_dataset
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.auth import hash_token
-from service.stack import Stack, StackConfig, free_port
+from service.core.auth import hash_token
+from service.stack.embedded import Stack, StackConfig, free_port
 from tests.jobs.jobtools import make_synth
 from tests.service.servicetools import TOKENS, wait_all
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.client import Client
-from service.stack import (
+from service.client.api_client import Client
+from service.stack.embedded import (
     RAY_WORKER_PORTS,
     PortError,
     Stack,

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from service import stalls
-from service.db import migrate, session_scope
-from service.models import Job, JobStatus, utcnow
-from service.schemas import JobPublic
+from service.adapters.db import Job, migrate, session_scope, utcnow
+from service.core import stalls
+from service.core.schemas import JobPublic
+from service.core.states import JobStatus
 from service.settings import Settings
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.auth import hash_token
-from service.stack import Stack, StackConfig, free_port
+from service.core.auth import hash_token
+from service.stack.embedded import Stack, StackConfig, free_port
 from tests.service.servicetools import TOKENS, client, finished, toy_dataset, wait_for
 
 HERE = Path(__file__).parent

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from service.client import Client
-from service.stack import free_port
-from service.takeover import Identity
+from service.client.api_client import Client
+from service.stack.embedded import free_port
+from service.stack.takeover import Identity
 from tests.jobs.jobtools import make_synth
 from tests.service.test_serve import Serve, started_pids
 

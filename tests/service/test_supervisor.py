@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from service.stack import Stack, StackConfig, free_port
-from service.supervisor import (
+from service.stack.embedded import Stack, StackConfig, free_port
+from service.stack.supervisor import (
     Exits,
     RestartPolicy,
     Supervisor,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from service.takeover import LOCK_FILE, Identity, StackBusy, read_lock, take_over
+from service.stack.takeover import LOCK_FILE, Identity, StackBusy, read_lock, take_over
 from tests.service.servicetools import alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,7 +144,7 @@ def test_a_stack_whose_supervisor_runs_is_refused_naming_it_and_the_port(tmp_pat
 PARENT = """
 import sys, time
 from pathlib import Path
-from service.stack import Part, _launch
+from service.stack.embedded import Part, _launch
 part = Part("sleeper", ["sleep", "300"], {}, Path(sys.argv[1]))
 print(_launch(part).pid, flush=True)
 time.sleep(300)

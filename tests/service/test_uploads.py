@@ -1,4 +1,4 @@
-"""Unpacking an uploaded data set (``service.uploads.unpack``): what a hostile archive tries is
+"""Unpacking an uploaded data set (``service.core.uploads.unpack``): what a hostile archive tries is
 refused before a file is written, and a set tarred with its directory unpacks to that
 directory. The REST route around it: tests/service/test_datasets.py."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import Invalid
-from service.uploads import unpack
+from service.core.errors import Invalid
+from service.core.uploads import unpack
 
 
 def archive(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from bckd.tracking.mlflow_ui import EXPERIMENT_TAGS, KIND_TAG, VIEW_TAG, column, runs_link
 from bckd.tracking.runs import RunWriter, open_run
-from service.ports import free_port
+from service.stack.ports import free_port
 from tests.service.test_docs_offline import chromium
 
 

@@ -1,5 +1,5 @@
 """``ProgressHook`` (rank 0): the console's progress lines, forwarded by Ray to the driver's
-console, and the job's sign of life to the service (``service.stalls`` counts them).
+console, and the job's sign of life to the service (``service.core.stalls`` counts them).
 
 Training: every N iterations and at each epoch's end, ``bckd: progress epoch=E/EE iter=I/II
 eta=H:MM:SS images_per_s=X step_s=S loss...=...``, ``step_s`` the mean iteration time over

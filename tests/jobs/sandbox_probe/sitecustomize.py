@@ -10,7 +10,7 @@ driver) tries to read those files as it starts and records what it got in
 Why a request cannot turn it on: this file is in ``tests/``, which no deployment's
 ``PYTHONPATH`` holds, and the stack's environment is the operator's (here, the test's). A
 request reaches a job only as the job file's data (``bckd.config.jobfile``) and the fixed
-variables of ``service.orchestrator.driver_env``; it names neither ``PYTHONPATH`` nor
+variables of ``service.core.jobs.driver_env``; it names neither ``PYTHONPATH`` nor
 ``BCKD_SANDBOX_PROBE``. Without both, this module does nothing.
 """
 

@@ -1,0 +1,27 @@
+"""A job's kinds and states: the words the REST API, the table and the client share."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["TERMINAL", "JobKind", "JobStatus"]
+
+
+class JobKind(enum.StrEnum):
+    train = "train"
+    distill = "distill"
+    sweep = "sweep"
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "PENDING"  # row written; submitted to Ray or about to be
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"  # cancelled by a user
+    LOST = "LOST"  # Ray no longer knows the job (cluster restarted)
+    # A FAILED (infrastructure) or LOST job that ``max_restarts`` allows goes back to PENDING
+    # under a new Ray submission id (``Job.ray_id``) instead: see ``service.core.restarts``.
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.LOST})
