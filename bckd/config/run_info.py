@@ -18,7 +18,7 @@ __all__ = ["RunInfo", "describe_run", "flatten_config"]
 class RunInfo:
     """What a run is, for MLflow tags and params."""
 
-    method: str  # plain, kd, ld, bcdl, ildl or bckd (bckd.distill.method_name)
+    method: str  # plain, or its methods joined by +: bckd, bckd+pkd (bckd.distill.method_name)
     student: str
     teacher: str  # "" for a plain run
     dataset: str
