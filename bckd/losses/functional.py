@@ -16,8 +16,10 @@ in the denominator (callers clamp, ``max(1, num_pos)``).
   Correlation Coefficient", NeurIPS 2022): MSE between channel-normalized FPN feature maps, i.e.
   ``1 - r`` with ``r`` the Pearson correlation of each channel of student and teacher.
 
-This module imports torch only, so the methods can be read, tested and reused without mmdet or
-mmcv.
+These functions are the code that trains, not a reference beside it: the compiled pass of
+:mod:`bckd.losses.fused` and the registered modules call them, and their argument rules (the
+``check_*`` functions below) are the only copy. This module imports torch only, so the methods
+can be read, tested and reused without mmdet or mmcv.
 """
 
 from __future__ import annotations
