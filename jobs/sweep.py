@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from bckd.commandline import add_command
-from jobs import add_resource_arguments, run_module
+from jobs import add_resource_arguments, run_module, spec_fields
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -67,35 +67,16 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(args: argparse.Namespace):
-    from bckd.config.jobfile import read_job_file
     from bckd.tune.spec import SweepSpec
 
-    common = dict(search_space=args.search_space, scheduler=args.scheduler, search=args.search,
-                  max_concurrent=args.max_concurrent, metric=args.metric, mode=args.mode,
-                  address=args.address, grace_period=args.grace_period,
-                  reduction_factor=args.reduction_factor, seed=args.seed,
-                  progress_interval=args.progress_interval, max_failures=args.max_failures,
-                  capacity_timeout_s=args.capacity_timeout)
-    if args.spec is None:
-        if args.config is None:
-            raise ValueError("give a CONFIG file, or --spec FILE")
-        return SweepSpec(
-            config=args.config, num_samples=args.num_samples, name=args.name,
-            experiment=args.experiment, num_workers=args.num_workers,
-            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-            cfg_options=dict(args.cfg_options or {}), work_dir=args.work_dir, **common)
-    if args.config is not None or args.cfg_options:
-        raise ValueError("--spec FILE holds the config and its overrides: give no CONFIG or "
-                         "--cfg-options with it")
-    job = read_job_file(args.spec)
-    common["max_failures"] = job.max_failures  # the request's policy (REST max_failures)
-    common["capacity_timeout_s"] = job.capacity_timeout_s
+    fields, job = spec_fields(args)
     return SweepSpec(
-        config=str(job.config_path()), num_samples=job.num_samples, name=job.name,
-        experiment=job.experiment, num_workers=job.num_workers,
-        cpus_per_worker=job.cpus_per_worker, gpus_per_worker=job.gpus_per_worker,
-        cfg_options=job.overrides, work_dir=job.run_dir, tags=job.tags, policy=job.policy(),
-        run_id=job.mlflow_run_id, **common)
+        num_samples=job.num_samples if job is not None else args.num_samples,
+        search_space=args.search_space, scheduler=args.scheduler, search=args.search,
+        max_concurrent=args.max_concurrent, metric=args.metric, mode=args.mode,
+        address=args.address, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, seed=args.seed,
+        progress_interval=args.progress_interval, **fields)
 
 
 def run(args: argparse.Namespace) -> int:

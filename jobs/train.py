@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from bckd.commandline import add_command
-from jobs import add_resource_arguments, run_module
+from jobs import add_resource_arguments, run_module, spec_fields
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -49,32 +49,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(args: argparse.Namespace):
-    from bckd.config.jobfile import read_job_file
     from bckd.config.spec import JobSpec
 
-    common = dict(address=args.address, storage_path=args.storage_path,
-                  max_failures=args.max_failures, progress_interval=args.progress_interval,
-                  capacity_timeout_s=args.capacity_timeout)
-    if args.spec is None:
-        if args.config is None:
-            raise ValueError("give a CONFIG file, or --spec FILE")
-        return JobSpec(
-            config=args.config, num_workers=args.num_workers,
-            gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-            cfg_options=dict(args.cfg_options or {}),
-            experiment=args.experiment, name=args.name, work_dir=args.work_dir, **common)
-    if args.config is not None or args.cfg_options:
-        raise ValueError("--spec FILE holds the config and its overrides: give no CONFIG or "
-                         "--cfg-options with it")
-    job = read_job_file(args.spec)
-    common["max_failures"] = job.max_failures  # the request's policy (REST max_failures)
-    common["capacity_timeout_s"] = job.capacity_timeout_s
-    return JobSpec(
-        config=str(job.config_path()), num_workers=job.num_workers,
-        gpus_per_worker=job.gpus_per_worker, cpus_per_worker=job.cpus_per_worker,
-        cfg_options=job.overrides, experiment=job.experiment, name=job.name,
-        work_dir=job.run_dir, tags=job.tags, policy=job.policy(), run_id=job.mlflow_run_id,
-        **common)
+    fields, _ = spec_fields(args)
+    return JobSpec(address=args.address, storage_path=args.storage_path,
+                   progress_interval=args.progress_interval, **fields)
 
 
 def run(args: argparse.Namespace) -> int:

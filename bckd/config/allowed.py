@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bckd.config.kinds import DISTILLER
 from bckd.config.paths import CHECKPOINT_SUFFIXES
 
 __all__ = ["CLASSES", "CONFIG", "NMS", "Arg", "declared"]
@@ -156,7 +157,7 @@ CLASSES: dict[str, dict[str, Arg]] = {
     "PackDetInputs": {"meta_keys": LABEL},
     "BatchSyncRandomResize": {"random_size_range": IMAGE_SIZE},
     # models
-    "BCKDDetector": {"teacher": Arg("teacher"), "teacher_ckpt": CHECKPOINT,
+    DISTILLER: {"teacher": Arg("teacher"), "teacher_ckpt": CHECKPOINT,
                      "teacher_precision": enum("auto", "fp32", "bf16", "fp16")},
     "ResNet": {"style": enum("pytorch", "caffe"), "depth": num(18, 152),
                "pretrained": CHECKPOINT},

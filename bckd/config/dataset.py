@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bckd.config.kinds import is_distillation
 from bckd.config.overrides import MISSING, lookup
 
 __all__ = ["LOADERS", "dataset_options", "check_teacher_classes", "checkpoint_classes",
@@ -61,7 +62,7 @@ def _heads_options(cfg: Any, count: int, configs_dir: Path | None, base: Path | 
         if found is not MISSING and found != count:
             options[f"{head}.num_classes"] = count
     teacher = lookup(cfg, "model.teacher")
-    if isinstance(teacher, str) and lookup(cfg, "model.type") == "BCKDDetector":
+    if isinstance(teacher, str) and is_distillation(lookup(cfg, "model")):
         from bckd.distill import teacher_model_config
 
         inline = teacher_model_config(teacher, configs_dir, base)

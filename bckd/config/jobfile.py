@@ -24,18 +24,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bckd.config.kinds import JobKind
 from bckd.config.policy import ConfigPolicy, Roots
 
 __all__ = ["JobFile", "read_job_file"]
 
 VERSION = 2  # 2: the config is always data, and the MLflow run is the service's
-KINDS = ("train", "distill", "sweep")
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id (uuid4 hex)
 
 
 @dataclass
 class JobFile:
-    kind: str  # train | distill | sweep
+    kind: str  # a JobKind: train | distill | sweep
     name: str  # the run's name: its directory and its MLflow run name
     experiment: str
     owner: str
@@ -49,7 +49,7 @@ class JobFile:
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> JSON value
     num_workers: int = 1
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: int = 0  # one of bckd.runtime.cluster.GPUS_PER_WORKER
     num_samples: int = 1  # sweeps: trials
     max_failures: int = 0  # worker failures a run (each trial's run) recovers from
     # how long the job waits for nodes an autoscaler adds (the service's pending_timeout_s)
@@ -91,7 +91,7 @@ def read_job_file(path: str | Path) -> JobFile:
         raise ValueError(f"--spec {path}: not a version {VERSION} job file")
     types = {"kind": str, "name": str, "experiment": str, "owner": str, "run_dir": str,
              "configs_dir": str, "read_roots": list, "base_dir": str, "overrides": dict,
-             "num_workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": (int, float),
+             "num_workers": int, "cpus_per_worker": (int, float), "gpus_per_worker": int,
              "num_samples": int, "max_failures": int, "capacity_timeout_s": (int, float),
              "tags": dict, "config_data": dict, "mlflow_run_id": str,
              "checkpoint_url_prefixes": list}
@@ -108,8 +108,8 @@ def read_job_file(path: str | Path) -> JobFile:
                          f"got {failures!r}")
     if not all(isinstance(p, str) for p in data.get("checkpoint_url_prefixes", [])):
         raise ValueError(f"--spec {path}: checkpoint_url_prefixes must be strings")
-    if data.get("kind") not in KINDS:
-        raise ValueError(f"--spec {path}: kind must be one of {KINDS}")
+    if data.get("kind") not in set(JobKind):
+        raise ValueError(f"--spec {path}: kind must be one of {tuple(str(k) for k in JobKind)}")
     if not RUN_ID.fullmatch(str(data.get("mlflow_run_id"))):
         raise ValueError(f"--spec {path}: mlflow_run_id must name the MLflow run the service "
                          "created for the job (32 hex digits); submit jobs through the API")

@@ -23,6 +23,7 @@ import yaml
 from mmengine.config import Config
 
 from bckd.config.dataset import inner_dataset
+from bckd.config.kinds import is_distillation
 from bckd.config.overrides import apply_overrides
 from bckd.config.policy import ConfigPolicy, PolicyError, check_size
 from bckd.config.registries import init_registries
@@ -121,7 +122,7 @@ def resolve_paths(cfg: Config, base: str | os.PathLike | None = None) -> Config:
         if isinstance(evaluator, Mapping) and evaluator.get("ann_file"):
             evaluator["ann_file"] = _absolute(evaluator["ann_file"], base)
     model = cfg.get("model", {})
-    if model.get("type") == "BCKDDetector":
+    if is_distillation(model):
         model["teacher_ckpt"] = _absolute(model.get("teacher_ckpt"), base)
         if isinstance(model.get("teacher"), str):
             model["teacher"] = _absolute(model["teacher"], base)
@@ -163,7 +164,7 @@ def check_teacher(cfg: Config) -> None:
     shapes) if it does not fit; plain detector configs pass.
     """
     model = cfg.get("model", {})
-    if model.get("type") != "BCKDDetector":
+    if not is_distillation(model):
         return
     ckpt = model.get("teacher_ckpt")
     if ckpt is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from mmengine.config import Config, ConfigDict
 
 from bckd.config.dataset import inner_dataset
+from bckd.config.kinds import is_distillation
 
 __all__ = ["RunInfo", "describe_run", "flatten_config"]
 
@@ -38,7 +39,7 @@ def describe_run(cfg: Config) -> RunInfo:
     model = cfg.model
     dataset = inner_dataset(cfg.get("train_dataloader")) or {}
     data = f"{dataset.get('type', '?')}:{Path(str(dataset.get('data_root', ''))).name}"
-    if model.get("type") != "BCKDDetector":
+    if not is_distillation(model):
         return RunInfo("plain", _model_name(model), "", data)
     from bckd.distill import method_name, teacher_model_config
 

@@ -33,6 +33,13 @@ DRIVER_ENV = frozenset({"MLFLOW_TRACKING_URI", "BCKD_JOB_ID", "PYTHONUNBUFFERED"
                         "RAY_JOB_STOP_SIGNAL", "RAY_JOB_STOP_WAIT_TIME_S"})
 
 
+# GPUs a worker may ask for: each worker is one DDP process that drives one device, so a
+# fraction of a GPU (two processes on one device, which NCCL refuses) or several GPUs (all but
+# one idle) would not mean what it says. The REST body, both command lines and the job file
+# take this rule, an int, from here.
+GPUS_PER_WORKER = (0, 1)
+
+
 class ResourceError(ValueError):
     """The workers asked for can never be placed; ``field`` is the setting to change."""
 
@@ -45,9 +52,8 @@ class ResourceError(ValueError):
 class WorkerResources:
     """What a job asks of the cluster: ``num_workers`` Ray Train workers of these resources.
 
-    ``gpus_per_worker`` is 0 or 1: each worker is one DDP process that drives one device, so a
-    fraction of a GPU (two processes on one device, which NCCL refuses) or several GPUs (all but
-    one idle) would not mean what it says; both are refused by :meth:`check`.
+    ``gpus_per_worker`` is one of :data:`GPUS_PER_WORKER`; anything else is refused by
+    :meth:`check`.
     """
 
     num_workers: int
@@ -71,7 +77,7 @@ class WorkerResources:
                                 f"{self.num_workers!r}")
         if not self.cpus_per_worker > 0:
             raise ResourceError("cpus_per_worker", f"must be > 0, got {self.cpus_per_worker!r}")
-        if self.gpus_per_worker not in (0, 1):
+        if self.gpus_per_worker not in GPUS_PER_WORKER:
             raise ResourceError(
                 "gpus_per_worker", f"must be 0 or 1, got {self.gpus_per_worker!r}: each worker is "
                 "one training process on one GPU; ask for more workers to use more GPUs")
@@ -252,6 +258,21 @@ def _keep_driver_env_off_workers() -> None:
         runtime_env["env_vars"] = kept
     job_config["runtime_env"] = runtime_env
     os.environ[JOB_CONFIG] = json.dumps(job_config)
+
+
+def connect_for(resources: WorkerResources, address: str | None, num_cpus: int | None,
+                timeout_s: float) -> bool:
+    """:func:`connect`, then :func:`wait_for_capacity` for ``resources`` (up to ``timeout_s``,
+    saying so on stdout): what a job's and a sweep's driver do before they start workers. True
+    when it started a local cluster, which the caller ends with :func:`disconnect`; a request
+    that never fits ends it here and raises :class:`ResourceError`."""
+    started = connect(address, num_cpus)
+    try:
+        wait_for_capacity(resources, timeout_s, say=lambda line: print(line, flush=True))
+    except BaseException:
+        disconnect(started)
+        raise
+    return started
 
 
 def disconnect(started: bool) -> None:

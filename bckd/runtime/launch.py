@@ -102,7 +102,7 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
 
     from bckd.config.loader import CONFIG_JSON, write_config_json
     from bckd.config.run_info import describe_run
-    from bckd.runtime.cluster import WorkerResources, connect, disconnect, wait_for_capacity
+    from bckd.runtime.cluster import WorkerResources, connect_for, disconnect
     from bckd.runtime.ray_checkpoints import checkpoint_policy, export_results, snapshot_exists
     from bckd.runtime.signals import fit_with_signals
     from bckd.runtime.stop import StopFlag
@@ -132,13 +132,10 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
         run_id = open_owned_run(tracking_uri, spec.run_id, spec.tags.get(OWNER_TAG, ""), tags)
         opened.update(run_id=run_id, tracking_uri=tracking_uri)
 
-    started_cluster = connect(spec.address, spec.local_num_cpus)
+    resources = WorkerResources(spec.num_workers, spec.cpus_per_worker, spec.gpus_per_worker)
+    started_cluster = connect_for(resources, spec.address, spec.local_num_cpus,
+                                  spec.capacity_timeout_s)
     try:
-        resources = WorkerResources(spec.num_workers, spec.cpus_per_worker,
-                                    spec.gpus_per_worker)
-        wait_for_capacity(resources, spec.capacity_timeout_s,
-                          say=lambda line: print(line, flush=True))
-
         storage = spec.storage_path or str(work_dir)
         ray_name = name if spec.storage_path else RAY_RUN_NAME
         resuming = snapshot_exists(storage, ray_name)

@@ -76,7 +76,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     from ray import tune
 
     from bckd.config.spec import JobSpec, prepare
-    from bckd.runtime.cluster import WorkerResources, connect, disconnect, wait_for_capacity
+    from bckd.runtime.cluster import WorkerResources, connect_for, disconnect
     from bckd.tracking.runs import (
         OWNER_TAG,
         RunWriter,
@@ -115,13 +115,11 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     trial_scheduler = scheduler(spec, max_epochs)
     check_search(spec, params)
 
-    started_cluster = connect(spec.address, spec.local_num_cpus)
+    resources = WorkerResources(spec.num_workers, spec.cpus_per_worker, spec.gpus_per_worker)
+    # a trial that can never be placed fails here, not in Tune
+    started_cluster = connect_for(resources, spec.address, spec.local_num_cpus,
+                                  job.capacity_timeout_s)
     try:
-        resources = WorkerResources(spec.num_workers, spec.cpus_per_worker,
-                                    spec.gpus_per_worker)
-        # a trial that can never be placed fails here, not in Tune
-        wait_for_capacity(resources, job.capacity_timeout_s,
-                          say=lambda line: print(line, flush=True))
         fits = _trials_that_fit(resources)
         max_concurrent = spec.max_concurrent or fits
         if max_concurrent > fits:

@@ -76,6 +76,7 @@ class Job(Base):
     message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # submissions tried
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))  # its run's
     # The run's latest metrics as the reconciler last read them (None: never read), so a job
     # read needs no MLflow round trip; as fresh as the status, one reconcile pass old at most.
     metrics: Mapped[dict | None] = mapped_column(JSON)

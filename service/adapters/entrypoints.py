@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from bckd.config.kinds import JobKind
+
 __all__ = ["build_entrypoint"]
 
 
@@ -15,6 +17,6 @@ def build_entrypoint(kind: str, job_file: Path, python: str = "python", module: 
     a request is ever a shell token. ``module`` replaces the job module, or names a script
     (tests run a stand-in that reads the same file).
     """
-    module = module or ("jobs.sweep" if kind == "sweep" else "jobs.train")
+    module = module or ("jobs.sweep" if kind == JobKind.sweep else "jobs.train")
     run = [module] if module.endswith(".py") else ["-m", module]  # a script path, or a module
     return shlex.join([python, *run, "--spec", str(job_file)])

@@ -63,6 +63,11 @@ class Tracking:
         return {name: runs_link(self.public_url, exp.experiment_id, VIEW_TAG in exp.tags)
                 for name, exp in found.items() if exp is not None}
 
+    def experiment_id(self, name: str) -> str | None:
+        """The id of the experiment ``name``; None when MLflow has none of that name."""
+        found = self.client.get_experiment_by_name(name)
+        return found.experiment_id if found is not None else None
+
     def run(self, run_id: str):
         return self.client.get_run(run_id)
 

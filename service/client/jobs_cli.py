@@ -22,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from bckd.config.kinds import JobKind
+from bckd.runtime.cluster import GPUS_PER_WORKER
 from service.client.cli_errors import COMPARE, JOBS, REGISTER, SUBMIT, cli_error
 from service.client.compare_text import compare_report, compare_table
 
@@ -221,7 +223,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     js = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
 
     p = js.add_parser("submit", help="submit a job")
-    p.add_argument("kind", choices=["train", "distill", "sweep"])
+    p.add_argument("kind", choices=[str(k) for k in JobKind])
     p.add_argument("config", nargs="?", help="a name from the configs list")
     p.add_argument("--upload", type=Path, default=None, help="a YAML/JSON config file instead")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -232,7 +234,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-ckpt", default=None, help="path or runs:/<run_id>/<path>")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker")
-    p.add_argument("--gpus", type=int, default=0, choices=(0, 1),
+    p.add_argument("--gpus", type=int, default=0, choices=GPUS_PER_WORKER,
                    help="GPUs per worker: 0, or 1 (more GPUs: more --workers)")
     p.add_argument("--num-samples", type=int, default=None, help="sweep trials")
     p.add_argument("--max-failures", type=int, default=None, metavar="N",

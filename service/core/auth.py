@@ -20,11 +20,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.core.schemas import NAME_PATTERN
+
 __all__ = ["Principal", "TokenTable", "add_token", "check_owner_name", "hash_token",
            "new_token", "parse_token_line", "write_admin_token"]
 
 log = logging.getLogger("bckd.service")
-OWNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a plain path component
+OWNER_NAME = re.compile(NAME_PATTERN)  # a plain path component
 OWNER_RULE = ("letters, digits, '_', '-' or '.', starting with a letter or digit, at most 64 "
               "characters (it names the owner's directory)")
 HASH = re.compile(r"[0-9a-fA-F]{64}")

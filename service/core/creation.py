@@ -10,6 +10,7 @@ other: nothing about a run is ever read from a job's log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,8 @@ WAITING_FOR_CAPACITY = ("waiting for capacity: its workers fit only once the aut
 
 
 def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
-               settings: Settings, tracking: Tracking, capacity: Capacity | None
+               settings: Settings, tracking: Tracking,
+               capacity: Callable[[], Capacity] | None
                ) -> tuple[Job, bool]:
     """Validate, make (or, for a rerun, reuse) the MLflow run, write the job file, then claim
     the run's name and insert the row in one transaction; True if the job is new (False: a
@@ -60,11 +62,12 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
         if made:
             run_id = tracking.create_job_run(req.experiment, name, user.name, job_id,
                                              v.config_hash)
+        experiment_id = tracking.experiment_id(req.experiment)  # the job's link (public_job)
     except Exception as err:  # the job cannot exist without its run
         raise Unavailable(f"MLflow unreachable: {err}") from err
     try:
         job, new = _insert_job(session, user, req, idem_key, settings, v,
-                               _NewJob(job_id, name, run_dir, run_id, seen))
+                               _NewJob(job_id, name, run_dir, run_id, experiment_id, seen))
     except BaseException:
         if made:
             _drop_run(tracking, run_id)
@@ -101,6 +104,7 @@ class _NewJob:
     name: str
     run_dir: Path
     run_id: str  # its MLflow run
+    experiment_id: str | None  # the run's experiment
     seen: str | None  # the name's last job when the run was chosen (None: a new name)
 
 
@@ -128,7 +132,7 @@ def _insert_job(session: Session, user: Principal, req: JobCreate, idem_key: str
               entrypoint=build_entrypoint(req.kind, job_file, settings.job_python,
                                           settings.job_module),
               status=JobStatus.PENDING, attempts=0, created_at=utcnow(), cancel_requested=False,
-              mlflow_run_id=run_id,
+              mlflow_run_id=run_id, mlflow_experiment_id=new.experiment_id,
               message=WAITING_FOR_CAPACITY if v.waits_for_capacity else None,
               restarts=0, max_restarts=req.max_restarts)
     for _ in range(2):  # a second pass when the name was created at the same moment

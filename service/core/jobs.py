@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from bckd.config.kinds import JobKind
+from bckd.runtime.cluster import Capacity
 from service.adapters.db import Job, session_scope, utcnow
 from service.adapters.ray_jobs import RayJobs, UnknownJob
 from service.adapters.tracking import Tracking
@@ -33,7 +35,7 @@ from service.core.errors import NotFound, Unavailable
 from service.core.idempotency import claim_or_find, find_duplicate, release_claim
 from service.core.owners import OwnerDirs
 from service.core.schemas import JobCreate, JobLinks, JobPublic
-from service.core.states import TERMINAL, JobKind, JobStatus
+from service.core.states import TERMINAL, JobStatus
 from service.settings import Settings
 
 __all__ = ["archive_logs", "aware", "cancel", "cancel_job", "driver_env", "find_job", "finish",
@@ -51,18 +53,22 @@ def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: 
                    settings: Settings, ray: RayJobs, tracking: Tracking) -> tuple[Job, bool]:
     """A POST's job, True if new. A known key is answered from the table before Ray or MLflow
     is asked anything; a key whose first request is still in flight waits for that request's
-    job (``service.core.idempotency``), so a duplicate never downloads or asks Ray. ``Unavailable``
-    when Ray cannot say what the cluster holds."""
+    job (``service.core.idempotency``), so a duplicate never downloads or asks Ray. The cluster's
+    capacity is asked last, so a bad request is a 4xx whether or not Ray answers;
+    ``Unavailable`` when Ray cannot say what the cluster holds."""
     known = find_duplicate(session, user.name, req, idem_key)
     if known is not None:
         return known, False
     if idem_key is not None and (known := claim_or_find(session, user.name, req, idem_key)):
         return known, False
-    try:
+
+    def capacity() -> Capacity:  # asked once the request passed every other check
         try:
-            capacity = ray.capacity(settings.node_groups())
+            return ray.capacity(settings.node_groups())
         except Exception as err:
             raise Unavailable(f"Ray cluster unreachable: {err}") from err
+
+    try:
         return create_job(session, user, req, idem_key, settings, tracking, capacity)
     except BaseException:
         if idem_key is not None:
@@ -70,13 +76,15 @@ def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: 
         raise
 
 
-def public_job(job: Job, settings: Settings) -> JobPublic:
-    """A row as the API shows it, with links to its Ray dashboard page and its MLflow run."""
+def public_job(job: Job, settings: Settings, tracking: Tracking) -> JobPublic:
+    """A row as the API shows it, with links to its Ray dashboard page and its MLflow run's
+    page (asking MLflow nothing: the row holds the run's experiment)."""
     dash = (settings.ray_dashboard_url or settings.ray_address).rstrip("/")
     mlflow = None
-    if job.mlflow_run_id:
-        base = (settings.mlflow_public_url or settings.mlflow_uri).rstrip("/")
-        mlflow = f"{base}/#/runs/{job.mlflow_run_id}"  # MLflow UI redirects to the experiment
+    if job.mlflow_run_id and job.mlflow_experiment_id:
+        mlflow = tracking.run_link(job.mlflow_experiment_id, job.mlflow_run_id)
+    elif job.mlflow_run_id:  # a row from before 0007: MLflow finds the experiment itself
+        mlflow = f"{tracking.public_url}/#/runs/{job.mlflow_run_id}"
     out = JobPublic.model_validate(job)
     out.links = JobLinks(ray_dashboard=f"{dash}/#/jobs/{job.ray_id}", mlflow_run=mlflow)
     return out

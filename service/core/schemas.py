@@ -7,7 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
 
-from service.core.states import JobKind, JobStatus
+from bckd.config.kinds import JobKind
+from bckd.runtime.cluster import GPUS_PER_WORKER
+from service.core.states import JobStatus
 
 __all__ = [
     "CompareMethod", "ComparePair", "CompareRow", "ComparePublic", "ConfigPublic",
@@ -16,12 +18,14 @@ __all__ = [
     "JobsPublic", "LogsPublic", "Readiness", "Resources",
 ]
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+# A name of a run, an experiment, an owner or a data set: a plain path component (it names
+# directories), letters, digits, '_', '-' or '.', starting with a letter or digit, 64 at most.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+Name = Annotated[str, Field(pattern=f"^{NAME_PATTERN}$")]
 OverrideValue = JsonValue  # any JSON: the config policy judges the merged config
 
 
-DataSetRef = Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}/)?"
-                                          r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+DataSetRef = Annotated[str, Field(pattern=f"^({NAME_PATTERN}/)?{NAME_PATTERN}$")]  # [owner/]name
 
 
 class Resources(BaseModel):
@@ -30,7 +34,7 @@ class Resources(BaseModel):
     num_workers: int = Field(1, ge=1, le=256)  # Ray Train workers (DDP ranks)
     cpus_per_worker: float = Field(1.0, gt=0, le=1024)
     # 0 or 1: a worker is one training process on one GPU; more GPUs are more workers
-    gpus_per_worker: int = Field(0, ge=0, le=1)
+    gpus_per_worker: int = Field(0, ge=min(GPUS_PER_WORKER), le=max(GPUS_PER_WORKER))
 
 
 class ConfigUpload(BaseModel):

@@ -1,16 +1,11 @@
-"""A job's kinds and states: the words the REST API, the table and the client share."""
+"""A job's states: the words the REST API, the table and the client share (its kinds are
+:class:`bckd.config.kinds.JobKind`, which the job file shares too)."""
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["TERMINAL", "JobKind", "JobStatus"]
-
-
-class JobKind(enum.StrEnum):
-    train = "train"
-    distill = "distill"
-    sweep = "sweep"
+__all__ = ["TERMINAL", "JobStatus"]
 
 
 class JobStatus(enum.StrEnum):

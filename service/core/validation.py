@@ -11,12 +11,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from bckd.config.dataset import check_teacher_classes, dataset_options, head_num_classes
+from bckd.config.kinds import DISTILLER, JobKind, is_distillation
 from bckd.config.loader import parse_config_data
 from bckd.config.overrides import MISSING, apply_overrides, lookup
 from bckd.config.paths import PathError, check_path, resolve
@@ -29,13 +31,11 @@ from service.core.datasets import DataSource
 from service.core.errors import Invalid
 from service.core.hints import did_you_mean, policy_hint
 from service.core.schemas import JobCreate
-from service.core.states import JobKind
 from service.settings import PROJECT_ROOT, Settings
 
-__all__ = ["DISTILLER", "ValidatedJob", "is_distill_config", "list_configs", "validate_job",
+__all__ = ["ValidatedJob", "is_distill_config", "list_configs", "validate_job",
            "warm_up"]
 
-DISTILLER = "BCKDDetector"
 
 
 @dataclass
@@ -102,7 +102,7 @@ def load_trusted_config(path: Path) -> dict:
 
 def is_distill_config(path: Path) -> bool:
     model = load_trusted_config(path).get("model")
-    return isinstance(model, dict) and model.get("type") == DISTILLER
+    return is_distillation(model)
 
 
 def _field(key: str, req: JobCreate, injected: dict[str, str]) -> str:
@@ -209,8 +209,7 @@ def check_resources(req: JobCreate, capacity: Capacity) -> bool:
 
 def _check_kind(req: JobCreate, cfg: dict) -> bool:
     """The kind fits the config; True for a distillation config."""
-    model = cfg.get("model", {})
-    is_distill = isinstance(model, dict) and model.get("type") == DISTILLER
+    is_distill = is_distillation(cfg.get("model"))
     if req.kind == JobKind.distill and not is_distill:
         raise Invalid("config", f"kind distill needs a config whose model.type is {DISTILLER}")
     if req.kind == JobKind.train and is_distill:
@@ -231,11 +230,12 @@ def _check_classes(model: dict, configs_dir: Path) -> None:
 
 
 def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
-                 fetched: dict[str, str], capacity: Capacity | None,
+                 fetched: dict[str, str], capacity: Callable[[], Capacity] | None,
                  source: DataSource | None = None) -> ValidatedJob:
     """Check a request whose run will live in ``run_dir``; ``fetched`` maps request fields to
     the local copies of their ``runs:/`` checkpoints (``service.core.checkpoints``), ``source`` is
-    the data set it trains on (``service.core.datasets.data_source``)."""
+    the data set it trains on (``service.core.datasets.data_source``); ``capacity()`` gives
+    what the cluster holds, asked once every other check has passed."""
     from mmengine.config import Config
 
     if (req.config is None) == (req.config_upload is None):
@@ -272,7 +272,8 @@ def validate_job(req: JobCreate, settings: Settings, owner: str, run_dir: Path,
             _check_teacher_classes(resolved, data, classes, req, settings.configs_dir)
     if req.data_root is not None and not (PROJECT_ROOT / req.data_root).is_dir():
         raise Invalid("data_root", f"{req.data_root!r} is not a directory")
-    waits = capacity is not None and not check_resources(req, capacity)
+    # last: a bad request is refused whether or not Ray answers (capacity() may raise)
+    waits = capacity is not None and not check_resources(req, capacity())
     flat = {**flatten_config(resolved), "kind": str(req.kind), "experiment": req.experiment}
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
     return ValidatedJob(label, data, options, flat, digest, waits)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from deploytools import DOCKER, ENTRYPOINT, ROOT, compose, dockerfile_stages, entrypoint_command
@@ -113,3 +114,18 @@ def test_entrypoint_is_valid_bash_and_starts_each_role():
 ])
 def test_healthchecks_use_the_endpoints_that_need_no_token(role, url):
     assert entrypoint_command(f"healthcheck {role}")[-1] == url
+
+
+def test_the_api_healthcheck_answers_without_a_token(tmp_path, monkeypatch):
+    """The real app, asked the api role's healthcheck path with no Authorization header (a
+    probe carries none): 200, while a route that needs a token refuses the same client."""
+    from tests.service.inprocess import HeldRay, inprocess_api
+
+    path = urlsplit(entrypoint_command("healthcheck api")[-1]).path
+    data = tmp_path / "data"  # a data root apart from the API's state
+    data.mkdir()
+    with inprocess_api(monkeypatch, tmp_path / "api", HeldRay(), [data]) as (c, _):
+        del c.headers["Authorization"]
+        assert c.get("/v1/jobs").status_code == 401
+        answer = c.get(path)
+        assert (answer.status_code, answer.json()) == (200, {"status": "ok"})

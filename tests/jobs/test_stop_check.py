@@ -26,13 +26,18 @@ class SlowFlag:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self._set = False
+        self.questions = 0
 
     def set(self) -> None:
         self._set = True
 
     def is_set(self) -> bool:
+        self.questions += 1
         time.sleep(self.delay_s)
         return self._set
+
+    def asked(self) -> int:
+        return self.questions
 
 
 def test_stop_check_never_waits_for_the_flag(cluster):
@@ -56,10 +61,20 @@ def test_unset_flag_never_stops(cluster):
     flag = SlowFlag.remote(0.0)
     hook = StopHook(flag, interval=2)
     runner = SimpleNamespace(iter=0, rank=0, world_size=1)
-    for step in range(40):
+    for step in range(40):  # 20 checks, none of which may stop the run
         runner.iter = step
         hook.after_train_iter(runner, batch_idx=step)
         time.sleep(0.01)
+    # the flag was really asked, again and again (a check that asked nothing never stops either)
+    assert ray.get(flag.asked.remote()) >= 5
+    # and the same hook still stops once the flag is set: the checks above were live
+    ray.get(flag.set.remote())
+    with pytest.raises(StopRequested):
+        for step in range(40, 240):
+            runner.iter = step
+            hook.after_train_iter(runner, batch_idx=step)
+            time.sleep(0.01)
+    assert runner.iter < 60  # within a few checks of the set, not at the loop's end
 
 
 def test_the_flag_actor_loads_ray_alone():

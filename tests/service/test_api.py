@@ -125,7 +125,7 @@ def test_submit_runs_to_succeeded_with_an_mlflow_run(stack, alice):
     assert job["status"] == "SUCCEEDED" and job["attempts"] == 1, job
     assert job["started_at"] and job["ended_at"]
     run_id = job["mlflow_run_id"]
-    assert run_id == made and job["links"]["mlflow_run"].endswith(run_id)
+    assert run_id == made and f"/runs/{run_id}?" in job["links"]["mlflow_run"]
     assert job["links"]["ray_dashboard"].endswith(f"/#/jobs/{job['id']}")
     assert job["metrics"]["coco/bbox_mAP"] == 0.5
     run = mlflow_run(stack, run_id)

@@ -152,7 +152,7 @@ def test_a_run_id_forged_into_a_jobs_log_changes_nothing(tmp_path, monkeypatch, 
             shown = c.get(f"/v1/jobs/{job['id']}").json()
             assert shown["status"] == status, shown
             assert shown["mlflow_run_id"] == job["mlflow_run_id"] != bob_run
-            assert shown["links"]["mlflow_run"].endswith(job["mlflow_run_id"])
+            assert f"/runs/{job['mlflow_run_id']}?" in shown["links"]["mlflow_run"]
             # alice's own run is ended for her job, by the row's id
             assert _mlflow(settings).get_run(job["mlflow_run_id"]).info.status == run_status
         after = _mlflow(settings).get_run(bob_run)

@@ -13,13 +13,19 @@ from fastapi import APIRouter, Path, Query, Request, status
 
 from service.api.deps import CurrentUser, SessionDep, SettingsDep
 from service.core import datasets
-from service.core.schemas import DataSetCreate, DataSetPublic, DataSetSharing, DataSetsPublic
+from service.core.schemas import (
+    NAME_PATTERN,
+    DataSetCreate,
+    DataSetPublic,
+    DataSetSharing,
+    DataSetsPublic,
+)
 from service.core.uploads import receive
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
-SetName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-Owner = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+SetName = Annotated[str, Path(pattern=f"^{NAME_PATTERN}$")]
+Owner = Annotated[str | None, Query(pattern=f"^{NAME_PATTERN}$",
                                     description="the set's owner (default: you)")]
 NOT_FOUND = {404: {"description": "no such data set, or not visible to you"}}
 # The archive route's bodies are capped by BCKD_MAX_UPLOAD_BYTES, not the API's body limit.

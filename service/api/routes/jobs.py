@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from bckd.config.kinds import JobKind
 from service.api.deps import (
     CurrentUser,
     LogStreamsDep,
@@ -20,7 +21,7 @@ from service.api.deps import (
 from service.core import jobs
 from service.core.jobs import public_job
 from service.core.schemas import JobCreate, JobPublic, JobsPublic, LogsPublic
-from service.core.states import JobKind, JobStatus
+from service.core.states import JobStatus
 from service.core.streams import open_stream, tail_logs
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -50,33 +51,34 @@ def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
         submitter.submit(job.id, ray)
     else:  # a retry, answered from the table alone
         response.status_code = status.HTTP_200_OK
-    return public_job(job, settings)
+    return public_job(job, settings, tracking)
 
 
 @router.get("", response_model=JobsPublic)
 def list_jobs(user: CurrentUser, session: SessionDep, settings: SettingsDep,
+              tracking: TrackingDep,
               status_: Annotated[JobStatus | None, Query(alias="status")] = None,
               kind: JobKind | None = None,
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
               offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> JobsPublic:
     rows, count = jobs.list_jobs(session, user, status_, kind, limit, offset)
-    return JobsPublic(data=[public_job(j, settings) for j in rows], count=count, limit=limit,
-                      offset=offset)
+    return JobsPublic(data=[public_job(j, settings, tracking) for j in rows], count=count,
+                      limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND)
-def read_job(job_id: str, user: CurrentUser, session: SessionDep,
-             settings: SettingsDep) -> JobPublic:
+def read_job(job_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+             tracking: TrackingDep) -> JobPublic:
     """The row alone: its metrics are the reconciler's last read of MLflow, so a client's poll
     costs no round trip to MLflow (docs/SERVICE.md, "A job read asks neither Ray nor MLflow")."""
-    return public_job(jobs.find_job(session, user, job_id), settings)
+    return public_job(jobs.find_job(session, user, job_id), settings, tracking)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic,
              status_code=status.HTTP_202_ACCEPTED, responses=NOT_FOUND)
 def cancel(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
-           settings: SettingsDep) -> JobPublic:
-    return public_job(jobs.cancel(session, user, job_id, ray), settings)
+           settings: SettingsDep, tracking: TrackingDep) -> JobPublic:
+    return public_job(jobs.cancel(session, user, job_id, ray), settings, tracking)
 
 
 @router.get("/{job_id}/logs", response_model=LogsPublic, responses=NOT_FOUND)
