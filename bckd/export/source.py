@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from mmengine.config import Config, ConfigDict
 
+from bckd.config.kinds import is_distillation
+
 __all__ = ["FINAL_CHECKPOINT", "Source", "build_student", "resolve", "student_model_config",
            "tracking_uri_or_default"]
 
@@ -163,7 +165,7 @@ def student_model_config(cfg: Config) -> dict:
     model = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else cfg.model)
     # mmengine's Runner gives a config's top-level data_preprocessor to a model without one.
     preprocessor = model.get("data_preprocessor") or cfg.get("data_preprocessor")
-    if model.get("type") == "BCKDDetector":
+    if is_distillation(model):
         model = copy.deepcopy(model["student"])
         if preprocessor:  # BCKDDetector replaces the student's with it
             model["data_preprocessor"] = copy.deepcopy(preprocessor)
