@@ -31,8 +31,8 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MLflow tracking store (default: MLFLOW_TRACKING_URI, else "
                         "work_dirs/mlflow.db)")
     parser.add_argument("--config", default=None,
-                        help="config file, when the checkpoint carries none (default: its "
-                        "meta['cfg'], the run's config.json, or config.json beside the file)")
+                        help="config file (default: the run's config.json, or config.json beside "
+                        "the file, else the checkpoint's meta['cfg'] read as data)")
 
 
 def _val_images(cfg) -> list[Path]:

@@ -1,11 +1,14 @@
 """Resolve ``RUN_OR_CKPT`` into the student's config and weights.
 
 ``RUN_OR_CKPT`` is an MLflow run id (its ``checkpoints/final.pth``), an MLflow
-``runs:/<id>/<path>`` URI, or a local checkpoint file. The config comes from the checkpoint's
-``meta['cfg']`` (mmengine's own checkpoints), else the run's logged ``config.json`` (what the job
-logs, see :mod:`bckd.runtime.launch`), else a ``config.json`` beside a local checkpoint (the job's
-work dir holds both), else ``--config``. A job's ``config.json`` is read as data
-(``json.loads``), never executed: the job's config may hold what a request put there.
+``runs:/<id>/<path>`` URI, or a local checkpoint file. The config comes from ``--config``, else
+the run's logged ``config.json`` (what the job logs, see :mod:`bckd.runtime.launch`) or the
+``config.json`` beside a local checkpoint (the job's work dir holds both), else the checkpoint's
+``meta['cfg']`` (mmengine's ``epoch_N.pth``). Nothing a checkpoint or a run carries is executed:
+the job's config may hold what a request put there. ``config.json`` is read with ``json.loads``,
+``meta['cfg']`` (mmengine's ``pretty_text``, assignments of literals and ``dict(...)``) with
+``ast`` as literals only, and a config's ``custom_imports`` are dropped (this project's modules,
+the only ones a job may import, are loaded anyway).
 
 A distillation config's model is a ``BCKDDetector``; the exported model is its ``student``, a
 plain mmdet detector, and only the student's keys of the checkpoint are kept (a distiller's
@@ -14,6 +17,8 @@ checkpoint has none of the teacher's by design, but a checkpoint from elsewhere 
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import copy
 import json
 import os
@@ -111,19 +116,53 @@ def _job_config(path: Path) -> Config:
         raise ValueError(f"{path} is not a job's config.json: {err}") from None
 
 
+def _literal(node: ast.expr) -> object:
+    """A ``pretty_text`` value: literals, and ``dict(key=...)`` calls, nested in any order."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+            node.func.id == "dict" and not node.args:
+        if any(kw.arg is None for kw in node.keywords):
+            raise ValueError("dict(**...)")
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(e) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    return ast.literal_eval(node)  # a constant or a signed number; ValueError on anything else
+
+
+def _meta_config(text: str, value: str) -> Config:
+    """``meta['cfg']`` as data: each top-level ``name = <literal>`` of mmengine's
+    ``pretty_text``; a config that is not plain data is refused, never run."""
+    try:
+        data = {}
+        for stmt in ast.parse(text).body:
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)):
+                raise ValueError(f"line {stmt.lineno} is no plain assignment")
+            data[stmt.targets[0].id] = _literal(stmt.value)
+        return Config(data)
+    except (SyntaxError, ValueError, TypeError) as err:
+        raise ValueError(f"RUN_OR_CKPT {value!r}: the checkpoint's meta['cfg'] is not plain data "
+                         f"({err}), and it is never executed: pass --config, or export from the "
+                         "run's final.pth (its config.json is read instead)") from None
+
+
 def _config(checkpoint: dict, explicit: list[Path], job: list[Path], value: str) -> Config:
-    """``meta['cfg']`` (a ``.py`` config's text), else ``--config`` (``explicit``), else a job's
-    ``config.json`` among ``job`` that exists."""
+    """``--config`` (``explicit``), else a job's ``config.json`` among ``job`` that exists, else
+    ``meta['cfg']`` read as literals; without ``custom_imports`` (see the module docstring)."""
     text = (checkpoint.get("meta") or {}).get("cfg")
-    if isinstance(text, str) and text.strip():
-        return Config.fromstring(text, ".py")
     if explicit:  # a file the person at this terminal named
-        return Config.fromfile(str(explicit[0]))
-    for path in job:
-        if path.is_file():
-            return _job_config(path)
-    raise ValueError(f"RUN_OR_CKPT {value!r}: no config (the checkpoint has no meta['cfg'], and "
-                     f"none of {[str(p) for p in job]} exists): pass --config")
+        cfg = Config.fromfile(str(explicit[0]))
+    elif found := next((path for path in job if path.is_file()), None):
+        cfg = _job_config(found)
+    elif isinstance(text, str) and text.strip():
+        cfg = _meta_config(text, value)
+    else:
+        raise ValueError(f"RUN_OR_CKPT {value!r}: no config (none of {[str(p) for p in job]} "
+                         "exists, and the checkpoint has no meta['cfg']): pass --config")
+    cfg.pop("custom_imports", None)
+    return cfg
 
 
 def resolve(value: str, tracking_uri: str | None = None, config: str | None = None,
@@ -146,10 +185,12 @@ def resolve(value: str, tracking_uri: str | None = None, config: str | None = No
         dst = workdir or tempfile.mkdtemp(prefix="bckd-export-")
         ckpt = _download(run_id, artifact or FINAL_CHECKPOINT, uri, dst)
         checkpoint = _load_checkpoint(ckpt)
-        if explicit or (checkpoint.get("meta") or {}).get("cfg"):
-            cfg = _config(checkpoint, explicit, [], value)
-        else:
-            cfg = _job_config(_download(run_id, CONFIG_ARTIFACT, uri, dst))
+        job = []
+        if not explicit:
+            # a run logged without one: meta['cfg'], or --config
+            with contextlib.suppress(FileNotFoundError):
+                job = [_download(run_id, CONFIG_ARTIFACT, uri, dst)]
+        cfg = _config(checkpoint, explicit, job, value)
         return Source(value, cfg, checkpoint["state_dict"], str(ckpt), run_id, uri)
     if not path.is_file():
         raise FileNotFoundError(f"RUN_OR_CKPT {value!r} is neither a checkpoint file nor an "

@@ -168,3 +168,26 @@ def test_bad_inputs_are_named(data, tmp_path, capsys):
     assert cli_main(["predict", str(ckpt), str(tmp_path / "x.jpg"), "--out",
                      str(tmp_path / "o")]) == 2
     assert "x.jpg" in capsys.readouterr().err
+
+
+def test_a_checkpoints_config_is_read_as_data_never_run(data, tmp_path):
+    # meta['cfg'] as mmengine writes it: read as literals, the same config as the file's
+    ckpt = save_checkpoint(config("gfl_student", data), {}, tmp_path / "gfl_student.pth")
+    source = resolve(str(ckpt))
+    assert source.cfg.model.to_dict() == config("gfl_student", data).model.to_dict()
+    assert "custom_imports" not in source.cfg  # a checkpoint's imports are never honoured
+    # text that would run code if executed: refused, naming what to pass, and nothing ran
+    sentinel = tmp_path / "ran"
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    for text in (f"model = dict(type='GFL')\nimport os\nos.mkdir({str(sentinel)!r})\n",
+                 f"model = dict(type=__import__('os').mkdir({str(sentinel)!r}))\n",
+                 f"model = dict(**__import__('os').mkdir({str(sentinel)!r}))\n"):
+        save_checkpoint(config("gfl_student", data), {}, planted / "w.pth")
+        torch.save({"meta": {"cfg": text}, "state_dict": {}}, planted / "w.pth")
+        with pytest.raises(ValueError, match="is not plain data.*pass --config"):
+            resolve(str(planted / "w.pth"))
+        assert not sentinel.exists()
+    # a job's config.json beside the file is preferred to meta['cfg'] (the job's own record)
+    write_config_json(config("gfl_student", data), planted / CONFIG_JSON)
+    assert resolve(str(planted / "w.pth")).cfg.model.type == "GFL"
