@@ -40,9 +40,9 @@ def work_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def teacher(cluster, synth_data, work_root) -> Path:
-    """A plain GFL teacher trained for two tiny epochs (after one it detects nothing yet): its
-    final.pth feeds the distillation. At the students' lr 0.02, not its config's 0.01: in these
-    8 steps only the higher rate gets it a detection above the score threshold to evaluate."""
+    """A plain GFL teacher trained for two tiny epochs: its final.pth feeds the distillation.
+    At the students' lr 0.02, not its config's 0.01, so it may already detect something; a
+    teacher that detects nothing is logged at mAP 0 (``evaluation_numbers``)."""
     options = tiny(synth_data, max_epochs=2, **{"optim_wrapper.optimizer.lr": 0.02})
     result = run_job(JobSpec(TEACHER_CONFIG, cfg_options=options,
                              name="gfl_teacher", work_dir=str(work_root / "gfl_teacher"),

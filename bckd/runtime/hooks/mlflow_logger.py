@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 from bckd.runtime.hooks.figure3 import log_figure3
 from bckd.runtime.hooks.replay import record_replay
 from bckd.runtime.hooks.runner_state import (
-    finite_numbers,
+    evaluation_numbers,
     images_per_second,
     scalars,
     training,
@@ -69,7 +69,8 @@ class MLflowLoggerHook(Hook):
             metrics = evaluate_teacher(runner)
             if self.writer is not None:
                 self.writer.log_metrics(
-                    {f"teacher/{k}": v for k, v in finite_numbers(metrics).items()}, step=0)
+                    {f"teacher/{k}": v for k, v in
+                     evaluation_numbers(metrics, runner.val_evaluator).items()}, step=0)
                 self._log_eval_json("eval/teacher")
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -94,8 +95,8 @@ class MLflowLoggerHook(Hook):
         if self.writer is None or not training(runner):
             return
         self.flush()
-        # Empty when the model detected nothing yet (CocoMetric logs an error and returns {}).
-        self.writer.log_metrics(finite_numbers(metrics or {}), step=runner.iter)
+        self.writer.log_metrics(evaluation_numbers(metrics, runner.val_evaluator),
+                                step=runner.iter)
         epoch_dir = f"eval/epoch_{runner.epoch:03d}"
         self._log_eval_json(epoch_dir)
         model = unwrap(runner.model)

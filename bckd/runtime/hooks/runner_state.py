@@ -8,8 +8,8 @@ import torch
 from mmengine.dist import get_world_size
 from mmengine.model import is_model_wrapper
 
-__all__ = ["finite_numbers", "images_per_second", "scalars", "training", "unwrap",
-           "will_validate"]
+__all__ = ["evaluation_numbers", "finite_numbers", "images_per_second", "scalars", "training",
+           "unwrap", "will_validate"]
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -32,6 +32,25 @@ def finite_numbers(metrics: dict) -> dict[str, float]:
     """The finite numeric values of ``metrics`` (what MLflow and Ray can record)."""
     return {k: float(v) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def evaluation_numbers(metrics: dict | None, evaluator) -> dict[str, float]:
+    """An evaluation's values as MLflow should plot them.
+
+    COCO writes -1 for an area range without ground truth: a marker, not a score, so it is
+    dropped. mmdet's ``CocoMetric`` returns nothing at all when the model detected nothing,
+    whose COCO mAP is 0 (pycocotools' precision stays 0 where there is ground truth): its
+    mAP, mAP_50 and mAP_75 are logged as 0, so the curve starts where the model did."""
+    from mmdet.evaluation import CocoMetric
+
+    values = {k: v for k, v in finite_numbers(metrics or {}).items()
+              if not ("mAP" in k and v == -1.0)}
+    if not metrics:
+        for metric in getattr(evaluator, "metrics", ()):
+            if isinstance(metric, CocoMetric):
+                values.update({f"{metric.prefix}/{kind}_{suffix}": 0.0 for kind in metric.metrics
+                               for suffix in ("mAP", "mAP_50", "mAP_75")})
+    return values
 
 
 def images_per_second(runner, data_batch) -> float | None:
