@@ -154,7 +154,7 @@ def test_cli_prints_the_method_table_the_paired_interval_and_the_unpaired_run(st
 
 
 def test_runs_of_one_method_but_other_models_are_separate_groups():
-    from service.api.routes.experiments import _groups
+    from service.core.compare import _groups
 
     def row(run_id, method, student):
         return {"run_id": run_id, "params": {"method": method, "student": student}}
