@@ -7,9 +7,10 @@
 Inputs are the five FPN levels of an 800x1333 image (strides 8..128, ceil(800/s) x ceil(1333/s)),
 80 classes, GFL heads with reg_max 16, student and teacher outputs random. Six ways are timed:
 
-* fused:      bckd.losses.fused in one torch.compile'd pass: flattening of both heads' maps,
-              the shared sigmoids, BCDL, ILDL's max gap, box decoding (of the priors with
-              non-zero weight: here all) and GIoU; its compile time is reported apart;
+* fused:      bckd.losses.fused in one torch.compile'd pass around the functional losses:
+              flattening of both heads' maps, box decoding (of the priors with non-zero
+              weight: here all), then BCDL and ILDL as bckd.losses.functional states them;
+              its compile time is reported apart;
 * fused_eager: the same pass with compile=False (the fallback);
 * vectorized: flatten the levels once, decode all boxes once, one call of each functional loss
               (the path before the fused one);
