@@ -36,7 +36,9 @@ def policy_hint(key: str, req: JobCreate) -> str:
     parts = key.split(".")
     if parts[-1] == "teacher_ckpt" and req.teacher_ckpt is None:
         return "; " + TEACHER
+    # only a key that names the data (not, say, a batch size under a dataloader)
     if (parts[0].endswith(("_dataloader", "_evaluator")) and req.data_root is None
-            and req.dataset is None):
+            and req.dataset is None
+            and (parts[-1] in ("data_root", "ann_file") or "data_prefix" in parts)):
         return "; " + DATA
     return ""

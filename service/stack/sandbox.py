@@ -85,9 +85,7 @@ def bwrap_argv(argv: list[str], state_dir: Path, hidden: Iterable[Path] = (),
         if path.is_relative_to(state) or not path.exists():
             continue
         cmd += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
-    # --die-with-parent: a SIGTERM ends bwrap at once, and without it the sandbox's processes
-    # would run on without it (the stack's parts never outlive their supervisor)
-    return [*cmd, "--cap-drop", "ALL", "--die-with-parent", "--", *argv]
+    return [*cmd, "--cap-drop", "ALL", "--", *argv]
 
 
 def confine(argv: list[str], env: dict[str, str], state_dir: Path, hidden: Iterable[Path] = ()

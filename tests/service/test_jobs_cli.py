@@ -17,6 +17,8 @@ from cli import main
 from service.adapters.tracking import Tracking
 from service.api.deps import get_tracking_client
 from service.client.api_client import Client
+from service.core.hints import policy_hint
+from service.core.schemas import JobCreate
 from tests.service.inprocess import HeldRay, body, inprocess_api
 from tests.service.servicetools import TOKENS, toy_dataset
 
@@ -82,6 +84,17 @@ def test_a_request_without_data_points_at_the_data_flags_and_bckd_data_synth(api
     missing.mkdir()
     d = detail(c.post("/v1/jobs", json=body(missing)))
     assert '"data_root"' not in d["msg"], d
+
+
+def test_the_data_hint_is_given_for_the_datas_own_keys_only():
+    bare = JobCreate(kind="train", config="toy_teacher")
+    for key in ("train_dataloader.dataset.data_root", "val_evaluator.ann_file",
+                "val_dataloader.dataset.data_prefix.img"):
+        assert '"data_root": "DIR"' in policy_hint(key, bare), key
+    for key in ("train_dataloader.batch_size", "val_dataloader.num_workers"):
+        assert policy_hint(key, bare) == "", key
+    assert policy_hint("val_evaluator.ann_file", JobCreate(
+        kind="train", config="toy_teacher", data_root="data/x")) == ""
 
 
 def test_a_config_typo_suggests_the_name_and_the_command_that_lists_them(api, capsys):
