@@ -67,18 +67,21 @@ def pair_table(cmp: dict) -> str:
     lines = [f"Paired differences A - B in {cmp['unit']} over the N seeds both have:",
              f"the mean difference and its {pct} Student-t interval (N - 1 degrees of freedom);",
              "separated only when the interval excludes 0"]
-    if not cmp["pairs"]:
-        return "\n".join([*lines, "  no two methods share a seed"])
-    w = _width(name for p in cmp["pairs"] for name in (p["a"], p["b"]))
-    lines.append(f"{'A':{w}} {'B':{w}} {'N':>3} {'DIFF':>8}  {pct + ' CI':18}  VERDICT")
-    for p in cmp["pairs"]:
-        if p["separated"] is None:
-            ci, verdict = "-", f"undefined: {p['n']} shared seed (needs 2)"
-        else:
+    # a pair with one shared seed has no interval: named below the table, not a row of dashes
+    defined = [p for p in cmp["pairs"] if p["separated"] is not None]
+    short = [f"{p['a']} - {p['b']}" for p in cmp["pairs"] if p["separated"] is None]
+    if not defined:
+        lines.append("  no two methods share 2 seeds")
+    else:
+        w = _width(name for p in defined for name in (p["a"], p["b"]))
+        lines.append(f"{'A':{w}} {'B':{w}} {'N':>3} {'DIFF':>8}  {pct + ' CI':18}  VERDICT")
+        for p in defined:
             ci = f"[{_signed(p['ci_low'])}, {_signed(p['ci_high'])}]"
             verdict = "separated" if p["separated"] else "not separated"
-        lines.append(f"{p['a']:{w}} {p['b']:{w}} {p['n']:>3} {_signed(p['mean_diff']):>8}"
-                     f"  {ci:18}  {verdict}")
+            lines.append(f"{p['a']:{w}} {p['b']:{w}} {p['n']:>3} {_signed(p['mean_diff']):>8}"
+                         f"  {ci:18}  {verdict}")
+    if short:
+        lines.append(f"(one shared seed, no interval: {'; '.join(short)})")
     return "\n".join(lines)
 
 

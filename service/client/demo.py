@@ -28,7 +28,14 @@ from service.settings import PROJECT_ROOT
 from service.stack.serve import ray_token_line
 
 
-def _progress(client: Client, job_id: str) -> str:
+def _state(client: Client, job_id: str, job: dict) -> str:
+    """What a progress line says of a job: its end, what it waits for, or its latest
+    ``bckd: progress`` line."""
+    if job["status"] in TERMINAL:
+        return job["status"]
+    if job["status"] != "RUNNING":  # not on Ray's workers yet: say why, as the API does
+        reason = job.get("queue_reason") or job.get("message") or "waiting for the cluster"
+        return f"{job['status'].lower()} ({reason})"
     lines = [ln for ln in client.logs(job_id, 400)["text"].splitlines() if "bckd: progress" in ln]
     return lines[-1].split("bckd: progress", 1)[1].strip() if lines else "starting"
 
@@ -38,11 +45,15 @@ def follow(client: Client, jobs: dict[str, str], poll_s: float = 10.0) -> dict[s
     by label (``jobs`` maps a label to a job id)."""
     t0 = time.monotonic()
     labels = {job_id: label for label, job_id in jobs.items()}
+    last: dict[str, str] = {}
 
     def show(states: dict[str, dict]) -> None:
         for job_id, job in states.items():
-            shown = job["status"] if job["status"] in TERMINAL else _progress(client, job_id)
-            print(f"  [{time.monotonic() - t0:5.0f} s] {labels[job_id]:9} {shown}", flush=True)
+            shown = _state(client, job_id, job)
+            if last.get(job_id) != shown:  # a line only when the job's state moved
+                last[job_id] = shown
+                print(f"  [{time.monotonic() - t0:5.0f} s] {labels[job_id]:9} {shown}",
+                      flush=True)
 
     ended = client.wait(jobs.values(), poll_s, on_poll=show)
     return {labels[job_id]: job for job_id, job in ended.items()}

@@ -83,13 +83,28 @@ def _points(value: float | None) -> float | None:
 def _groups(rows: list[dict]) -> dict[str, str | None]:
     """Run id -> the group its value counts in: its method, or ``method (model)`` when runs of
     one method trained different models (a teacher trained plain is no seed of the plain
-    student)."""
+    student). The model is named by what tells the method's models apart: of
+    ``GFL/GFLHead/ResNet18-w32`` and ``GFL/GFLHead/ResNet18-w16``, ``ResNet18-w32``."""
     models: dict[str | None, set] = {}
     for row in rows:
         models.setdefault(row["params"].get("method"), set()).add(row["params"].get("student"))
-    return {row["run_id"]: (method if len(models[method]) <= 1 or method is None
-                            else f"{method} ({row['params'].get('student')})")
-            for row in rows for method in [row["params"].get("method")]}
+    def name(method: str | None, model: str | None) -> str | None:
+        if method is None or len(models[method]) <= 1:
+            return method
+        return f"{method} ({_distinct(model, models[method])})"
+
+    return {row["run_id"]: name(row["params"].get("method"), row["params"].get("student"))
+            for row in rows}
+
+
+def _distinct(model: str | None, models: set) -> str | None:
+    """The parts of ``model`` (``/``-separated) that not every one of ``models`` shares."""
+    if model is None:
+        return None
+    split = [str(m).split("/") for m in models if m is not None]
+    parts = [part for i, part in enumerate(model.split("/"))
+             if not all(len(other) > i and other[i] == part for other in split)]
+    return "/".join(parts) or model
 
 
 def _statistics(rows: list[dict], metric: str) -> Comparison:

@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.client.compare_text import pair_table
 from service.core.auth import hash_token
+from service.core.compare import _groups
 from service.stack.embedded import Stack, StackConfig, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,12 +156,28 @@ def test_cli_prints_the_method_table_the_paired_interval_and_the_unpaired_run(st
 
 
 def test_runs_of_one_method_but_other_models_are_separate_groups():
-    from service.core.compare import _groups
-
     def row(run_id, method, student):
         return {"run_id": run_id, "params": {"method": method, "student": student}}
 
-    rows = [row("t", "plain", "GFL/R18-w32"), row("s", "plain", "GFL/R18-w16"),
-            row("b", "bckd", "GFL/R18-w16"), row("x", None, None)]
-    assert _groups(rows) == {"t": "plain (GFL/R18-w32)", "s": "plain (GFL/R18-w16)",
-                             "b": "bckd", "x": None}
+    gfl, atss = "GFL/GFLHead/ResNet18", "ATSS/ATSSHead/ResNet18"
+    rows = [row("t", "plain", f"{gfl}-w32"), row("s", "plain", f"{gfl}-w16"),
+            row("b", "bckd", f"{gfl}-w16"), row("x", None, None),
+            row("a", "kd", f"{atss}-w16"), row("g", "kd", f"{gfl}-w16")]
+    # named by what tells the method's models apart, not by the whole model string
+    assert _groups(rows) == {"t": "plain (ResNet18-w32)", "s": "plain (ResNet18-w16)",
+                             "b": "bckd", "x": None, "a": "kd (ATSS/ATSSHead)",
+                             "g": "kd (GFL/GFLHead)"}
+
+
+def test_a_pair_with_one_shared_seed_is_named_under_the_table_not_a_row():
+    pair = {"a": "bckd", "b": "plain", "n": 3, "mean_diff": 0.5, "ci_low": -2.5, "ci_high": 3.5,
+            "separated": False}
+    lone = {"a": "plain (ResNet18-w32)", "b": "bckd", "n": 1, "mean_diff": 7.1, "ci_low": None,
+            "ci_high": None, "separated": None}
+    text = pair_table({"unit": "COCO points (x100)", "confidence": 0.95, "pairs": [pair, lone]})
+    rows = [line for line in text.splitlines() if line.startswith(("bckd", "plain"))]
+    assert len(rows) == 1 and rows[0].rstrip().endswith("not separated")
+    assert text.splitlines()[-1] == "(one shared seed, no interval: plain (ResNet18-w32) - bckd)"
+    assert "undefined" not in text
+    only = pair_table({"unit": "x", "confidence": 0.95, "pairs": [lone]})
+    assert "no two methods share 2 seeds" in only and "plain (ResNet18-w32) - bckd" in only
