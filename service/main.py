@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from service.adapters.db import migrate
 from service.api.errors import domain_error
 from service.api.middleware import BodyLimit, DocsPolicy
-from service.api.routes import ARCHIVE_PATH, api_router
+from service.api.routes import ARCHIVE_PATH, api_router, page_router
 from service.core.errors import Refused
 from service.core.reconciler import Reconciler, Submitter
 from service.core.validation import warm_up
@@ -67,6 +67,7 @@ def create_app() -> FastAPI:
                   # OpenAPI links of POST /v1/jobs name
                   generate_unique_id_function=lambda route: route.name)
     app.include_router(api_router)
+    app.include_router(page_router)  # /watch, the job page
     app.add_exception_handler(Refused, domain_error)
     app.add_middleware(BodyLimit, exempt=ARCHIVE_PATH)
     app.add_middleware(DocsPolicy, paths=("/docs", "/redoc"))

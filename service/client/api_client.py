@@ -36,6 +36,10 @@ class Client:
             raise ApiError(r.status_code, detail)
         return r.json()
 
+    def job_page(self, job_id: str) -> str:
+        """The job's page in a browser (``/watch``: log in with the API token)."""
+        return f"{str(self.http.base_url).rstrip('/')}/watch#job={job_id}"
+
     def health(self) -> dict:
         return self._json(self.http.get("/v1/health"))
 

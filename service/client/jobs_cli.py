@@ -89,7 +89,7 @@ def _submit(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
     job = client.submit(body, args.idempotency_key)
-    print(f"job {job['id']}: {job['status']}  ({job['links']['ray_dashboard']})", flush=True)
+    print(f"job {job['id']}: {job['status']}  ({client.job_page(job['id'])})", flush=True)
     return _follow(client, job["id"]) if args.follow else 0
 
 

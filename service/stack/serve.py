@@ -85,7 +85,8 @@ def _say(line: str) -> None:
 def _started(stack) -> list[str]:
     """The start-up lines: where each part answers, where its secrets are."""
     lines = [f"  API:            {stack.api_url}   (docs: {stack.api_url}/docs)",
-             f"  Ray dashboard:  {stack.ray_url}"]
+             f"  job page:       {stack.api_url}/watch   (users: log in with the API token)",
+             f"  Ray dashboard:  {stack.ray_url}   (operator only)"]
     if stack.ray_token_file is not None:
         lines += [ray_token_line(stack.ray_token_file),
                   f"  Ray workers:    ports {stack.worker_ports[0]}-{stack.worker_ports[1]}"]

@@ -104,6 +104,64 @@ def test_a_token_sees_and_cancels_only_its_own_jobs(stack, alice, bob, admin):
     wait_for(alice, job_id, finished)
 
 
+# --- watching your work: the job page, never Ray's token (issue 31) ------------------------
+
+
+def test_a_job_view_is_its_owners_and_holds_no_ray_key(stack, alice, bob):
+    job = submit(alice, overrides={"train_cfg.max_epochs": 1}).json()
+    wait_for(alice, job["id"], finished)
+    r = alice.get(f"/v1/jobs/{job['id']}/view")
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view["job"]["id"] == job["id"] and view["driver"]["status"] == "SUCCEEDED", view
+    assert "done FINISHED" in view["log_tail"] and view["requested"]["num_workers"] == 1
+    assert bob.get(f"/v1/jobs/{job['id']}/view").status_code == 404
+    assert bob.get("/v1/me").json() == {"name": "bob", "admin": False}
+    ray_token = stack.ray_token_file.read_text().strip()
+    assert ray_token not in r.text and "runtime_env" not in r.text
+    # what a user holds (the API token) submits nothing through Ray's Jobs API
+    entry = {"entrypoint": "touch /tmp/bckd-shadowray", "runtime_env": {}}
+    for headers in ({"Authorization": f"Bearer {TOKENS['alice']}"}, {}):
+        assert httpx.post(f"{stack.ray_url}/api/jobs/", json=entry,
+                          headers=headers).status_code in (401, 403)
+
+
+def test_the_job_page_shows_alice_her_job_and_not_bobs(stack, alice, bob, tmp_path):
+    from tests.service.browser import Browser
+
+    mine = submit(alice, name="alice-watched", overrides={"train_cfg.max_epochs": 1}).json()
+    theirs = submit(bob, name="bob-watched", overrides={"train_cfg.max_epochs": 1}).json()
+    wait_for(alice, mine["id"], finished)
+    wait_for(bob, theirs["id"], finished)
+    text = "document.body.innerText"
+    with Browser(tmp_path) as b:
+        b.goto(f"{stack.api_url}/watch")
+        b.wait("!document.getElementById('login').hidden")
+        for who, c, job, other in (("alice", alice, mine, theirs), ("bob", bob, theirs, mine)):
+            b.eval(f"document.getElementById('token').value = {TOKENS[who]!r};"
+                   "document.getElementById('login').requestSubmit()")
+            b.wait(f"!!document.querySelector('tr[data-job-id=\"{job['id']}\"]')")
+            b.eval(f"location.hash = 'job={job['id']}'")
+            b.wait(f"document.getElementById('job').dataset.jobId === {job['id']!r} && "
+                   "document.getElementById('log').textContent.includes('done FINISHED')")
+            page = b.eval(text)
+            assert f"Logged in as {who}" in page and "SUCCEEDED" in page, page
+            assert other["id"] not in page and other["name"] not in page, page
+            link = c.get(f"/v1/jobs/{job['id']}").json()["links"]["mlflow_run"]
+            assert b.eval("document.getElementById('mlflow-link').href") == link
+            # another owner's job by its id: the API answers 404, the page shows none of it
+            b.eval(f"location.hash = 'job={other['id']}'")
+            b.wait("document.getElementById('ray-note').textContent.includes('404')")
+            assert other["name"] not in b.eval(text)
+            # the page asked the API alone, and kept nothing but the API token
+            asked = b.eval("performance.getEntriesByType('resource').map(e => e.name)")
+            assert asked and all(u.startswith(stack.api_url) for u in asked), asked
+            assert b.eval("Object.keys(sessionStorage)") == ["bckd-api-token"]
+            b.eval("document.getElementById('logout').click()")
+            b.wait("!document.getElementById('login').hidden")
+            assert b.eval("sessionStorage.length") == 0
+
+
 # --- the job life cycle ------------------------------------------------------------------
 
 
@@ -455,10 +513,16 @@ def test_compare_table_lists_runs_with_metrics_and_links(stack, alice):
     assert rows and all(f"{stack.mlflow_url}/#/experiments/" in r for r in rows)
 
 
-def test_cli_client_lists_and_compares(stack, capsys):
+def test_cli_client_lists_and_compares(stack, alice, capsys):
     from cli import main
 
     args = ["jobs", "--url", stack.api_url, "--token", TOKENS["alice"]]
+    assert main([*args, "submit", "train", "toy_teacher", "--data-root", TOY["data_root"],
+                 "--set", "train_cfg.max_epochs=1"]) == 0
+    line = capsys.readouterr().out  # the job's page, which a user may open (not Ray's)
+    job_id = line.split()[1].rstrip(":")
+    assert f"({stack.api_url}/watch#job={job_id})" in line and stack.ray_url not in line
+    wait_for(alice, job_id, finished)
     assert main([*args, "list", "--status", "SUCCEEDED"]) == 0
     assert "SUCCEEDED" in capsys.readouterr().out
     assert main([*args, "compare", "bckd"]) == 0

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -235,11 +236,29 @@ def test_the_job_entrypoint_refuses_an_attack_that_bypassed_the_api(stack, tmp_p
     assert not (run_dir / "run.json").exists()  # failed before any MLflow run was opened
 
 
+def workers_of(c: httpx.Client, job_id: str, timeout: float = 600) -> list[dict]:
+    """The ALIVE Ray Train workers of the job's view, once it has any."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = c.get(f"/v1/jobs/{job_id}/view").json()
+        alive = [w for w in view["workers"]
+                 if w["class_name"] == "RayTrainWorker" and w["state"] == "ALIVE"]
+        if alive:
+            return alive
+        assert view["job"]["status"] in ("PENDING", "RUNNING"), view
+        time.sleep(0.5)
+    raise AssertionError(f"no worker of {job_id} in its view: {view}")
+
+
 def test_two_users_one_name_separate_runs_and_reads(stack, alice, bob, admin):
     body = {"kind": "train", "config": "synth/gfl_student", "data_root": str(stack.data),
             "name": "shared-name", "experiment": "sec", "overrides": tiny_overrides()}
     ra, rb = alice.post("/v1/jobs", json=body), bob.post("/v1/jobs", json=body)
     assert ra.status_code == rb.status_code == 201, (ra.text, rb.text)
+    # her job's view lists its Ray Train workers, each with its reservation (the job page)
+    workers = workers_of(alice, ra.json()["id"])
+    assert all(w["resources"].get("CPU", 0) > 0 and w["pid"] for w in workers), workers
+    assert bob.get(f"/v1/jobs/{ra.json()['id']}/view").status_code == 404
     ja, jb = wait_all(admin, [ra.json()["id"], rb.json()["id"]])
     assert ja["status"] == jb["status"] == "SUCCEEDED", (ja, jb)
     assert ja["mlflow_run_id"] != jb["mlflow_run_id"]

@@ -189,6 +189,9 @@ def test_serve_prints_where_the_dashboards_token_is(served):
     token = token_file.read_text().strip()
     assert httpx.post(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert httpx.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    # users get the job page instead, which asks the API with their own token
+    assert line_of(served["lines"], "job page:").split()[2] == f"{served['api']}/watch"
+    assert httpx.get(f"{served['api']}/watch").status_code == 200
 
 
 @pytest.mark.slow
