@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     # Log streams (GET /v1/jobs/{id}/logs/stream) one owner may hold open at once; one more is
     # 429. A stream holds no thread while it waits, but each polls Ray once a second.
     max_log_streams: int = Field(8, ge=1)
+    # Per-owner quotas, the defaults of every owner without its own (admins change one owner's
+    # with PUT /v1/quotas/{owner}; service.core.queue): admitted (PENDING or RUNNING) jobs,
+    # their CPUs, GPUs and reserved memory (empty: no limit but the cluster's), and QUEUED jobs;
+    # one more queued job is 429.
+    quota_max_running: int = Field(8, ge=0)  # a handful each: no owner holds a small cluster
+    quota_max_queued: int = Field(30, ge=1)  # the issue's M: the 31st queued job is refused
+    quota_cpus: float | None = Field(None, ge=0)
+    quota_gpus: float | None = Field(None, ge=0)
+    quota_memory_gb: float | None = Field(None, ge=0)
+    # What a job's driver reserves on Ray (submit_job's entrypoint_num_cpus/_memory): Ray starts
+    # no driver before that is free. Memory is what a driver costs (about 750 MB measured, issue
+    # 31); no CPU by default, so a job's workers may take every CPU of a node (a driver waits
+    # on them) and the KubeRay head (num-cpus 0) still runs drivers.
+    driver_cpus: float = Field(0.0, ge=0)
+    driver_memory_gb: float = Field(1.0, ge=0)
     # Node groups an autoscaler can add (JSON, e.g. the KubeRay manifest's worker groups): a
     # request that fits only on nodes of these is accepted and waits for them, never refused.
     worker_groups: list[WorkerGroup] = Field(default_factory=list)

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import (
     JSON,
     DateTime,
+    Float,
     Integer,
     PrimaryKeyConstraint,
     String,
@@ -30,8 +31,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from service.core.states import JobStatus
 from service.settings import Settings
 
-__all__ = ["Base", "DataSet", "Job", "KeyClaim", "Run", "get_engine", "migrate", "new_job_id",
-           "new_session", "session_scope", "utcnow"]
+__all__ = ["Base", "DataSet", "Job", "KeyClaim", "OwnerQuota", "QueueLock", "Run", "get_engine",
+           "migrate", "new_job_id", "new_session", "session_scope", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -99,6 +100,12 @@ class Job(Base):
     progress_lines: Mapped[int | None] = mapped_column(Integer)
     stalled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     stall_stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The queue (service.core.queue): when the job was admitted (QUEUED -> PENDING; the pending
+    # clocks of its first attempt start there), and while QUEUED its place in the fair order
+    # (1: admitted next) and what it waits for, as the last admission pass saw them.
+    admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    queue_position: Mapped[int | None] = mapped_column(Integer)
+    queue_reason: Mapped[str | None] = mapped_column(Text)
 
     @property
     def ray_id(self) -> str:
@@ -141,6 +148,33 @@ class Run(Base):
     config: Mapped[dict] = mapped_column(JSON)  # flat resolved config: names the keys of a 409
     active_job_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OwnerQuota(Base):
+    """An owner's own quota, set by an admin (``PUT /v1/quotas/{owner}``); a None column is
+    the default of the settings (``BCKD_QUOTA_*``)."""
+
+    __tablename__ = "owner_quotas"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    cpus: Mapped[float | None] = mapped_column(Float)
+    gpus: Mapped[float | None] = mapped_column(Float)
+    memory_gb: Mapped[float | None] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class QueueLock(Base):
+    """One row; an admission pass starts by updating it, which holds the database's write
+    lock (SQLite) or the row's (PostgreSQL) until the pass commits, so two passes, of two
+    threads or two API replicas, never admit against the same counts."""
+
+    __tablename__ = "queue_lock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    passes: Mapped[int] = mapped_column(Integer, default=0)
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 
 from bckd.runtime.cluster import Capacity, NodeGroup
 
-__all__ = ["RayJobs", "UnknownJob", "get_ray_jobs"]
+__all__ = ["RayJobs", "Reservation", "UnknownJob", "get_ray_jobs"]
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What a job's driver reserves on Ray: ``submit_job``'s ``entrypoint_num_cpus`` and
+    ``entrypoint_memory`` (bytes). Either above zero also lets Ray place the driver on any
+    node that has it, not only on the head."""
+
+    cpus: float = 0.0
+    memory_bytes: int = 0
 
 
 class UnknownJob(LookupError):
@@ -34,11 +45,15 @@ class RayJobs:
         return self._client
 
     def submit(self, submission_id: str, entrypoint: str, env: dict[str, str],
-               metadata: dict[str, str]) -> bool:
-        """Submit; False when Ray already has ``submission_id`` (a retried submission)."""
+               metadata: dict[str, str], reservation: Reservation) -> bool:
+        """Submit; False when Ray already has ``submission_id`` (a retried submission). Ray
+        starts the driver (its job supervisor actor, whose child it is) only once a node can
+        grant its ``reservation``; until then Ray's job is PENDING."""
         try:
             self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
-                                   runtime_env={"env_vars": env}, metadata=metadata)
+                                   runtime_env={"env_vars": env}, metadata=metadata,
+                                   entrypoint_num_cpus=reservation.cpus,
+                                   entrypoint_memory=reservation.memory_bytes)
         except RuntimeError as err:
             if "already exists" in str(err):
                 return False

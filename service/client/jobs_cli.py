@@ -89,7 +89,8 @@ def _submit(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
     job = client.submit(body, args.idempotency_key)
-    print(f"job {job['id']}: {job['status']}  ({client.job_page(job['id'])})", flush=True)
+    waits = f"; waits for: {job['queue_reason']}" if job.get("queue_reason") else ""
+    print(f"job {job['id']}: {_status(job)}{waits}  ({client.job_page(job['id'])})", flush=True)
     return _follow(client, job["id"]) if args.follow else 0
 
 
@@ -98,13 +99,18 @@ def _list(args: argparse.Namespace) -> int:
                               offset=args.offset)
     print(f"{'ID':24} {'KIND':8} {'STATUS':10} {'NAME':28} CREATED")
     for j in page["data"]:
-        status = j["status"] + ("*" if j.get("stalled") else "")
-        print(f"{j['id']:24} {j['kind']:8} {status:10} {j['name'][:28]:28} "
+        print(f"{j['id']:24} {j['kind']:8} {_status(j):10} {j['name'][:28]:28} "
               f"{j['created_at'][:19]}")
     print(f"({len(page['data'])} of {page['count']})")
     if any(j.get("stalled") for j in page["data"]):
         print("* stalled: no progress past its stall timeout (bckd jobs show ID: since when)")
     return 0
+
+
+def _status(job: dict) -> str:
+    """``RUNNING``, ``RUNNING*`` (stalled), ``QUEUED#3`` (third to be admitted)."""
+    place = f"#{job['queue_position']}" if job.get("queue_position") else ""
+    return job["status"] + place + ("*" if job.get("stalled") else "")
 
 
 def _show(args: argparse.Namespace) -> int:

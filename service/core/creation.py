@@ -131,7 +131,7 @@ def _insert_job(session: Session, user: Principal, req: JobCreate, idem_key: str
               experiment=req.experiment, config=v.config_label, request=req.model_dump(mode="json"),
               entrypoint=build_entrypoint(req.kind, job_file, settings.job_python,
                                           settings.job_module),
-              status=JobStatus.PENDING, attempts=0, created_at=utcnow(), cancel_requested=False,
+              status=JobStatus.QUEUED, attempts=0, created_at=utcnow(), cancel_requested=False,
               mlflow_run_id=run_id, mlflow_experiment_id=new.experiment_id,
               message=WAITING_FOR_CAPACITY if v.waits_for_capacity else None,
               restarts=0, max_restarts=req.max_restarts)

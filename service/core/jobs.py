@@ -3,11 +3,12 @@
 A job is made (validated, given its MLflow run, claimed under its name) by
 ``service.core.creation``.
 
-Order matters for restarts: the row is committed (PENDING, attempts=0) before Ray is called
-and the job id is Ray's ``submission_id``, so a crash between the two is healed by the
+Order matters for restarts: the row is committed (QUEUED, attempts=0), admitted by the queue
+(``service.core.queue``: PENDING) and only then handed to Ray, and the job id is Ray's
+``submission_id``, so a crash between the admission and Ray's answer is healed by the
 reconciler (``service.core.reconciler``) re-submitting (Ray refuses a duplicate id, so at most one
-Ray job per row). The POST answers once the row is committed; Ray is called from another
-thread (``submit_new``).
+Ray job per row). The POST answers once the row is committed and the admission pass that
+follows it is; Ray is called from another thread (``submit_new``).
 
 A submission and a cancel may run at the same moment, in two threads or two API replicas.
 Both sides write through conditional UPDATEs, so one of them always sees the other: a
@@ -27,19 +28,22 @@ from sqlalchemy.orm import Session
 from bckd.config.kinds import JobKind
 from bckd.runtime.cluster import Capacity
 from service.adapters.db import Job, session_scope, utcnow
-from service.adapters.ray_jobs import RayJobs, UnknownJob
+from service.adapters.ray_jobs import RayJobs, Reservation, UnknownJob
 from service.adapters.tracking import Tracking
 from service.core.auth import Principal
 from service.core.creation import create_job
-from service.core.errors import NotFound, Unavailable
+from service.core.errors import Invalid, NotFound, Unavailable
 from service.core.idempotency import claim_or_find, find_duplicate, release_claim
 from service.core.owners import OwnerDirs
+from service.core.queue import admit, check_room, stop_queued
+from service.core.quotas import demand, quota_of
 from service.core.schemas import JobCreate, JobLinks, JobPublic
 from service.core.states import TERMINAL, JobStatus
 from service.settings import Settings
 
-__all__ = ["archive_logs", "aware", "cancel", "cancel_job", "driver_env", "find_job", "finish",
-           "list_jobs", "public_job", "read_archive", "submit_new", "submit_request", "submit_row"]
+__all__ = ["archive_logs", "aware", "cancel", "cancel_job", "driver_env", "driver_reservation",
+           "find_job", "finish", "list_jobs", "public_job", "read_archive", "submit_new",
+           "submit_request", "submit_row"]
 
 log = logging.getLogger("bckd.service")
 
@@ -50,30 +54,52 @@ def aware(dt: datetime | None) -> datetime | None:
 
 
 def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
-                   settings: Settings, ray: RayJobs, tracking: Tracking) -> tuple[Job, bool]:
-    """A POST's job, True if new. A known key is answered from the table before Ray or MLflow
-    is asked anything; a key whose first request is still in flight waits for that request's
-    job (``service.core.idempotency``), so a duplicate never downloads or asks Ray. The cluster's
-    capacity is asked last, so a bad request is a 4xx whether or not Ray answers;
-    ``Unavailable`` when Ray cannot say what the cluster holds."""
+                   settings: Settings, ray: RayJobs, tracking: Tracking
+                   ) -> tuple[Job, bool, list[str]]:
+    """A POST's job, True if new, and the jobs the admission pass that follows a new job
+    admitted (``service.core.queue``: the new one, QUEUED until its turn, among them when its
+    turn has come), for the caller to hand to Ray. A known key is answered from the table
+    before Ray or MLflow is asked anything; a key whose first request is still in flight waits
+    for that request's job (``service.core.idempotency``), so a duplicate never downloads or
+    asks Ray. Then the owner's queue must have room (``Busy``, 429) and the job must fit the
+    owner's quota; the cluster's capacity is asked last, so a bad request is a 4xx whether or
+    not Ray answers; ``Unavailable`` when Ray cannot say what the cluster holds."""
     known = find_duplicate(session, user.name, req, idem_key)
     if known is not None:
-        return known, False
+        return known, False, []
     if idem_key is not None and (known := claim_or_find(session, user.name, req, idem_key)):
-        return known, False
+        return known, False, []
 
-    def capacity() -> Capacity:  # asked once the request passed every other check
-        try:
-            return ray.capacity(settings.node_groups())
-        except Exception as err:
-            raise Unavailable(f"Ray cluster unreachable: {err}") from err
+    asked: list[Capacity] = []
+
+    def capacity() -> Capacity:  # asked once the request passed every other check, once
+        if not asked:
+            try:
+                asked.append(ray.capacity(settings.node_groups()))
+            except Exception as err:
+                raise Unavailable(f"Ray cluster unreachable: {err}") from err
+        return asked[0]
 
     try:
-        return create_job(session, user, req, idem_key, settings, tracking, capacity)
+        quota = quota_of(session, user.name, settings)
+        check_room(session, user.name, quota)  # 429 beyond max_queued
+        if (never := quota.never(demand(req.model_dump(mode="json"), settings), user.name)):
+            raise Invalid("resources", never)
+        job, new = create_job(session, user, req, idem_key, settings, tracking, capacity)
     except BaseException:
         if idem_key is not None:
             release_claim(session, user.name, idem_key)
         raise
+    if not new or not asked:  # no cluster size to admit against: the reconciler's pass will
+        return job, new, []
+    try:
+        admitted = admit(session, asked[0], settings)  # the new job, if its turn has come
+    except Exception as err:  # e.g. the database locked too long: the job exists, QUEUED,
+        session.rollback()  # and the reconciler's next pass admits it
+        log.warning("admission after %s left to the reconciler: %s", job.id, err)
+        admitted = []
+    session.refresh(job)
+    return job, new, admitted
 
 
 def public_job(job: Job, settings: Settings, tracking: Tracking) -> JobPublic:
@@ -131,6 +157,12 @@ def driver_env(settings: Settings, job_id: str) -> dict[str, str]:
             "RAY_JOB_STOP_WAIT_TIME_S": str(settings.stop_wait_s)}
 
 
+def driver_reservation(settings: Settings) -> Reservation:
+    """What each job's driver reserves on Ray (``BCKD_DRIVER_CPUS``, ``BCKD_DRIVER_MEMORY_GB``):
+    Ray starts no driver before that much is free on one node."""
+    return Reservation(settings.driver_cpus, int(settings.driver_memory_gb * 2**30))
+
+
 def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> None:
     """Hand a committed PENDING row to Ray; a failure leaves it for the reconciler to retry.
 
@@ -147,7 +179,8 @@ def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> 
     if started != 1:
         return  # cancelled, ended, or confirmed meanwhile: nothing to submit
     try:
-        ray.submit(job.ray_id, job.entrypoint, env, {"owner": job.owner, "kind": job.kind})
+        ray.submit(job.ray_id, job.entrypoint, env, {"owner": job.owner, "kind": job.kind},
+                   driver_reservation(settings))
     except Exception as err:
         log.warning("submission of %s failed (attempt %d): %s", job.id, job.attempts, err)
         session.execute(update(Job).where(*waiting).values(
@@ -200,12 +233,14 @@ def submit_new(job_id: str, ray: RayJobs, settings: Settings) -> None:
 
 
 def cancel_job(session: Session, job: Job, ray: RayJobs) -> None:
-    """Record the cancel, then stop the job where it is: not yet handed to Ray (STOPPED at
-    once), being handed to Ray (the submission stops it when it lands), or on Ray (SIGINT;
-    the reconciler records STOPPED once Ray does)."""
+    """Record the cancel, then stop the job where it is: queued, or admitted and not yet
+    handed to Ray (STOPPED at once), being handed to Ray (the submission stops it when it
+    lands), or on Ray (SIGINT; the reconciler records STOPPED once Ray does)."""
     session.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
     session.commit()
     session.refresh(job)  # what a submission did before the cancel was recorded
+    if job.status == JobStatus.QUEUED and stop_queued(session, job, "cancelled while queued"):
+        return  # never admitted: Ray never heard of it
     if job.submitted_at is None:
         if job.last_attempt_at is None:
             finish_if(session, job, JobStatus.STOPPED, "cancelled before it reached Ray",

@@ -21,6 +21,7 @@ from service.adapters.ray_jobs import RayJobs, UnknownJob, get_ray_jobs
 from service.adapters.tracking import Tracking, get_tracking
 from service.core import stalls
 from service.core.jobs import archive_logs, aware, finish, finish_if, submit_new, submit_row
+from service.core.queue import admit
 from service.core.restarts import infrastructure_failure, job_error, restart
 from service.core.states import TERMINAL, JobStatus
 from service.settings import Settings
@@ -105,7 +106,8 @@ def _age(since: datetime | None, now: datetime) -> float:
 def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking | None,
                   settings: Settings) -> None:
     now = utcnow()
-    attempt_start = job.restarted_at or job.created_at  # the pending clocks of this attempt
+    # the pending clocks of this attempt: a job's wait in the queue is not Ray's
+    attempt_start = job.restarted_at or job.admitted_at or job.created_at
     if job.submitted_at is None:  # never confirmed by Ray: (re)submit, Ray dedups the id
         if job.cancel_requested:
             _cancel_unconfirmed(session, job, ray, settings, now)
@@ -207,9 +209,26 @@ def _cancel_unconfirmed(session: Session, job: Job, ray: RayJobs, settings: Sett
 
 def reconcile_once(session: Session, ray: RayJobs, tracking: Tracking | None,
                    settings: Settings) -> int:
-    """One pass over the unfinished rows; returns how many it looked at."""
-    active = [s.value for s in JobStatus if s not in TERMINAL]
-    jobs = session.scalars(select(Job).where(Job.status.in_(active))).all()
+    """One pass over the admitted unfinished rows, then an admission pass
+    (``service.core.queue``: the jobs that ended just now made room) whose jobs are submitted
+    at once; returns how many rows it looked at."""
+    active = [s.value for s in JobStatus if s not in TERMINAL and s != JobStatus.QUEUED]
+    jobs = list(session.scalars(select(Job).where(Job.status.in_(active))).all())
+    _reconcile(session, jobs, ray, tracking, settings)
+    if session.scalar(select(Job.id).where(Job.status == JobStatus.QUEUED).limit(1)) is None:
+        return len(jobs)  # nothing waits: Ray need not be asked the cluster's size
+    try:
+        admitted = admit(session, ray.capacity(settings.node_groups()), settings)
+    except Exception as err:  # Ray did not say the cluster's size, or the database was
+        session.rollback()  # locked too long: the next pass admits
+        log.warning("admission pass skipped: %s", err)
+        return len(jobs)
+    _reconcile(session, [session.get(Job, i) for i in admitted], ray, tracking, settings)
+    return len(jobs) + len(admitted)
+
+
+def _reconcile(session: Session, jobs: list[Job], ray: RayJobs, tracking: Tracking | None,
+               settings: Settings) -> None:
     for job in jobs:
         try:
             reconcile_job(session, job, ray, tracking, settings)
@@ -217,4 +236,3 @@ def reconcile_once(session: Session, ray: RayJobs, tracking: Tracking | None,
         except Exception as err:  # Ray or MLflow down: keep the row, try next pass
             session.rollback()
             log.warning("reconcile %s: %s", job.id, err)
-    return len(jobs)

@@ -112,6 +112,10 @@ class JobPublic(BaseModel):
     # progress_at: when the service last saw the job's progress lines grow (service.core.stalls)
     stalled_at: datetime | None = None
     progress_at: datetime | None = None
+    # QUEUED: its place in the fair order (1: admitted next) and what it waits for, as the last
+    # admission pass saw them (service.core.queue); None once admitted
+    queue_position: int | None = None
+    queue_reason: str | None = None
 
     @computed_field
     @property

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["TERMINAL", "JobStatus"]
+__all__ = ["ADMITTED", "TERMINAL", "JobStatus"]
 
 
 class JobStatus(enum.StrEnum):
-    PENDING = "PENDING"  # row written; submitted to Ray or about to be
+    QUEUED = "QUEUED"  # row written, not admitted yet: its owner's quota or the cluster is full
+    PENDING = "PENDING"  # admitted; submitted to Ray or about to be
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -19,4 +20,7 @@ class JobStatus(enum.StrEnum):
     # under a new Ray submission id (``Job.ray_id``) instead: see ``service.core.restarts``.
 
 
+# QUEUED -> PENDING is the admission (``service.core.queue``); a QUEUED job never reached Ray.
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.LOST})
+# the states that hold their resources: what an owner's quota and the cluster's room count
+ADMITTED = frozenset({JobStatus.PENDING, JobStatus.RUNNING})

@@ -53,7 +53,7 @@ class HeldRay:
         self._maybe_hold("capacity")
         return Capacity(nodes=({"CPU": 4.0, "GPU": 0.0, "memory": 8e9},))
 
-    def submit(self, sid, entrypoint, env, metadata) -> bool:
+    def submit(self, sid, entrypoint, env, metadata, reservation) -> bool:
         self._maybe_hold("submit")
         self.jobs.setdefault(sid, "RUNNING")
         return True

@@ -27,7 +27,7 @@ class FakeRay:
         self.stopped: list[str] = []
         self.logs_text = ""
 
-    def submit(self, sid, entrypoint, env, metadata):
+    def submit(self, sid, entrypoint, env, metadata, reservation):
         self.submits.append(sid)
         if sid in self.jobs:
             return False

@@ -41,15 +41,19 @@ JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#
                               "description": "the job of an earlier request with this "
                               "Idempotency-Key"},
                         409: {"description": "Idempotency-Key reused for another request, or "
-                              "a run name taken by another config or an unfinished job"}})
+                              "a run name taken by another config or an unfinished job"},
+                        429: {"description": "your queue is full (max_queued of your quota, "
+                              "GET /v1/quotas/{owner})"}})
 def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
            settings: SettingsDep, tracking: TrackingDep, response: Response,
            submitter: SubmitterDep, idem_key: IdemKey = None) -> JobPublic:
-    """Validate, store the job as PENDING and answer; the job goes to Ray right after."""
-    job, new = jobs.submit_request(session, user, req, idem_key, settings, ray, tracking)
-    if new:
-        submitter.submit(job.id, ray)
-    else:  # a retry, answered from the table alone
+    """Validate, store the job as QUEUED and admit it if its turn has come (PENDING: it goes
+    to Ray right after the answer); 429 when its owner already has ``max_queued`` queued."""
+    job, new, admitted = jobs.submit_request(session, user, req, idem_key, settings, ray,
+                                             tracking)
+    for job_id in admitted:
+        submitter.submit(job_id, ray)
+    if not new:  # a retry, answered from the table alone
         response.status_code = status.HTTP_200_OK
     return public_job(job, settings, tracking)
 
