@@ -37,6 +37,7 @@ from service.core.idempotency import claim_or_find, find_duplicate, release_clai
 from service.core.owners import OwnerDirs
 from service.core.queue import admit, check_room, stop_queued
 from service.core.quotas import demand, quota_of
+from service.core.runs import end_job_run
 from service.core.schemas import JobCreate, JobLinks, JobPublic
 from service.core.states import TERMINAL, JobStatus
 from service.settings import Settings
@@ -139,11 +140,16 @@ def list_jobs(session: Session, user: Principal, status: JobStatus | None,
     return list(rows), count or 0
 
 
-def cancel(session: Session, user: Principal, job_id: str, ray: RayJobs) -> Job:
-    """Cancel the caller's job (:func:`cancel_job`); an ended job is answered as it is."""
+def cancel(session: Session, user: Principal, job_id: str, ray: RayJobs,
+           tracking: Tracking) -> Job:
+    """Cancel the caller's job (:func:`cancel_job`); an ended job is answered as it is. A job
+    the cancel ended at once (it never reached Ray) has its MLflow run ended KILLED here: the
+    reconciler, which ends the others', follows unfinished jobs only."""
     job = find_job(session, user, job_id)
     if job.status not in TERMINAL:
         cancel_job(session, job, ray)
+        if job.status in TERMINAL:
+            end_job_run(job, tracking)
     return job
 
 

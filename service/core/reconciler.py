@@ -23,6 +23,7 @@ from service.core import stalls
 from service.core.jobs import archive_logs, aware, finish, finish_if, submit_new, submit_row
 from service.core.queue import admit
 from service.core.restarts import infrastructure_failure, job_error, restart
+from service.core.runs import end_job_run
 from service.core.states import TERMINAL, JobStatus
 from service.settings import Settings
 
@@ -32,8 +33,6 @@ log = logging.getLogger("bckd.service")
 RAY_TO_STATUS = {"PENDING": JobStatus.PENDING, "RUNNING": JobStatus.RUNNING,
                  "SUCCEEDED": JobStatus.SUCCEEDED, "FAILED": JobStatus.FAILED,
                  "STOPPED": JobStatus.STOPPED}
-# how a job's end leaves a run the job did not end itself (a finished job ends its own run)
-RUN_END = {JobStatus.FAILED: "FAILED", JobStatus.STOPPED: "KILLED", JobStatus.LOST: "KILLED"}
 
 
 class Reconciler:
@@ -174,18 +173,6 @@ def reconcile_job(session: Session, job: Job, ray: RayJobs, tracking: Tracking |
     session.commit()
 
 
-def _end_run(job: Job, tracking: Tracking | None) -> None:
-    """End the run of a job that just ended FAILED, STOPPED or LOST, if the job left it
-    unfinished (SCHEDULED: the job never opened it, e.g. cancelled or timed out before it
-    started; RUNNING: its driver died); a run the job ended keeps its status."""
-    if tracking is None or not job.mlflow_run_id or job.status not in RUN_END:
-        return
-    try:
-        tracking.terminate(job.mlflow_run_id, job.owner, RUN_END[job.status])
-    except Exception as err:
-        log.warning("could not end the MLflow run of %s: %s", job.id, err)
-
-
 def _cancel_unconfirmed(session: Session, job: Job, ray: RayJobs, settings: Settings,
                         now: datetime) -> None:
     """A cancelled row that Ray never confirmed. With no attempt made it is STOPPED. An
@@ -232,7 +219,7 @@ def _reconcile(session: Session, jobs: list[Job], ray: RayJobs, tracking: Tracki
     for job in jobs:
         try:
             reconcile_job(session, job, ray, tracking, settings)
-            _end_run(job, tracking)  # however it ended, in this pass
+            end_job_run(job, tracking)  # however it ended, in this pass
         except Exception as err:  # Ray or MLflow down: keep the row, try next pass
             session.rollback()
             log.warning("reconcile %s: %s", job.id, err)

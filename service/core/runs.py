@@ -1,14 +1,22 @@
-"""Runs the service made for jobs: an admin shares one so every user may compare it and distill
-from it. Only runs that carry ``bckd.owner`` can be shared; any other run of the tracking store
-is answered as absent."""
+"""Runs the service made for jobs: one ends with its job when the job did not end it, and an
+admin shares one so every user may compare it and distill from it. Only runs that carry
+``bckd.owner`` can be shared; any other run of the tracking store is answered as absent."""
 
 from __future__ import annotations
 
+import logging
+
+from service.adapters.db import Job
 from service.adapters.tracking import NotOwned, Tracking
 from service.core.auth import Principal
 from service.core.errors import Forbidden, NotFound, Unavailable
+from service.core.states import JobStatus
 
-__all__ = ["share_run"]
+__all__ = ["end_job_run", "share_run"]
+
+log = logging.getLogger("bckd.service")
+# how a job's end leaves a run the job did not end itself (a finished job ends its own run)
+RUN_END = {JobStatus.FAILED: "FAILED", JobStatus.STOPPED: "KILLED", JobStatus.LOST: "KILLED"}
 
 
 def share_run(tracking: Tracking, user: Principal, run_id: str, shared: bool) -> None:
@@ -22,3 +30,15 @@ def share_run(tracking: Tracking, user: Principal, run_id: str, shared: bool) ->
         raise NotFound(f"no MLflow run {run_id!r} of a job") from err
     except Exception as err:  # MLflow did not answer
         raise Unavailable(f"MLflow: {err}", 502) from err
+
+
+def end_job_run(job: Job, tracking: Tracking | None) -> None:
+    """End the run of a job that just ended FAILED, STOPPED or LOST, if the job left it
+    unfinished (SCHEDULED: the job never opened it, e.g. cancelled while queued or timed out
+    before it started; RUNNING: its driver died); a run the job ended keeps its status."""
+    if tracking is None or not job.mlflow_run_id or job.status not in RUN_END:
+        return
+    try:
+        tracking.terminate(job.mlflow_run_id, job.owner, RUN_END[job.status])
+    except Exception as err:
+        log.warning("could not end the MLflow run of %s: %s", job.id, err)

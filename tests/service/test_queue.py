@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mlflow.tracking import MlflowClient
 
 from cli import main
 from service.adapters.db import session_scope
@@ -86,7 +87,7 @@ def test_a_cancelled_queued_job_stops_without_ray_and_frees_its_place(tmp_path, 
                                                                        toy, capsys):
     ray = HeldRay()
     with inprocess_api(monkeypatch, tmp_path, ray, [toy.parent],
-                       BCKD_QUOTA_MAX_QUEUED="1") as (c, _):
+                       BCKD_QUOTA_MAX_QUEUED="1") as (c, settings):
         running = c.post("/v1/jobs", json=body(toy, **FULL)).json()
         queued = c.post("/v1/jobs", json=body(toy, **FULL)).json()
         assert (running["status"], queued["status"]) == ("PENDING", "QUEUED")
@@ -101,6 +102,8 @@ def test_a_cancelled_queued_job_stops_without_ray_and_frees_its_place(tmp_path, 
         assert stopped.status_code == 202 and stopped.json()["status"] == "STOPPED"
         assert stopped.json()["message"] == "cancelled while queued"
         assert stopped.json()["queue_position"] is None and queued["id"] not in ray.jobs
+        run = MlflowClient(settings.mlflow_uri).get_run(queued["mlflow_run_id"])
+        assert run.info.status == "KILLED"  # made with the job, ended with it
         again = c.post("/v1/jobs", json=body(toy, **FULL))  # its place in the queue is free
         assert again.status_code == 201 and again.json()["queue_position"] == 1, again.text
 

@@ -82,7 +82,7 @@ def read_job(job_id: str, user: CurrentUser, session: SessionDep, settings: Sett
              status_code=status.HTTP_202_ACCEPTED, responses=NOT_FOUND)
 def cancel(job_id: str, user: CurrentUser, session: SessionDep, ray: RayDep,
            settings: SettingsDep, tracking: TrackingDep) -> JobPublic:
-    return public_job(jobs.cancel(session, user, job_id, ray), settings, tracking)
+    return public_job(jobs.cancel(session, user, job_id, ray, tracking), settings, tracking)
 
 
 @router.get("/{job_id}/logs", response_model=LogsPublic, responses=NOT_FOUND)
