@@ -33,7 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from bckd.runtime.cluster import Capacity
@@ -101,7 +101,8 @@ def admit(session: Session, capacity: Capacity, settings: Settings) -> list[str]
     session.execute(update(QueueLock).where(QueueLock.id == 1)
                     .values(passes=QueueLock.passes + 1))  # the lock, held until the commit
     queued = session.scalars(select(Job).where(Job.status == JobStatus.QUEUED)
-                             .order_by(Job.created_at, Job.id)).all()
+                             .order_by(Job.created_at, Job.id)
+                             .execution_options(populate_existing=True)).all()  # as stored
     if not queued:
         session.commit()
         return []
@@ -136,11 +137,14 @@ def admit(session: Session, capacity: Capacity, settings: Settings) -> list[str]
         if done == 1:
             admitted.append(job.id)
             o.running, o.used, in_use = o.running + 1, o.used + need, in_use + need
-    for position, (job, reason) in enumerate(waiting, 1):
-        if (job.queue_position, job.queue_reason) != (position, reason):
-            session.execute(update(Job).where(Job.id == job.id,
-                                              Job.status == JobStatus.QUEUED)
-                            .values(queue_position=position, queue_reason=reason))
+    moved = [{"job": job.id, "position": position, "reason": reason}
+             for position, (job, reason) in enumerate(waiting, 1)
+             if (job.queue_position, job.queue_reason) != (position, reason)]
+    if moved:  # one statement, executed for each (a new owner's first job moves everyone)
+        jobs = Job.__table__
+        session.execute(jobs.update().where(
+            jobs.c.id == bindparam("job"), jobs.c.status == JobStatus.QUEUED).values(
+            queue_position=bindparam("position"), queue_reason=bindparam("reason")), moved)
     session.commit()  # releases the lock
     if admitted:
         log.info("admitted %s", ", ".join(admitted))
