@@ -158,22 +158,28 @@ def empty_coco_layout(root: Path) -> Path:
     return root
 
 
-def stand_in_job(path: Path, mlflow_url: str) -> Path:
-    """A job that only names an MLflow run, as jobs.train does (``bckd: mlflow_run_id=``): the
-    reconciler then keeps the run's metrics on each job's row, and a status read returns them.
-    One run, made here with a few metrics, serves every job."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
+STAND_IN = """# stand-in job: a few metrics into the MLflow run the service made for it, then ends
+import sys, time
+import mlflow
+from mlflow.entities import Metric
+from bckd.config.jobfile import read_job_file
+from bckd.tracking.runs import open_owned_run
 
-    client = MlflowClient(tracking_uri=mlflow_url)
-    run = client.create_run(client.create_experiment("bench-service"))
-    now = int(time.time() * 1000)
-    client.log_batch(run.info.run_id, metrics=[
-        Metric(key, 0.1 * i, now, 0) for i, key in enumerate(
-            ("loss", "loss_cls", "loss_bbox", "loss_dfl", "loss_kd", "coco/bbox_mAP",
-             "coco/bbox_mAP_50", "coco/bbox_mAP_75"))])
-    client.set_terminated(run.info.run_id)
-    path.write_text(f"print('bckd: mlflow_run_id={run.info.run_id}')  # stand-in job\n")
+job = read_job_file(sys.argv[sys.argv.index("--spec") + 1])
+run_id = open_owned_run(mlflow.get_tracking_uri(), job.mlflow_run_id, job.owner, job.tags)
+client, now = mlflow.MlflowClient(), int(time.time() * 1000)
+client.log_batch(run_id, metrics=[Metric(key, 0.1 * i, now, 0) for i, key in enumerate(
+    ("loss", "loss_cls", "loss_bbox", "loss_dfl", "loss_kd", "coco/bbox_mAP",
+     "coco/bbox_mAP_50", "coco/bbox_mAP_75"))])
+client.set_terminated(run_id)
+"""
+
+
+def stand_in_job(path: Path) -> Path:
+    """A job that trains nothing and logs a few metrics into the MLflow run the service made
+    for it (the run its job file names, after the same owner check as jobs.train): the
+    reconciler then keeps the run's metrics on each job's row, and a status read returns them."""
+    path.write_text(STAND_IN)
     return path
 
 
@@ -349,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-svc-") as tmp:
         data = empty_coco_layout(Path(tmp) / "data" / "empty")
-        job = Path(tmp) / "stand_in_job.py"
-        job.write_text("# written once MLflow is up\n")
+        job = stand_in_job(Path(tmp) / "stand_in_job.py")
         # every client is the admin, one owner: its clients x submits jobs wait in the queue
         # (service.core.queue) beyond the cluster's room, and none may be refused for its size
         env = {"BCKD_JOB_MODULE": str(job), "BCKD_DATA_ROOTS": json.dumps([str(data.parent)]),
@@ -367,7 +372,6 @@ def main(argv: list[str] | None = None) -> int:
         startup = time.monotonic() - t0
         print(f"  up in {startup:.1f} s: API {stack.api_url}, Ray {stack.ray_url}", flush=True)
         try:
-            stand_in_job(job, stack.mlflow_url)
             # the raw client authenticates to Ray as the API does (token auth)
             # (set before ray is first imported: it reads its auth mode once)
             for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
