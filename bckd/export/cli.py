@@ -13,6 +13,8 @@ import argparse
 import json
 import shutil
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from bckd.commandline import add_command
@@ -22,6 +24,7 @@ __all__ = ["add_parser"]
 CHECK_IMAGES = 4  # images of the parity check when none are given
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ONNX_ARTIFACT_DIR = "export"  # the run's artifact export/student.onnx (and check.json)
+DRAW_THR = 0.3  # the score from which `bckd predict` draws a box: few enough to read
 
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +53,16 @@ def _synth_images(directory: Path) -> list[Path]:
     generate(SynthConfig(out=directory, num_train=1, num_val=CHECK_IMAGES, image_size=128,
                          workers=1), progress=False)
     return sorted((directory / "val").glob("*.jpg"))
+
+
+def _quiet(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handler`` without the libraries' warnings (torch's, mmengine's, onnx's deprecations):
+    a person at the terminal reads what the command did, and the warnings say nothing of that."""
+    def run(args: argparse.Namespace) -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return handler(args)
+    return run
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -115,7 +128,8 @@ def _predict(args: argparse.Namespace) -> int:
                 raise ValueError(f"--onnx {onnx_file!r} holds another model than RUN_OR_CKPT "
                                  f"{args.source!r} (their stored model configs differ)")
         result = predict(spec, detector, backend, args.images, args.out, args.score_thr,
-                         args.batch_size, draw=not args.no_draw, annotations=args.annotations)
+                         args.batch_size, draw=not args.no_draw, annotations=args.annotations,
+                         draw_thr=args.draw_thr)
     kind = "onnxruntime" if backend is not None else "torch"
     print(f"wrote {len(result.results)} detections of {result.images} images to "
           f"{result.json_path}")
@@ -136,11 +150,14 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", default=None,
                         help="COCO file whose image ids the results use (by file name)")
     parser.add_argument("--no-draw", action="store_true", help="no images with boxes")
+    parser.add_argument("--draw-thr", type=float, default=DRAW_THR,
+                        help=f"draw the boxes scoring at least this ({DRAW_THR}; detections.json "
+                             "keeps every box above --score-thr)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``bckd export`` and ``bckd predict`` on the ``bckd`` parser's subcommands."""
     add_command(sub, "export", "write the (distilled) student as ONNX, checked against torch",
-                __doc__, _export_arguments, _export)
+                __doc__, _export_arguments, _quiet(_export))
     add_command(sub, "predict", "COCO detections and drawn images with a student or its ONNX",
-                __doc__, _predict_arguments, _predict)
+                __doc__, _predict_arguments, _quiet(_predict))

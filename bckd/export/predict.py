@@ -68,7 +68,8 @@ def _visualizer(spec: InferenceConfig):
 
 def predict(spec: InferenceConfig, detector: torch.nn.Module, backend: Backend | None,
             images: Sequence[str | Path], out: str | Path, score_thr: float | None = None,
-            batch_size: int = 8, draw: bool = True, annotations: str | None = None) -> Prediction:
+            batch_size: int = 8, draw: bool = True, annotations: str | None = None,
+            draw_thr: float = 0.0) -> Prediction:
     """Detect objects in ``images``; write ``out/detections.json`` and ``out/vis/<name>``.
 
     Args:
@@ -76,6 +77,9 @@ def predict(spec: InferenceConfig, detector: torch.nn.Module, backend: Backend |
             None, i.e. torch).
         backend: onnxruntime's raw maps (:class:`bckd.export.onnx.OnnxRaw`), or None for torch.
         annotations: a COCO file whose image ids the results use (default: the images' order).
+        draw_thr: the drawn images show the boxes scoring at least this; the json keeps all
+            (``bckd predict`` draws from :data:`bckd.export.cli.DRAW_THR`, which a person can
+            read: at the head's 0.05 a 128 px image holds a hundred boxes).
     """
     import mmcv
 
@@ -99,7 +103,7 @@ def predict(spec: InferenceConfig, detector: torch.nn.Module, backend: Backend |
             if visualizer is not None:
                 sample.pred_instances = det
                 visualizer.add_datasample(Path(path).name, mmcv.imread(path, channel_order="rgb"),
-                                          sample, draw_gt=False, pred_score_thr=0.0,
+                                          sample, draw_gt=False, pred_score_thr=draw_thr,
                                           out_file=str(out / "vis" / Path(path).name))
         start = time.perf_counter()
     json_path = out / "detections.json"

@@ -5,8 +5,11 @@ COCO results from both backends, and each bad input named."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import mmcv
 import numpy as np
 import onnx
 import pytest
@@ -21,6 +24,8 @@ from bckd.export.onnx import OnnxRaw, check_parity, export_onnx
 from bckd.export.raw import RawHeadOutputs, detections
 from bckd.export.source import build_student, resolve
 from cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +196,23 @@ def test_a_checkpoints_config_is_read_as_data_never_run(data, tmp_path):
     # a job's config.json beside the file is preferred to meta['cfg'] (the job's own record)
     write_config_json(config("gfl_student", data), planted / CONFIG_JSON)
     assert resolve(str(planted / "w.pth")).cfg.model.type == "GFL"
+
+
+def test_predict_draws_what_a_person_can_read_and_prints_no_library_warnings(data, images,
+                                                                             tmp_path):
+    # an initialized head scores about 0.01 everywhere: dozens of boxes after NMS are in
+    # detections.json at --score-thr 0, but none reaches the drawing threshold. Run as a person
+    # runs it (a process of its own: pytest would catch the warnings before stderr)
+    ckpt = plain_checkpoint("gfl_student", data, tmp_path)
+    drawn = {}
+    for thr in ("0.0", None):
+        out = tmp_path / f"draw-{thr}"
+        argv = [sys.executable, "-m", "cli", "predict", str(ckpt), images[0], "--out", str(out),
+                "--score-thr", "0.0", *(["--draw-thr", thr] if thr else [])]
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Warning" not in proc.stderr, proc.stderr
+        assert len(json.loads((out / "detections.json").read_text())) > 20
+        drawn[thr] = np.abs(mmcv.imread(str(out / "vis" / Path(images[0]).name)).astype(float)
+                            - mmcv.imread(images[0]).astype(float)).mean()
+    assert drawn[None] < 10 < drawn["0.0"], drawn  # re-encoding only, against dozens of boxes
