@@ -185,8 +185,10 @@ def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> 
     if started != 1:
         return  # cancelled, ended, or confirmed meanwhile: nothing to submit
     try:
-        ray.submit(job.ray_id, job.entrypoint, env, {"owner": job.owner, "kind": job.kind},
-                   driver_reservation(settings))
+        # job_name is what the Ray dashboard's jobs table shows as the job's name
+        metadata = {"job_name": f"{job.owner}/{job.name}", "owner": job.owner, "kind": job.kind,
+                    "experiment": job.experiment}
+        ray.submit(job.ray_id, job.entrypoint, env, metadata, driver_reservation(settings))
     except Exception as err:
         log.warning("submission of %s failed (attempt %d): %s", job.id, job.attempts, err)
         session.execute(update(Job).where(*waiting).values(

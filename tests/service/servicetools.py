@@ -3,16 +3,34 @@ clients per user and the waits on job states."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import httpx
 
+from service.core.auth import hash_token
 from service.core.states import TERMINAL
-from service.stack.embedded import Stack
+from service.stack.embedded import Stack, StackConfig, free_port
 
+HERE = Path(__file__).parent
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
+
+
+def stand_in_stack(root: Path, data_roots: list[Path], **env: str) -> Stack:
+    """An embedded stack (real Ray, MLflow and API, not started yet) whose jobs are the
+    stand-in (``fake_job.py``: the job file read, the run checked and logged to, nothing
+    trained), on the test configs, with alice and bob as users and the reconciler polling every
+    0.5 s; ``env`` adds or replaces settings."""
+    users = ";".join(f"{hash_token(t)} {n} user" for n, t in TOKENS.items())
+    return Stack(StackConfig(
+        data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
+        mlflow_port=free_port(), num_cpus=2,
+        extra_env={"BCKD_JOB_MODULE": str(HERE / "fake_job.py"),
+                   "BCKD_CONFIGS_DIR": str(HERE / "configs"),
+                   "BCKD_DATA_ROOTS": json.dumps([str(p) for p in data_roots]),
+                   "BCKD_TOKENS": users, "BCKD_RECONCILE_INTERVAL_S": "0.5", **env}))
 
 
 def toy_dataset(root: Path) -> Path:

@@ -16,11 +16,16 @@ import httpx
 import pytest
 
 from service.adapters.db import session_scope
-from service.core.auth import hash_token
-from service.stack.embedded import Stack, StackConfig, free_port
-from tests.service.servicetools import TOKENS, client, finished, toy_dataset, wait_for
+from service.stack.embedded import Stack
+from tests.service.servicetools import (
+    TOKENS,
+    client,
+    finished,
+    stand_in_stack,
+    toy_dataset,
+    wait_for,
+)
 
-HERE = Path(__file__).parent
 TOY: dict[str, str] = {}  # the toy data set's directory, set by the stack fixture
 
 pytestmark = pytest.mark.slow
@@ -33,18 +38,11 @@ def stack(tmp_path_factory):
     TOY["data_root"] = str(data)
     (root / "ckpt").mkdir()
     (root / "ckpt" / "teacher.pth").write_bytes(b"not really a checkpoint")
-    users = ";".join(f"{hash_token(t)} {n} user" for n, t in TOKENS.items())
-    st = Stack(StackConfig(
-        data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
-        mlflow_port=free_port(), num_cpus=2,
-        extra_env={"BCKD_JOB_MODULE": str(HERE / "fake_job.py"),
-                   "BCKD_CONFIGS_DIR": str(HERE / "configs"),
-                   "BCKD_DATA_ROOTS": json.dumps([str(root / "datasets"), str(root / "ckpt")]),
-                   "BCKD_TOKENS": users, "BCKD_RECONCILE_INTERVAL_S": "0.5",
-                   "BCKD_MAX_BODY_BYTES": "100000", "BCKD_STOP_WAIT_S": "10",
-                   # a group an autoscaler could add (none runs here): one 3-CPU node
-                   "BCKD_WORKER_GROUPS": json.dumps([{"name": "big", "cpus": 3,
-                                                      "max_replicas": 1}])}))
+    st = stand_in_stack(
+        root, [root / "datasets", root / "ckpt"], BCKD_MAX_BODY_BYTES="100000",
+        BCKD_STOP_WAIT_S="10",
+        # a group an autoscaler could add (none runs here): one 3-CPU node
+        BCKD_WORKER_GROUPS=json.dumps([{"name": "big", "cpus": 3, "max_replicas": 1}]))
     st.start()
     st.root = root
     yield st

@@ -11,17 +11,13 @@ descendants (a process that left its session, as a job's driver does, still has 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from service.core.auth import hash_token
-from service.stack.embedded import Stack, StackConfig, free_port
-from tests.service.servicetools import TOKENS, finished, toy_dataset, wait_for
-
-HERE = Path(__file__).parent
+from service.stack.embedded import Stack
+from tests.service.servicetools import finished, stand_in_stack, toy_dataset, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +26,7 @@ pytestmark = pytest.mark.slow
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("loopback")
     data = toy_dataset(root)
-    users = ";".join(f"{hash_token(t)} {n} user" for n, t in TOKENS.items())
-    st = Stack(StackConfig(
-        data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
-        mlflow_port=free_port(), num_cpus=2,
-        extra_env={"BCKD_JOB_MODULE": str(HERE / "fake_job.py"),
-                   "BCKD_CONFIGS_DIR": str(HERE / "configs"),
-                   "BCKD_DATA_ROOTS": json.dumps([str(data.parent)]), "BCKD_TOKENS": users,
-                   "BCKD_RECONCILE_INTERVAL_S": "0.5"}))
+    st = stand_in_stack(root, [data.parent])
     st.start()
     st.toy = data
     yield st

@@ -8,9 +8,6 @@ real API under uvicorn with a real Ray, where the jobs are the stand-in ``fake_j
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import httpx
 import pytest
 from mlflow.tracking import MlflowClient
@@ -18,14 +15,11 @@ from mlflow.tracking import MlflowClient
 from cli import main
 from service.adapters.db import session_scope
 from service.client.api_client import Client
-from service.core.auth import hash_token
 from service.core.reconciler import reconcile_once
 from service.settings import Settings
-from service.stack.embedded import Stack, StackConfig, free_port
 from tests.service.inprocess import HeldRay, body, inprocess_api, row, until
-from tests.service.servicetools import TOKENS, toy_dataset, wait_for
+from tests.service.servicetools import TOKENS, stand_in_stack, toy_dataset, wait_for
 
-HERE = Path(__file__).parent
 BOB = {"Authorization": f"Bearer {TOKENS['bob']}"}
 FULL = {"resources": {"cpus_per_worker": 4}}  # the stand-in's whole node
 
@@ -124,16 +118,8 @@ def test_a_job_larger_than_its_owners_quota_is_refused_naming_its_resources(
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("queue")
     data = toy_dataset(root)
-    users = ";".join(f"{hash_token(t)} {n} user" for n, t in TOKENS.items())
-    st = Stack(StackConfig(
-        data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
-        mlflow_port=free_port(), num_cpus=2,
-        extra_env={"BCKD_JOB_MODULE": str(HERE / "fake_job.py"),
-                   "BCKD_CONFIGS_DIR": str(HERE / "configs"),
-                   "BCKD_DATA_ROOTS": json.dumps([str(root / "datasets")]),
-                   "BCKD_TOKENS": users, "BCKD_RECONCILE_INTERVAL_S": "0.5",
-                   "BCKD_STOP_WAIT_S": "5", "BCKD_DRIVER_CPUS": "0.25",
-                   "BCKD_DRIVER_MEMORY_GB": "0.5"}))
+    st = stand_in_stack(root, [root / "datasets"], BCKD_STOP_WAIT_S="5",
+                        BCKD_DRIVER_CPUS="0.25", BCKD_DRIVER_MEMORY_GB="0.5")
     st.start()
     st.toy = data
     yield st
@@ -194,6 +180,10 @@ def test_a_job_beyond_its_owners_running_quota_waits_while_another_owners_is_adm
             "filter_values": f"_ray_internal_job_actor_{other['id']}"}, timeout=30).json()
         (supervisor,) = actors["data"]["result"]["result"]
         assert supervisor["required_resources"] == {"CPU": 0.25, "memory": 2**29}, supervisor
+        # the operator's dashboard names the job by its owner and name
+        info = httpx.get(f"{stack.ray_url}/api/jobs/{other['id']}", headers={
+            "Authorization": f"Bearer {token}"}, timeout=30).json()
+        assert info["metadata"]["job_name"] == f"bob/{other['name']}", info["metadata"]
         assert wait_for(alice, waits[0]["id"], lambda j: j["queue_position"] == 1)["status"] \
             == "QUEUED"
         listed = alice.get("/v1/jobs", params={"status": "QUEUED"}).json()

@@ -12,7 +12,6 @@ How fast bob is answered under load is ``benchmarks/bench_service.py
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,11 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.core.auth import hash_token
-from service.stack.embedded import Stack, StackConfig, free_port
-from tests.service.servicetools import TOKENS, client, finished, toy_dataset, wait_for
+from tests.service.servicetools import (
+    TOKENS,
+    client,
+    finished,
+    stand_in_stack,
+    toy_dataset,
+    wait_for,
+)
 
-HERE = Path(__file__).parent
 THREADS, CAP = 8, 30
 
 pytestmark = pytest.mark.slow
@@ -35,16 +38,8 @@ pytestmark = pytest.mark.slow
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("streams")
     data = toy_dataset(root)
-    users = ";".join(f"{hash_token(t)} {n} user" for n, t in TOKENS.items())
-    st = Stack(StackConfig(
-        data_dir=root / "state", api_port=free_port(), dashboard_port=free_port(),
-        mlflow_port=free_port(), num_cpus=2,
-        extra_env={"BCKD_JOB_MODULE": str(HERE / "fake_job.py"),
-                   "BCKD_CONFIGS_DIR": str(HERE / "configs"),
-                   "BCKD_DATA_ROOTS": json.dumps([str(data.parent)]), "BCKD_TOKENS": users,
-                   "BCKD_RECONCILE_INTERVAL_S": "0.5", "BCKD_STOP_WAIT_S": "10",
-                   "BCKD_REQUEST_THREADS": str(THREADS),
-                   "BCKD_MAX_LOG_STREAMS": str(CAP)}))
+    st = stand_in_stack(root, [data.parent], BCKD_STOP_WAIT_S="10",
+                        BCKD_REQUEST_THREADS=str(THREADS), BCKD_MAX_LOG_STREAMS=str(CAP))
     st.start()
     st.toy = data
     yield st
