@@ -17,6 +17,7 @@ from service.adapters.db import session_scope
 from service.client.api_client import Client
 from service.core.reconciler import reconcile_once
 from service.settings import Settings
+from tests.service.browser import Browser
 from tests.service.inprocess import HeldRay, body, inprocess_api, row, until
 from tests.service.servicetools import TOKENS, stand_in_stack, toy_dataset, wait_for
 
@@ -153,7 +154,7 @@ def test_admins_see_and_change_quotas_and_users_only_read_their_own(admin, alice
 
 
 def test_a_job_beyond_its_owners_running_quota_waits_while_another_owners_is_admitted(
-        stack, admin, alice, bob):
+        stack, admin, alice, bob, tmp_path):
     assert admin.put("/v1/quotas/alice", json={"max_running": 1}).status_code == 200
     job = {"kind": "train", "config": "toy_teacher", "data_root": str(stack.toy),
            "resources": {"cpus_per_worker": 0.5}, "overrides": {"train_cfg.max_epochs": 100}}
@@ -186,6 +187,17 @@ def test_a_job_beyond_its_owners_running_quota_waits_while_another_owners_is_adm
         assert info["metadata"]["job_name"] == f"bob/{other['name']}", info["metadata"]
         assert wait_for(alice, waits[0]["id"], lambda j: j["queue_position"] == 1)["status"] \
             == "QUEUED"
+        # the job page says where a queued job stands and what it waits for
+        with Browser(tmp_path) as b:
+            b.goto(f"{stack.api_url}/watch")
+            b.wait("!document.getElementById('login').hidden")
+            b.eval(f"document.getElementById('token').value = {TOKENS['alice']!r};"
+                   "document.getElementById('login').requestSubmit()")
+            b.wait(f"!!document.querySelector('tr[data-job-id=\"{waits[0]['id']}\"]')")
+            b.eval(f"location.hash = 'job={waits[0]['id']}'")
+            b.wait("document.getElementById('job-facts').textContent.includes('waits for')")
+            facts = b.eval("document.getElementById('job-facts').textContent")
+            assert "QUEUED #1, waits for: owner quota: 1 of 1 running jobs" in facts, facts
         listed = alice.get("/v1/jobs", params={"status": "QUEUED"}).json()
         assert listed["count"] == 2
     finally:

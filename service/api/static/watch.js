@@ -52,7 +52,8 @@ async function showJob(id) {
   $("job").dataset.jobId = j.id;
   $("job-title").textContent = j.name + " (" + j.id + ")";
   const dl = $("job-facts"); dl.replaceChildren();
-  fact(dl, "status", j.status + (j.stalled_at ? " (stalled since " + j.stalled_at + ")" : ""));
+  fact(dl, "status", j.status + (j.stalled_at ? " (stalled since " + j.stalled_at + ")" : "") +
+       (j.queue_position ? " #" + j.queue_position + ", waits for: " + j.queue_reason : ""));
   fact(dl, "message", j.message);
   fact(dl, "progress", v.progress);
   fact(dl, "Ray driver", v.driver && (v.driver.status + (v.driver.message ? ": " +
