@@ -197,15 +197,20 @@ def _fits(need: Demand, room: Demand) -> bool:
     return need.cpus <= room.cpus + EPS and need.gpus <= room.gpus + EPS
 
 
+def _count(amount: float, unit: str) -> str:
+    """``1 CPU``, ``1.5 CPUs``, ``4 GPUs``."""
+    return f"{amount:g} {unit}" + ("" if amount == 1 else "s")
+
+
 def _describe(d: Demand) -> str:
-    return f"{d.cpus:g} CPUs" + (f" and {d.gpus:g} GPUs" if d.gpus else "")
+    return _count(d.cpus, "CPU") + (f" and {_count(d.gpus, 'GPU')}" if d.gpus else "")
 
 
 def _missing(need: Demand, total: Demand, in_use: Demand) -> str:
     """What the cluster lacks for ``need``, e.g. ``1.5 CPUs (2 of 2 in use)``."""
-    parts = [f"{need.cpus - (total.cpus - in_use.cpus):g} CPUs ({in_use.cpus:g} of "
+    parts = [f"{_count(need.cpus - (total.cpus - in_use.cpus), 'CPU')} ({in_use.cpus:g} of "
              f"{total.cpus:g} in use)"] if need.cpus > total.cpus - in_use.cpus + EPS else []
     if need.gpus > total.gpus - in_use.gpus + EPS:
-        parts.append(f"{need.gpus - (total.gpus - in_use.gpus):g} GPUs ({in_use.gpus:g} of "
-                     f"{total.gpus:g} in use)")
+        parts.append(f"{_count(need.gpus - (total.gpus - in_use.gpus), 'GPU')} "
+                     f"({in_use.gpus:g} of {total.gpus:g} in use)")
     return " and ".join(parts)

@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from cli import main
 from service.adapters.db import session_scope
 from service.client.api_client import Client
+from service.core.queue import _missing
+from service.core.quotas import Demand
 from service.core.reconciler import reconcile_once
 from service.settings import Settings
 from tests.service.browser import Browser
@@ -205,3 +207,9 @@ def test_a_job_beyond_its_owners_running_quota_waits_while_another_owners_is_adm
             alice.post(f"/v1/jobs/{job_id}/cancel")
             bob.post(f"/v1/jobs/{job_id}/cancel")
         admin.put("/v1/quotas/alice", json={})
+
+
+def test_a_reason_counts_in_words():
+    assert _missing(Demand(cpus=1), Demand(cpus=2), Demand(cpus=2)) == "1 CPU (2 of 2 in use)"
+    assert _missing(Demand(cpus=1.5, gpus=2), Demand(cpus=2, gpus=2), Demand(cpus=2, gpus=2)) \
+        == "1.5 CPUs (2 of 2 in use) and 2 GPUs (2 of 2 in use)"
