@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from bckd.config.kinds import JobKind
 from bckd.runtime.cluster import Capacity
 from service.adapters.db import Job, OwnerQuota, QueueLock, utcnow
 from service.core.errors import Busy
@@ -115,7 +116,7 @@ def admit(session: Session, capacity: Capacity, settings: Settings) -> list[str]
         if job.cancel_requested:  # its cancel's API died before it could stop it
             session.execute(_stop(job.id, "cancelled while queued"))
             continue
-        o, need = owners[job.owner], _capped(demand(job.request, settings), total)
+        o, need = owners[job.owner], _need(job.request, settings, total)
         reason = o.blocked or o.quota.over(o.running, o.used, need)
         if reason is None and not _fits(need, total):
             reason = f"cluster: needs {_describe(need)}, it has {_describe(total)} in all"
@@ -161,7 +162,7 @@ def _holdings(session: Session, settings: Settings, total: Demand, waiting: set[
     in_use = Demand()
     for owner, request in session.execute(select(Job.owner, Job.request)
                                           .where(Job.status.in_(list(ADMITTED)))):
-        o, need = owners[owner], _capped(demand(request, settings), total)
+        o, need = owners[owner], _need(request, settings, total)
         o.running, o.used, in_use = o.running + 1, o.used + need, in_use + need
     for owner, last in session.execute(select(Job.owner, func.max(Job.admitted_at))
                                        .where(Job.owner.in_(waiting), Job.admitted_at.isnot(None))
@@ -188,8 +189,13 @@ def _fair_order(queued: list[Job], owners: dict[str, _Owner], total: Demand) -> 
     return [by_owner[o][i] for i in range(rounds) for o in turns if i < len(by_owner[o])]
 
 
-def _capped(need: Demand, total: Demand) -> Demand:
-    """A sweep asks for all its trials at once; it holds at most the whole cluster."""
+def _need(request: dict, settings: Settings, total: Demand) -> Demand:
+    """A job's demand. A sweep asks for all its trials at once, and Tune runs as many as fit: it
+    holds at most the whole cluster. Any other job needs what it asks, so one larger than the
+    cluster (nodes gone since its POST) waits for nodes."""
+    need = demand(request, settings)
+    if request.get("kind") != JobKind.sweep:
+        return need
     return Demand(min(need.cpus, total.cpus), min(need.gpus, total.gpus), need.memory_gb)
 
 

@@ -213,3 +213,32 @@ def test_a_reason_counts_in_words():
     assert _missing(Demand(cpus=1), Demand(cpus=2), Demand(cpus=2)) == "1 CPU (2 of 2 in use)"
     assert _missing(Demand(cpus=1.5, gpus=2), Demand(cpus=2, gpus=2), Demand(cpus=2, gpus=2)) \
         == "1.5 CPUs (2 of 2 in use) and 2 GPUs (2 of 2 in use)"
+
+
+class ShrinkingRay(HeldRay):
+    """Ray whose one node is replaced by a smaller one (``cpus``) while jobs wait."""
+
+    cpus = 4.0
+
+    def capacity(self, groups=(), max_age_s: float = 30.0):
+        from bckd.runtime.cluster import Capacity
+
+        return Capacity(nodes=({"CPU": self.cpus, "GPU": 0.0, "memory": 8e9},))
+
+
+def test_a_job_larger_than_the_cluster_left_waits_without_holding_smaller_ones(
+        tmp_path, monkeypatch, toy):
+    ray = ShrinkingRay()
+    with inprocess_api(monkeypatch, tmp_path, ray, [toy.parent]) as (c, settings):
+        first = c.post("/v1/jobs", json=body(toy, **FULL)).json()
+        big = c.post("/v1/jobs", json=body(toy, **FULL)).json()
+        assert (first["status"], big["status"]) == ("PENDING", "QUEUED")
+        until(lambda: row(settings, first["id"]).submitted_at, "the first job reached Ray")
+        ray.jobs[first["id"]], ray.cpus = "SUCCEEDED", 2.0  # it ends; its node is now 2 CPUs
+        for s in session_scope(settings):
+            reconcile_once(s, ray, None, settings)
+        assert _job(c, big["id"])["queue_reason"] == "cluster: needs 4 CPUs, it has 2 CPUs in all"
+        small = c.post("/v1/jobs", json=body(toy, resources={"cpus_per_worker": 1}),
+                       headers=BOB).json()
+        assert small["status"] == "PENDING", small  # not held behind the job that cannot fit
+        assert _job(c, big["id"])["status"] == "QUEUED"
