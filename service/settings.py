@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     ray_dashboard_url: str = ""  # public link to the dashboard; empty: ray_address
     mlflow_uri: str = "http://127.0.0.1:5000"  # tracking server the jobs log to
     mlflow_public_url: str = ""  # public link to the MLflow UI; empty: mlflow_uri
+    # The MLflow admin login the service sends, in MLflow's own variables (every MLflow client
+    # of the API's process reads them): with it, each owner gets a login of their own
+    # (service.adapters.mlflow_users); without it, a tracking store that checks no login.
+    mlflow_admin_username: str = Field("", validation_alias="MLFLOW_TRACKING_USERNAME")
+    mlflow_admin_password: str = Field("", validation_alias="MLFLOW_TRACKING_PASSWORD",
+                                       repr=False)
     configs_dir: Path = PROJECT_ROOT / "configs"  # trusted configs shipped with the product
     # Shared paths every request may read (data sets, checkpoints), besides its owner's own
     # directory under data_dir/owners; the rest of data_dir (tokens, database) never.

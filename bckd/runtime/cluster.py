@@ -22,15 +22,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from bckd.tracking.login import LOGIN_ENV
+
 __all__ = ["DRIVER_ENV", "Capacity", "NodeGroup", "ResourceError", "WorkerResources",
            "check_resources", "cluster_capacity", "connect", "disconnect", "wait_for_capacity"]
 
 # The variables the service gives a job's driver in its Ray submission's runtime_env (the only
 # way to Ray's job supervisor, which reads the stop signal and its grace there). They are for the
-# driver and the supervisor; the workers read none of them (a worker gets its MLflow store in its
-# WorkerJob), so the driver keeps them off its workers (:func:`connect`).
+# driver and the supervisor; the workers read none of them (a worker gets its MLflow store and
+# login in its WorkerJob), so the driver keeps them off its workers (:func:`connect`).
 DRIVER_ENV = frozenset({"MLFLOW_TRACKING_URI", "BCKD_JOB_ID", "PYTHONUNBUFFERED",
-                        "RAY_JOB_STOP_SIGNAL", "RAY_JOB_STOP_WAIT_TIME_S"})
+                        "RAY_JOB_STOP_SIGNAL", "RAY_JOB_STOP_WAIT_TIME_S", *LOGIN_ENV})
 
 
 # GPUs a worker may ask for: each worker is one DDP process that drives one device, so a

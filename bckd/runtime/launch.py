@@ -107,6 +107,7 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
     from bckd.runtime.signals import fit_with_signals
     from bckd.runtime.stop import StopFlag
     from bckd.runtime.worker import WorkerJob, train_worker
+    from bckd.tracking.login import tracking_login
     from bckd.tracking.runs import (
         OWNER_TAG,
         RunWriter,
@@ -157,6 +158,7 @@ def _run(spec: JobSpec, opened: dict[str, Any], start: float) -> JobResult:
         os.environ.setdefault(POLL_ENV, POLL_S)
         worker_job = WorkerJob(
             cfg=cfg, tracking_uri=tracking_uri, mlflow_run_id=run_id,
+            tracking_login=tracking_login(),
             cwd=os.getcwd(), use_gpu=resources.use_gpu,
             progress_interval=spec.progress_interval,
             checkpoint={k: policy[k] for k in ("score_key", "score_rule", "interval")},

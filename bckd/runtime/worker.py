@@ -24,6 +24,7 @@ class WorkerJob:
     cfg: object  # mmengine Config, paths already absolute
     tracking_uri: str
     mlflow_run_id: str
+    tracking_login: dict = field(default_factory=dict)  # bckd.tracking.runs.tracking_login
     cwd: str | None = None  # the driver's working directory, used when it exists on this node
     use_gpu: bool = False
     progress_interval: int = 10
@@ -146,11 +147,13 @@ def train_worker(config: dict) -> dict:
 
     from bckd.runtime.hooks import CHECKPOINT_FILE, node_identity, params_sha256
     from bckd.runtime.stop import StopRequested
+    from bckd.tracking.login import use_tracking_login
 
     job: WorkerJob = config["job"]
     if job.cwd and os.path.isdir(job.cwd):
         os.chdir(job.cwd)
     _set_dist_env()
+    use_tracking_login(job.tracking_login)  # rank 0's MLflow hook logs with it
 
     with ExitStack() as stack:
         resume_from = None

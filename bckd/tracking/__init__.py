@@ -1,2 +1,3 @@
-"""MLflow tracking: one run per job (:mod:`~bckd.tracking.runs`) and the view MLflow's UI opens
-on (:mod:`~bckd.tracking.mlflow_ui`)."""
+"""MLflow tracking: one run per job (:mod:`~bckd.tracking.runs`), the view MLflow's UI opens
+on (:mod:`~bckd.tracking.mlflow_ui`) and the login a job hands its workers
+(:mod:`~bckd.tracking.login`)."""

@@ -36,12 +36,13 @@ __all__ = [
     "PROTECTED_TAGS",
     "RunRefused",
     "RunWriter",
+    "artifact_location",
     "create_run",
     "default_tracking_uri",
     "open_owned_run",
     "open_run",
-    "run_to_reopen",
     "read_run_json",
+    "run_to_reopen",
     "undefined_ap",
     "write_run_json",
 ]
@@ -71,7 +72,7 @@ def default_tracking_uri(work_root: str | os.PathLike, configured: str | None = 
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
-def _artifact_location(tracking_uri: str) -> str | None:
+def artifact_location(tracking_uri: str) -> str | None:
     """For a local SQLite store, artifacts in ``mlartifacts/`` beside the database file (MLflow's
     own default is ``./mlruns`` relative to whatever directory the process runs in)."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -90,7 +91,7 @@ def create_run(tracking_uri: str, experiment: str, run_name: str,
     if found is not None:
         experiment_id = found.experiment_id
     else:
-        location = _artifact_location(tracking_uri)
+        location = artifact_location(tracking_uri)
         try:
             experiment_id = client.create_experiment(experiment, artifact_location=location)
         except Exception:  # noqa: BLE001 - created concurrently by another job

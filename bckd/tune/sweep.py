@@ -77,6 +77,7 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
 
     from bckd.config.spec import JobSpec, prepare
     from bckd.runtime.cluster import WorkerResources, connect_for, disconnect
+    from bckd.tracking.login import tracking_login
     from bckd.tracking.runs import (
         OWNER_TAG,
         RunWriter,
@@ -149,7 +150,8 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
         writer.log_artifact(space_file)
 
         base = TrialBase(job=job, sweep_name=name, sweep_dir=str(sweep_dir),
-                         tracking_uri=tracking_uri, parent_run_id=parent_id, cwd=os.getcwd())
+                         tracking_uri=tracking_uri, parent_run_id=parent_id, cwd=os.getcwd(),
+                         tracking_login=tracking_login())
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, base=base),
             {"CPU": 0, "memory": spec.trial_memory_mb * 2**20})

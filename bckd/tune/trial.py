@@ -11,7 +11,7 @@ MLflow run is a child of the sweep's parent run (tag ``mlflow.parentRunId``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class TrialBase:
     tracking_uri: str
     parent_run_id: str
     cwd: str  # the driver's working directory: relative paths in cfg_options are against it
+    tracking_login: dict = field(default_factory=dict)  # bckd.tracking.runs.tracking_login
 
 
 def run_trial(config: dict[str, Any], base: TrialBase) -> None:
@@ -41,6 +42,7 @@ def run_trial(config: dict[str, Any], base: TrialBase) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from bckd.runtime.launch import run_job
+    from bckd.tracking.login import use_tracking_login
 
     # Tune starts the function in the trial's own directory; the job resolves paths against
     # the working directory, so go back to the driver's (when this node has it).
@@ -48,6 +50,7 @@ def run_trial(config: dict[str, Any], base: TrialBase) -> None:
         os.chdir(base.cwd)
     # The job's default tracking URI would be a new SQLite file beside the trial's work dir.
     os.environ["MLFLOW_TRACKING_URI"] = base.tracking_uri
+    use_tracking_login(base.tracking_login)  # a trial's actor has none of the driver's variables
     trial_id = ray.tune.get_context().get_trial_id()
     # Set when Tune stops this trial (the scheduler cut it): the job then ends KILLED, not
     # FAILED, even if its fit errors on the way down (the same session TuneReportCallback uses).

@@ -52,7 +52,7 @@ RayDep = Annotated[RayJobs, Depends(get_ray)]
 
 
 async def get_tracking_client(settings: SettingsDep) -> Tracking:
-    return get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
+    return get_tracking(settings)
 
 
 TrackingDep = Annotated[Tracking, Depends(get_tracking_client)]

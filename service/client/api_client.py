@@ -40,6 +40,9 @@ class Client:
         """The job's page in a browser (``/watch``: log in with the API token)."""
         return f"{str(self.http.base_url).rstrip('/')}/watch#job={job_id}"
 
+    def mlflow_login(self) -> dict:
+        return self._json(self.http.get("/v1/me/mlflow"))
+
     def health(self) -> dict:
         return self._json(self.http.get("/v1/health"))
 

@@ -175,6 +175,18 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mlflow_login(args: argparse.Namespace) -> int:
+    login = _client(args).mlflow_login()
+    if login["username"] is None:
+        print(f"MLflow: {login['url']} (it asks for no login)")
+        return 0
+    print(f"MLflow: {login['url']}\n  username: {login['username']}\n"
+          f"  password: {login['password']}\n"
+          "It opens your experiments, named <you>/<experiment>. In Python: set "
+          "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to these.")
+    return 0
+
+
 def _register_dataset(args: argparse.Namespace) -> int:
     body = {"name": args.name, "path": args.path, "description": args.description}
     row = _client(args).register_dataset({k: v for k, v in body.items() if v is not None})
@@ -286,6 +298,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_reachable(_configs))
     p = js.add_parser("experiments", help="your experiments: the names `compare` takes")
     p.set_defaults(handler=_reachable(_experiments))
+
+    p = js.add_parser("mlflow-login", help="your own MLflow login: it opens your experiments")
+    p.set_defaults(handler=_reachable(_mlflow_login))
 
     p = js.add_parser("datasets", help="register and list data sets")
     ds = p.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")

@@ -42,17 +42,22 @@ class Compared:
 
 
 def experiments(session: Session, tracking: Tracking, user: Principal) -> list[Experiment]:
-    """The experiments the caller's jobs named (an admin: everyone's), the latest first."""
+    """The experiments the caller's jobs named (an admin: everyone's), the latest first; each
+    links to the caller's own experiment of that name in MLflow (an admin's: the one owner's,
+    where one owner has it)."""
     latest = func.max(Job.created_at)
-    query = select(Job.experiment, func.count(), latest).group_by(Job.experiment)
+    owners = func.count(func.distinct(Job.owner))
+    query = select(Job.experiment, func.count(), latest, func.min(Job.owner), owners
+                   ).group_by(Job.experiment)
     if not user.admin:
         query = query.where(Job.owner == user.name)
     rows = session.execute(query.order_by(latest.desc())).all()
     try:
-        links = tracking.experiment_links(name for name, _, _ in rows)
+        links = {name: tracking.experiment_link(owner, name)
+                 for name, _, _, owner, n_owners in rows if n_owners == 1}
     except Exception as err:
         raise Unavailable(f"MLflow: {err}", 502) from err
-    return [Experiment(name, n, last, links.get(name)) for name, n, last in rows]
+    return [Experiment(name, n, last, links.get(name)) for name, n, last, _, _ in rows]
 
 
 def compare(tracking: Tracking, user: Principal, experiment: str, metric: str) -> Compared:
@@ -60,7 +65,7 @@ def compare(tracking: Tracking, user: Principal, experiment: str, metric: str) -
     :class:`NotFound` for an unknown experiment, :class:`Invalid` for a metric no run has."""
     try:
         found = tracking.compare(experiment, None if user.admin else user.name)
-        link = tracking.experiment_links([experiment]).get(experiment)
+        link = tracking.experiment_link(user.name, experiment)
     except Exception as err:
         raise Unavailable(f"MLflow: {err}", 502) from err
     if found is None:

@@ -22,7 +22,7 @@ from bckd.config.jobfile import JobFile
 from bckd.runtime.cluster import Capacity
 from service.adapters.db import Job, KeyClaim, Run, new_job_id, utcnow
 from service.adapters.entrypoints import build_entrypoint
-from service.adapters.tracking import Tracking
+from service.adapters.tracking import Tracking, mlflow_experiment
 from service.core.auth import Principal
 from service.core.checkpoints import fetch_run_checkpoints
 from service.core.datasets import data_source
@@ -60,9 +60,10 @@ def create_job(session: Session, user: Principal, req: JobCreate, idem_key: str 
         seen, run_id = _stored_run(session, tracking, user.name, name)
         made = run_id is None  # a run made for this request: dropped if it makes no job
         if made:
-            run_id = tracking.create_job_run(req.experiment, name, user.name, job_id,
-                                             v.config_hash)
-        experiment_id = tracking.experiment_id(req.experiment)  # the job's link (public_job)
+            run_id, experiment_id = tracking.create_job_run(req.experiment, name, user.name,
+                                                            job_id, v.config_hash)
+        else:  # a rerun trains on in its name's run: its link is that run's experiment
+            experiment_id = tracking.run(run_id).info.experiment_id
     except Exception as err:  # the job cannot exist without its run
         raise Unavailable(f"MLflow unreachable: {err}") from err
     try:
@@ -116,7 +117,9 @@ def _insert_job(session: Session, user: Principal, req: JobCreate, idem_key: str
     # the job imports this project's modules itself: a shipped config's custom_imports (those
     # same modules) would be the one key of its data the job's policy refuses
     data = {k: val for k, val in v.config_data.items() if k != "custom_imports"}
-    JobFile(kind=str(req.kind), name=name, experiment=req.experiment, owner=user.name,
+    # the experiment's MLflow name: a sweep's trials make their runs in it by name
+    JobFile(kind=str(req.kind), name=name, owner=user.name,
+            experiment=mlflow_experiment(user.name, req.experiment),
             run_dir=str(run_dir), configs_dir=str(settings.configs_dir.resolve()),
             read_roots=[str(r) for r in settings.read_roots(user.name)],
             base_dir=str(PROJECT_ROOT), config_data=data, mlflow_run_id=run_id,

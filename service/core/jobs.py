@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 from bckd.config.kinds import JobKind
 from bckd.runtime.cluster import Capacity
 from service.adapters.db import Job, session_scope, utcnow
+from service.adapters.mlflow_users import Login
 from service.adapters.ray_jobs import RayJobs, Reservation, UnknownJob
-from service.adapters.tracking import Tracking
+from service.adapters.tracking import Tracking, get_tracking
 from service.core.auth import Principal
 from service.core.creation import create_job
 from service.core.errors import Invalid, NotFound, Unavailable
@@ -153,14 +154,14 @@ def cancel(session: Session, user: Principal, job_id: str, ray: RayJobs,
     return job
 
 
-def driver_env(settings: Settings, job_id: str) -> dict[str, str]:
-    """The environment a job's submission gives its driver and Ray's job supervisor: names of
-    ``bckd.runtime.cluster.DRIVER_ENV`` only, which the driver keeps off its workers."""
+def driver_env(settings: Settings, job_id: str, login: Login | None) -> dict[str, str]:
+    """What a job's submission gives its driver and Ray's job supervisor: ``DRIVER_ENV`` names
+    only (``bckd.runtime.cluster``), with ``login``, the owner's MLflow login (None: a store
+    without logins), which the driver hands its workers in their WorkerJob."""
     return {"MLFLOW_TRACKING_URI": settings.mlflow_uri, "BCKD_JOB_ID": job_id,
-            "PYTHONUNBUFFERED": "1",
+            "PYTHONUNBUFFERED": "1", **(login.env() if login is not None else {}),
             # read by Ray's job supervisor: cancel = SIGINT, then SIGKILL after the grace
-            "RAY_JOB_STOP_SIGNAL": "SIGINT",
-            "RAY_JOB_STOP_WAIT_TIME_S": str(settings.stop_wait_s)}
+            "RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(settings.stop_wait_s)}
 
 
 def driver_reservation(settings: Settings) -> Reservation:
@@ -175,7 +176,6 @@ def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> 
     The attempt starts only if no cancel is recorded (a compare-and-set), and after Ray
     accepted it the row is confirmed only if still none is; otherwise the job that just
     landed on Ray is stopped there (``_stop_landed``)."""
-    env = driver_env(settings, job.id)
     waiting = (Job.id == job.id, Job.status == JobStatus.PENDING, Job.submitted_at.is_(None),
                Job.cancel_requested.is_(False))
     started = session.execute(update(Job).where(*waiting).values(
@@ -185,6 +185,7 @@ def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> 
     if started != 1:
         return  # cancelled, ended, or confirmed meanwhile: nothing to submit
     try:
+        env = driver_env(settings, job.id, get_tracking(settings).login(job.owner))
         # job_name is what the Ray dashboard's jobs table shows as the job's name
         metadata = {"job_name": f"{job.owner}/{job.name}", "owner": job.owner, "kind": job.kind,
                     "experiment": job.experiment}

@@ -53,7 +53,7 @@ class Reconciler:
         ray = get_ray_jobs(s.ray_address)
         while not self._stop.is_set():
             try:
-                tracking = get_tracking(s.mlflow_uri, s.mlflow_public_url)
+                tracking = get_tracking(s)
             except Exception as err:
                 log.warning("MLflow client: %s", err)
                 tracking = None

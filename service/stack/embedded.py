@@ -7,7 +7,8 @@ same way: Ray on the same ports, token and temp dir, MLflow on the same port and
 ``service.stack.supervisor``'s; ``Stack`` alone (the demo, the benchmarks) restarts nothing.
 Ray keeps its token auth on: the stack writes a token file (``<data_dir>/ray_auth_token``) and
 exports ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` to Ray and to the API, whose
-``JobSubmissionClient`` then sends it. The ports: ``service.stack.ports``.
+``JobSubmissionClient`` then sends it. MLflow checks logins (``service.stack.mlflow_server``);
+its admin login goes to the API only. The ports: ``service.stack.ports``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bckd.tracking.login import LOGIN_ENV
+from service.adapters.mlflow_users import Login
 from service.core.auth import write_admin_token
 from service.settings import PROJECT_ROOT
+from service.stack.mlflow_server import admin_uri, mlflow_server
 from service.stack.ports import (
     RAY_WORKER_PORTS,
     PortError,
@@ -110,6 +114,7 @@ class Stack:
         self.admin_token_file: Path | None = None
         # Ray's token, which its dashboard asks for once per browser; None: an attached cluster
         self.ray_token_file = self.data_dir / "ray_auth_token" if cfg.ray_address is None else None
+        self.mlflow_admin: Login | None = None  # the API's; None: an attached MLflow's is in env
         self.worker_ports: tuple[int, int] | None = None  # Ray's workers' range, once started
         self._ray_tmp: str | None = None
         self.env = dict(os.environ)
@@ -159,20 +164,10 @@ class Stack:
             proc = self.spawn("ray", argv, env, logs / "ray.log", url)
             waits.append((url, proc))
         if self.cfg.mlflow_uri is None:
-            store = self.data_dir / "mlflow"
-            store.mkdir(exist_ok=True)
-            argv = [sys.executable, "-m", "mlflow", "server",
-                    "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                    "--artifacts-destination", str(store / "artifacts"),
-                    "--host", self.cfg.host, "--port", str(self.cfg.mlflow_port),
-                    "--workers", "1"]
+            argv, env, self.mlflow_admin = mlflow_server(self.data_dir, self.cfg.host,
+                                                         self.cfg.mlflow_port)
             url = f"{self.mlflow_url}/health"
-            # MLflow 3 starts a job runner and seven huey consumers beside the server for its
-            # GenAI jobs (scorers, trace roll-ups), which BCKD never submits: about 35 s of CPU
-            # at each start, on cores the Ray head is starting on. The tracking server is the
-            # same without them; a deployment that wants them sets the variable itself.
-            env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env}
-            proc = self.spawn("mlflow", argv, env, logs / "mlflow.log", url)
+            proc = self.spawn("mlflow", argv, {**self.env, **env}, logs / "mlflow.log", url)
             waits.append((url, proc))
         try:
             for url, proc in waits:  # started together, waited for in turn
@@ -181,6 +176,11 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def mlflow_admin_uri(self) -> str:
+        """The tracking URI with the admin login in it (a test's or an operator's client)."""
+        return admin_uri(self.mlflow_url, self.mlflow_admin)
 
     def _write_lock(self) -> None:
         write_lock(self.data_dir, {label: p.proc.pid for label, p in self.parts.items()},
@@ -197,6 +197,8 @@ class Stack:
         # Nothing here drains (no Serve proxies): stop in seconds, not Ray's default 30 s.
         ray_env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "3")
         ray_env.pop("RAY_ADDRESS", None)
+        for name in LOGIN_ENV:  # a job logs with its owner's login, given in its submission
+            ray_env.pop(name, None)
         # Ray's own processes (Ray Train's placement-group cleaner among them) that ask the
         # state API without an address find it here; else they take the last `ray start` on
         # the machine, maybe another cluster, and there miss this cluster's Train controller
@@ -242,6 +244,8 @@ class Stack:
                    RAY_API_SERVER_ADDRESS=self.ray_url)
         if self.cfg.database_url:
             env["BCKD_DATABASE_URL"] = self.cfg.database_url
+        if self.mlflow_admin is not None:  # the API's MLflow clients send it (Settings)
+            env.update(self.mlflow_admin.env())
         env.update(self.cfg.extra_env)
         return env
 

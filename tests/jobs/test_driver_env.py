@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bckd.runtime.cluster import DRIVER_ENV
+from service.adapters.mlflow_users import Login
 from service.core.jobs import driver_env
 from service.settings import Settings
 
@@ -39,7 +40,11 @@ print("RESULT " + json.dumps({{"driver": {{k: os.environ.get(k) for k in keys}},
 
 
 def test_the_services_driver_env_is_all_driver_env():
-    assert set(driver_env(Settings(), "job-1")) <= DRIVER_ENV
+    login = Login("alice", "secret")
+    env = driver_env(Settings(), "job-1", login)
+    assert set(env) <= DRIVER_ENV
+    assert env["MLFLOW_TRACKING_USERNAME"] == "alice"  # the owner's login, not the service's
+    assert "MLFLOW_TRACKING_USERNAME" not in driver_env(Settings(), "job-1", None)
 
 
 def test_a_submitted_driver_keeps_its_own_variables_off_its_workers(cluster, tmp_path):
@@ -49,6 +54,7 @@ def test_a_submitted_driver_keeps_its_own_variables_off_its_workers(cluster, tmp
     script.write_text(DRIVER)
     given = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "BCKD_JOB_ID": "j-1",
              "RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "7",
+             "MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "secret",
              "USER_SETTING": "for the workers"}  # a user's own variable: it stays
     client = JobSubmissionClient(cluster)
     job = client.submit_job(entrypoint=f"{sys.executable} {script} '{json.dumps(list(given))}'",

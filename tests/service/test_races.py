@@ -130,7 +130,7 @@ def test_a_request_whose_job_loses_the_key_to_an_earlier_job_answers_that_job(
             s.add(KeyClaim(owner="alice", idempotency_key="k", request=req.model_dump(
                 mode="json"), created_at=utcnow()))
             s.commit()
-            tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
+            tracking = get_tracking(settings)
             job, new = create_job(s, Principal("alice", admin=False), req, "k", settings,
                                   tracking=tracking, capacity=None)
             assert (job.id, new) == (first.json()["id"], False)

@@ -68,7 +68,7 @@ def _submitted(settings, job_id: str) -> Job:
 
 
 def _reconcile(settings, ray) -> None:
-    tracking = get_tracking(settings.mlflow_uri, settings.mlflow_public_url)
+    tracking = get_tracking(settings)
     for s in session_scope(settings):
         reconcile_once(s, ray, tracking, settings)
 

@@ -4,17 +4,19 @@
 API token: ``GET /v1/me``, ``GET /v1/jobs`` and ``GET /v1/jobs/{id}/view``, the read-only,
 owner-filtered view of one job's Ray driver, workers, resource use, progress and log
 (``service.core.views``). Users never get Ray's token; operators keep the Ray dashboard.
+``GET /v1/me/mlflow`` gives the caller's own MLflow login (``service.adapters.mlflow_users``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from service.api.deps import CurrentUser, RayDep, SessionDep, SettingsDep, TrackingDep
+from service.core.runs import mlflow_access
 from service.core.views import JobView, job_view
 
 __all__ = ["page_router", "router"]
@@ -37,6 +39,24 @@ class Me(BaseModel):
 def read_me(user: CurrentUser) -> Me:
     """Who the token is: the owner name its jobs and runs carry."""
     return Me(name=user.name, admin=user.admin)
+
+
+class MlflowLogin(BaseModel):
+    url: str  # MLflow's UI: log in there with this login
+    username: str | None  # None (and no password): this MLflow checks no login
+    password: str | None
+
+
+@router.get("/me/mlflow", response_model=MlflowLogin,
+            responses={502: {"description": "MLflow did not answer"}})
+def read_mlflow_login(user: CurrentUser, tracking: TrackingDep,
+                      response: Response) -> MlflowLogin:
+    """The caller's own MLflow login: it opens their experiments (``<owner>/<experiment>``) in
+    MLflow's UI and REST API, and nothing of anyone else's. Runs an admin shared stay readable
+    through this API (``GET /v1/experiments/{name}/compare``), not in MLflow."""
+    response.headers["Cache-Control"] = "no-store"  # a password: no cache keeps it
+    access = mlflow_access(tracking, user)
+    return MlflowLogin(url=access.url, username=access.username, password=access.password)
 
 
 @router.get("/jobs/{job_id}/view", response_model=JobView,
