@@ -173,8 +173,10 @@ do_up() {
     chown -R 1000:1000 "$WORK"/{data,work_dirs,state,mlflow}
     local shared=(-v "$WORK/data:/app/data" -v "$WORK/work_dirs:/app/work_dirs"
                   -v "$WORK/state:/var/lib/bckd")
-    local ray_env=(-e "RAY_AUTH_TOKEN=$RAY_AUTH_TOKEN" -e MLFLOW_TRACKING_USERNAME=admin
-                   -e "MLFLOW_TRACKING_PASSWORD=$MLFLOW_PASSWORD")
+    local ray_env=(-e "RAY_AUTH_TOKEN=$RAY_AUTH_TOKEN")
+    # MLflow's admin login: the API's alone; Ray nodes get none (each job brings its owner's).
+    local mlflow_admin=(-e MLFLOW_TRACKING_USERNAME=_bckd
+                        -e "MLFLOW_TRACKING_PASSWORD=$MLFLOW_PASSWORD")
     local run=("${D[@]}" run -d)
     if [[ $NETMODE == shared ]]; then
         "${run[@]}" --name "$NET" --network none --entrypoint /usr/bin/tini "$IMAGE" \
@@ -186,7 +188,7 @@ do_up() {
         -e MLFLOW_BACKEND_STORE_URI=sqlite:////var/lib/bckd/mlflow/mlflow.db \
         -e MLFLOW_ARTIFACTS_DESTINATION=/var/lib/bckd/mlflow/artifacts \
         -e MLFLOW_AUTH_DATABASE_URI=sqlite:////var/lib/bckd/mlflow/auth.db \
-        -e MLFLOW_AUTH_ADMIN_USERNAME=admin -e "MLFLOW_AUTH_ADMIN_PASSWORD=$MLFLOW_PASSWORD" \
+        -e MLFLOW_AUTH_ADMIN_USERNAME=_bckd -e "MLFLOW_AUTH_ADMIN_PASSWORD=$MLFLOW_PASSWORD" \
         -e "MLFLOW_FLASK_SERVER_SECRET_KEY=$MLFLOW_SECRET_KEY" \
         -e MLFLOW_WORKERS=1 "$IMAGE" mlflow >/dev/null
     wait_healthy bckd-local-mlflow mlflow 240
@@ -201,8 +203,8 @@ do_up() {
     wait_healthy bckd-local-worker ray-worker 240
     # shellcheck disable=SC2046
     "${run[@]}" --name bckd-local-api $(net_args) "${shared[@]}" "${ray_env[@]}" \
-        -e BCKD_RAY_ADDRESS=http://127.0.0.1:8265 -e BCKD_MLFLOW_URI=http://127.0.0.1:5000 \
-        -e "BCKD_TOKENS=$token_sha admin admin" \
+        "${mlflow_admin[@]}" -e BCKD_RAY_ADDRESS=http://127.0.0.1:8265 \
+        -e BCKD_MLFLOW_URI=http://127.0.0.1:5000 -e "BCKD_TOKENS=$token_sha admin admin" \
         -e 'BCKD_DATA_ROOTS=["/app/data", "/app/work_dirs"]' "$IMAGE" api >/dev/null
     wait_healthy bckd-local-api api 240
     say "running: $("$DOCKER" ps --filter name=bckd-local --format '{{.Names}}' | tr '\n' ' ')"

@@ -83,12 +83,15 @@ mlflow_server() {
     : "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_AUTH_ADMIN_PASSWORD}"
     # The basic-auth app reads its settings from an ini file; the admin name and password come
     # from MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD, which MLflow reads itself.
+    # No default permission: a login sees only what it was granted. The API holds the admin
+    # login and grants each owner's login its own experiments (service/adapters/mlflow_users.py);
+    # any other default would show every owner's runs to every login.
     local ini=${MLFLOW_AUTH_CONFIG_PATH:-/tmp/mlflow-basic-auth.ini}
     (umask 077 && cat >"$ini" <<EOF
 [mlflow]
-default_permission = ${MLFLOW_AUTH_DEFAULT_PERMISSION:-READ}
+default_permission = NO_PERMISSIONS
 database_uri = ${MLFLOW_AUTH_DATABASE_URI}
-admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
+admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-_bckd}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 EOF
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from deploytools import (
     DOCKER,
     SETTINGS_ENV,
@@ -21,7 +22,8 @@ from deploytools import (
     service_env,
 )
 
-from service.core.auth import TokenTable
+from bckd.tracking.login import LOGIN_ENV
+from service.core.auth import OWNER_NAME, TokenTable
 from service.settings import Settings
 
 BCKD_SERVICES = ("ray-head", "ray-worker", "api", "mlflow")  # run the bckd image
@@ -94,13 +96,54 @@ def test_the_entrypoint_refuses_to_start_ray_or_the_api_without_token_auth(role)
         assert "RAY_AUTH" in proc.stderr
 
 
-def test_mlflow_needs_a_user_and_everything_that_logs_has_one():
+def test_the_api_holds_the_mlflow_admin_login_under_a_name_no_owner_can_have(monkeypatch):
     mlflow = service_env("mlflow")
-    password = mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"]
-    for name in ("api", *RAY_SERVICES):  # the API, job drivers, Train workers
-        env = service_env(name)
-        assert env["MLFLOW_TRACKING_USERNAME"] == mlflow["MLFLOW_AUTH_ADMIN_USERNAME"], name
-        assert env["MLFLOW_TRACKING_PASSWORD"] == password, name
+    admin = (mlflow["MLFLOW_AUTH_ADMIN_USERNAME"], mlflow["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    api = service_env("api")
+    assert tuple(api[k] for k in LOGIN_ENV) == admin
+    s = _api_settings(monkeypatch)
+    assert (s.mlflow_admin_username, s.mlflow_admin_password) == admin
+    assert not OWNER_NAME.fullmatch(admin[0])  # no owner is refused a login for the admin's name
+
+
+def _gpu_override(service: str) -> dict:
+    return yaml.safe_load((DOCKER / "compose.gpu.yaml").read_text())["services"].get(service, {})
+
+
+@pytest.mark.parametrize("service", RAY_SERVICES)
+def test_no_ray_node_has_an_mlflow_login(service):
+    """Job drivers and Train workers log with their owner's login, from the job's submission
+    (``service.core.jobs.driver_env``); a node's own login would be what a job without one
+    falls back to."""
+    password = service_env("mlflow")["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    gpu = _gpu_override(service)
+    assert "env_file" not in gpu, service
+    env = {**service_env(service), **{k: str(v) for k, v in gpu.get("environment", {}).items()}}
+    assert not set(LOGIN_ENV) & set(env), service
+    assert not [k for k, v in env.items() if password in v], service
+
+
+def test_mlflow_grants_nothing_by_default(tmp_path: Path, monkeypatch):
+    """The ini the entrypoint writes, as MLflow's auth app reads it: no default permission,
+    whatever the environment asks, and the admin is the API's login."""
+    from mlflow.server.auth.config import read_auth_config
+
+    ini = tmp_path / "basic-auth.ini"
+    mlflow = service_env("mlflow")
+    admin = service_env("api")["MLFLOW_TRACKING_USERNAME"]
+    unnamed = {k: v for k, v in mlflow.items() if k != "MLFLOW_AUTH_ADMIN_USERNAME"}
+    entrypoint_command("mlflow", MLFLOW_AUTH_CONFIG_PATH=str(ini),
+                       MLFLOW_AUTH_DEFAULT_PERMISSION="READ", **unnamed)
+    assert ini.stat().st_mode & 0o077 == 0  # it names the auth database's URI and password
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_USERNAME", raising=False)
+    for key, value in unnamed.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    config = read_auth_config()
+    assert config.default_permission == "NO_PERMISSIONS"
+    assert config.admin_username == admin  # the ini's default, without MLFLOW_AUTH_ADMIN_USERNAME
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", mlflow["MLFLOW_AUTH_ADMIN_USERNAME"])
+    assert read_auth_config().admin_username == admin
 
 
 @pytest.mark.parametrize("service", BCKD_SERVICES + ("postgres", "minio"))
@@ -186,8 +229,8 @@ def test_make_env_fills_every_placeholder_consistently(tmp_path: Path):
     assert env("s3.env")["AWS_SECRET_ACCESS_KEY"] == env("minio.env")["MINIO_ROOT_PASSWORD"]
     assert urlsplit(env("api.env")["BCKD_DATABASE_URL"]).password == \
         env("postgres.env")["POSTGRES_PASSWORD"]
-    assert env("mlflow-client.env")["MLFLOW_TRACKING_PASSWORD"] == \
-        env("mlflow.env")["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert [env("api.env")[k] for k in LOGIN_ENV] == [
+        env("mlflow.env")[k] for k in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD")]
     assert env("ray.env")["RAY_AUTH_TOKEN"] != env("postgres.env")["POSTGRES_PASSWORD"]
     admin = (tmp_path / "admin_token").read_text().strip()
     table = TokenTable.load(None, env("api.env")["BCKD_TOKENS"])

@@ -3,6 +3,7 @@ auth, and images, ports, secrets, mounts and ``BCKD_*`` values agree with compos
 
 from __future__ import annotations
 
+import configparser
 import re
 import tomllib
 from urllib.parse import urlsplit
@@ -16,12 +17,15 @@ from deploytools import (
     SHARED_MOUNTS,
     compose,
     dockerfile_stages,
+    entrypoint_command,
     env_example,
     manifest,
     manifests,
     pod_specs,
     service_env,
 )
+
+from bckd.tracking.login import LOGIN_ENV
 
 OURS = ("Deployment/api", "Deployment/mlflow", "RayCluster/bckd/head", "RayCluster/bckd/gpu")
 RAY_PODS = ("RayCluster/bckd/head", "RayCluster/bckd/gpu")
@@ -37,6 +41,14 @@ def _env(container: dict) -> dict[str, str]:
 
 def _secret_refs(container: dict) -> list[str]:
     return [e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e]
+
+
+def _pod_env(container: dict) -> dict[str, str]:
+    """The container's environment: its secrets (made from docker/env/<name>.env), then ``env``."""
+    env: dict[str, str] = {}
+    for secret in _secret_refs(container):
+        env.update(env_example(secret.removeprefix("bckd-")))
+    return {**env, **_env(container)}
 
 
 def test_kustomization_lists_every_manifest_and_names_the_image():
@@ -99,6 +111,39 @@ def test_every_ray_node_and_the_autoscaler_get_the_ray_token(pod):
     assert env_example("ray")["RAY_AUTH_MODE"] == "token"
 
 
+def test_the_api_holds_the_mlflow_admin_login():
+    (mlflow,) = _containers("Deployment/mlflow")
+    server = _pod_env(mlflow)
+    (api,) = _containers("Deployment/api")
+    assert [_pod_env(api)[k] for k in LOGIN_ENV] == [
+        server["MLFLOW_AUTH_ADMIN_USERNAME"], server["MLFLOW_AUTH_ADMIN_PASSWORD"]]
+
+
+@pytest.mark.parametrize("pod", RAY_PODS)
+def test_no_ray_pod_nor_the_autoscaler_has_an_mlflow_login(pod):
+    """Job drivers and Train workers log with their owner's login, from the job's submission
+    (``service.core.jobs.driver_env``), never with one of the pod's own."""
+    (container,) = _containers(pod)
+    autoscaler = manifest("RayCluster", "bckd")["spec"]["autoscalerOptions"]
+    (mlflow,) = _containers("Deployment/mlflow")
+    password = _pod_env(mlflow)["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    for env in (_pod_env(container), _pod_env(autoscaler)):
+        assert not set(LOGIN_ENV) & set(env), pod
+        assert not [k for k, v in env.items() if v and password in v], pod
+
+
+def test_the_mlflow_pod_grants_nothing_by_default(tmp_path):
+    (mlflow,) = _containers("Deployment/mlflow")
+    assert mlflow["args"] == ["mlflow"]
+    env = _pod_env(mlflow)
+    assert "MLFLOW_AUTH_CONFIG_PATH" not in env  # MLflow reads the ini the entrypoint writes
+    ini = tmp_path / "basic-auth.ini"
+    entrypoint_command("mlflow", MLFLOW_AUTH_CONFIG_PATH=str(ini), **env)
+    config = configparser.ConfigParser()
+    config.read(ini)
+    assert config["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+
+
 @pytest.mark.parametrize("pod", list(pod_specs()))
 def test_every_secret_a_pod_reads_is_made_from_a_committed_env_example(pod):
     # docs/DEPLOY.md: kubectl create secret generic bckd-<name> \
@@ -158,7 +203,7 @@ def test_the_api_env_matches_compose_except_where_the_ray_head_lives():
     k8s, dc = _env(api), service_env("api")
     assert set(k8s) <= SETTINGS_ENV
     bckd_compose = {k: v for k, v in dc.items() if k.startswith("BCKD_")}
-    from_secret = set(env_example("api"))
+    from_secret = {k for k in env_example("api") if k.startswith("BCKD_")}
     # compose's Ray nodes are static: only KubeRay has worker groups that an autoscaler grows
     k8s_only = {"BCKD_WORKER_GROUPS"}
     assert set(k8s) - k8s_only | from_secret == set(bckd_compose)
