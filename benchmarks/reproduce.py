@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                                   extra_env={"BCKD_DATA_ROOTS": json.dumps([str(data.parent)])}))
         print(f"starting Ray, MLflow and the API (state in {args.data_dir}) ...", flush=True)
         stack.start()
-        url, token_file, mlflow_uri = stack.api_url, stack.admin_token_file, stack.mlflow_url
+        url, token_file, mlflow_uri = stack.api_url, stack.admin_token_file, stack.mlflow_admin_uri
     else:
         url, token_file, mlflow_uri = args.url, args.token_file, args.mlflow_uri
     t0 = time.monotonic()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +32,14 @@ import numpy as np
 import pytest
 
 from service.stack.embedded import free_port
+from service.stack.mlflow_server import admin_login, admin_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Your own data, start to finish"
 # The section's commands, by their words after `bckd`, in this order, each once.
 PATH = ("data check", "serve", "jobs datasets register", "jobs submit train",
-        "jobs submit distill", "jobs compare", "export", "predict")
+        "jobs submit distill", "jobs compare", "jobs mlflow-login", "export", "predict")
+EVAL = re.compile(r'eval "\$\((.*)\)"')  # a line whose output the shell runs: `export K=V`
 CATEGORIES = [{"id": 9, "name": "square"}, {"id": 5, "name": "disk"},
               {"id": 11, "name": "cross"}]
 COLOURS = {9: (40, 170, 40), 5: (200, 60, 30), 11: (30, 90, 220)}  # BGR, one per class
@@ -80,8 +83,10 @@ def readme_block() -> list[str]:
 
 
 def kind_of(line: str) -> str:
-    """The command of a block line, as :data:`PATH` names it (``jobs submit train``), else its
-    words after ``bckd``."""
+    """The command of a block line (inside an ``eval "$(...)"``), as :data:`PATH` names it
+    (``jobs submit train``), else its words after ``bckd``."""
+    if found := EVAL.fullmatch(line):
+        line = found.group(1)
     head, _, rest = line.partition(" ")
     assert head == ".venv/bin/bckd", f"not a bckd command: {line!r}"
     return next((k for k in sorted(PATH, key=len, reverse=True)
@@ -196,11 +201,17 @@ class Session:
         if kind == "serve":
             self.start_serve(line)
             return self.printed[kind]
-        r = subprocess.run(["bash", "-c", self.line(line)], cwd=self.work, env=self.env,
+        evaluated = EVAL.fullmatch(line)
+        command = evaluated.group(1) if evaluated else line
+        r = subprocess.run(["bash", "-c", self.line(command)], cwd=self.work, env=self.env,
                            capture_output=True, text=True, timeout=1500)
         assert r.returncode == 0, (line, r.stdout[-4000:], r.stderr[-4000:])
         self.printed[kind] = r.stdout
         print(f"$ {line}\n{r.stdout}")  # the transcript, shown when the test fails
+        if evaluated:  # the shell's eval: its `export K=V` lines hold for the later lines
+            for words in map(shlex.split, r.stdout.splitlines()):
+                assert words[0] == "export" and "=" in words[1], (line, r.stdout)
+                self.env.update([words[1].split("=", 1)])
         if kind in RUN_IDS:
             last = r.stdout.rstrip().splitlines()[-1]
             found = re.match(r"job \S+: SUCCEEDED \(MLflow run ([0-9a-f]{32})\)", last)
@@ -219,7 +230,7 @@ def check_exported(session: Session, printed: str) -> None:
 
     assert "detections after NMS match" in printed, printed
     run_id = session.values["<student run id>"]
-    client = MlflowClient(session.mlflow_url)
+    client = MlflowClient(admin_uri(session.mlflow_url, admin_login(session.work / ".bckd")))
     check = json.loads(Path(client.download_artifacts(run_id, "export/check.json",
                                                       str(session.work))).read_text())
     val = json.loads((session.data / "annotations/instances_val.json").read_text())
@@ -263,6 +274,8 @@ def test_your_own_data_start_to_finish(tmp_path):
             elif kind == "jobs compare":  # both runs, evaluated on the set (mAP a number)
                 for run in ("shapes-teacher", "shapes-bckd"):
                     assert re.search(rf"^{run} .* FINISHED +\d+\.\d ", printed, re.M), printed
+            elif kind == "jobs mlflow-login":  # the admin token's owner's, not MLflow's admin
+                assert session.env["MLFLOW_TRACKING_USERNAME"] == "admin", printed
             elif kind == "export":
                 check_exported(session, printed)
             elif kind == "predict":

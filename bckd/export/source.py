@@ -74,7 +74,11 @@ def _download(run_id: str, artifact_path: str, tracking_uri: str, dst: str) -> P
 
     try:
         MlflowClient(tracking_uri).get_run(run_id)
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):  # the service's MLflow
+            raise ValueError(f"RUN_OR_CKPT: MLflow at {tracking_uri} wants a login that may "
+                             f"read run {run_id!r}: yours, by eval \"$(bckd jobs mlflow-login "
+                             "--env)\", then this command again") from None
         raise ValueError(f"RUN_OR_CKPT: no MLflow run {run_id!r} in {tracking_uri}") from None
     try:
         return Path(mlflow.artifacts.download_artifacts(

@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         ended = follow(client, students)
         print()
         print(compare_report(client.compare(exp)))
+        login = client.mlflow_login()  # the links above open in MLflow with the caller's own
+        if login["username"] is not None:
+            print(f"MLflow asks for your login: {login['username']} / {login['password']} "
+                  "(`bckd jobs mlflow-login` prints it again)")
         return 0 if all(j["status"] == "SUCCEEDED" for j in ended.values()) else 1
     finally:
         if stack is not None:

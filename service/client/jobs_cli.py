@@ -1,5 +1,5 @@
 """``bckd jobs ...``: a client of the REST API (submit, list, show, logs, cancel, configs,
-experiments, compare, datasets).
+experiments, compare, mlflow-login, datasets).
 
     bckd jobs configs
     bckd jobs datasets register shapes data/shapes
@@ -26,6 +26,13 @@ from bckd.config.kinds import JobKind
 from bckd.runtime.cluster import GPUS_PER_WORKER
 from service.client.cli_errors import COMPARE, JOBS, REGISTER, SUBMIT, cli_error
 from service.client.compare_text import compare_report, compare_table
+from service.client.lines import (
+    NAMING,
+    dataset_lines,
+    datasets_table,
+    experiment_lines,
+    mlflow_login_lines,
+)
 
 __all__ = ["add_parser", "compare_report", "compare_table"]
 
@@ -141,23 +148,8 @@ def _configs(args: argparse.Namespace) -> int:
     return 0
 
 
-# Where experiment names come from, for people who have not named one yet
-NAMING = ("An experiment is named by the jobs in it: `bckd jobs submit ... --experiment NAME` "
-          "(default 'bckd'; the demo's is 'demo').")
-
-
-def _experiment_lines(page: dict) -> list[str]:
-    """The caller's experiments, one line each, the latest submission first."""
-    if not page["data"]:
-        return ["  none yet: you have submitted no job"]
-    w = max(10, *(len(e["name"]) for e in page["data"]))
-    return [f"  {'EXPERIMENT':{w}} {'JOBS':>4}  {'LAST JOB':16}  MLFLOW", *(
-        f"  {e['name']:{w}} {e['jobs']:>4}  {e['last_submitted'][:16].replace('T', ' ')}  "
-        f"{e['link'] or '(no MLflow run yet)'}" for e in page["data"])]
-
-
 def _experiments(args: argparse.Namespace) -> int:
-    print("\n".join([*_experiment_lines(_client(args).experiments()), NAMING]))
+    print("\n".join([*experiment_lines(_client(args).experiments()), NAMING]))
     return 0
 
 
@@ -165,7 +157,7 @@ def _compare(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.experiment is None:
         raise ValueError("\n".join(["which experiment? `bckd jobs compare EXPERIMENT`, one "
-                                     "of yours:", *_experiment_lines(client.experiments()),
+                                     "of yours:", *experiment_lines(client.experiments()),
                                      NAMING]))
     cmp = client.compare(args.experiment, metric=args.metric)
     if args.json:
@@ -176,38 +168,19 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _mlflow_login(args: argparse.Namespace) -> int:
-    login = _client(args).mlflow_login()
-    if login["username"] is None:
-        print(f"MLflow: {login['url']} (it asks for no login)")
-        return 0
-    print(f"MLflow: {login['url']}\n  username: {login['username']}\n"
-          f"  password: {login['password']}\n"
-          "It opens your experiments, named <you>/<experiment>. In Python: set "
-          "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to these.")
+    print("\n".join(mlflow_login_lines(_client(args).mlflow_login(), args.env)))
     return 0
 
 
 def _register_dataset(args: argparse.Namespace) -> int:
     body = {"name": args.name, "path": args.path, "description": args.description}
     row = _client(args).register_dataset({k: v for k, v in body.items() if v is not None})
-    print(f"registered {row['owner']}/{row['name']}: {row['path']}")
-    summary = row["summary"]
-    print(f"  {len(summary['classes'])} classes: " + ", ".join(
-        f"{name} (id {cid})" for name, cid in zip(summary["classes"], summary["category_ids"],
-                                                 strict=True)))
-    for split, s in summary["splits"].items():
-        print(f"  {split}: {s['images']} images, {s['boxes']} boxes")
+    print("\n".join(dataset_lines(row)))
     return 0
 
 
 def _list_datasets(args: argparse.Namespace) -> int:
-    page = _client(args).datasets()
-    print(f"{'OWNER/NAME':32} {'CLASSES':>7} {'IMAGES':>7} PATH")
-    for d in page["data"]:
-        images = sum(s["images"] for s in d["summary"]["splits"].values())
-        print(f"{d['owner'] + '/' + d['name']:32} {len(d['summary']['classes']):>7} "
-              f"{images:>7} {d['path']}")
-    print(f"({page['count']} data sets)")
+    print("\n".join(datasets_table(_client(args).datasets())))
     return 0
 
 
@@ -300,6 +273,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_reachable(_experiments))
 
     p = js.add_parser("mlflow-login", help="your own MLflow login: it opens your experiments")
+    p.add_argument("--env", action="store_true", help="as `export` lines of MLflow's variables: "
+                   'eval "$(bckd jobs mlflow-login --env)"')
     p.set_defaults(handler=_reachable(_mlflow_login))
 
     p = js.add_parser("datasets", help="register and list data sets")

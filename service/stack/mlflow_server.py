@@ -15,7 +15,7 @@ from pathlib import Path
 
 from service.adapters.mlflow_users import Login
 
-__all__ = ["MLFLOW_ADMIN", "admin_uri", "mlflow_server"]
+__all__ = ["MLFLOW_ADMIN", "admin_login", "admin_uri", "mlflow_server"]
 
 # The admin's user name: no owner's (service.core.auth.OWNER_NAME starts with a letter or
 # digit), so no owner's login can be the admin's.
@@ -34,6 +34,7 @@ def mlflow_server(data_dir: Path, host: str, port: int) -> tuple[list[str], dict
             "username": MLFLOW_ADMIN, "password": secrets.token_hex(24),
             "flask_secret": secrets.token_hex(32)}))
     saved = json.loads(secrets_file.read_text())
+    login = Login(saved["username"], saved["password"])
     ini = store / "auth.ini"
     ini.write_text("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
                    f"database_uri = sqlite:///{store / 'auth.db'}\n"
@@ -53,7 +54,16 @@ def mlflow_server(data_dir: Path, host: str, port: int) -> tuple[list[str], dict
            # at each start, on cores the Ray head is starting on. The tracking server is the
            # same without them; a deployment that wants them sets the variable itself.
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return argv, env, Login(saved["username"], saved["password"])
+    return argv, env, login
+
+
+def admin_login(data_dir: Path) -> Login | None:
+    """The admin login of the stack of ``data_dir`` (None before its MLflow first started)."""
+    path = data_dir / "mlflow_admin"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return Login(saved["username"], saved["password"])
 
 
 def admin_uri(url: str, login: Login | None) -> str:

@@ -33,6 +33,16 @@ def stand_in_stack(root: Path, data_roots: list[Path], **env: str) -> Stack:
                    "BCKD_TOKENS": users, "BCKD_RECONCILE_INTERVAL_S": "0.5", **env}))
 
 
+def service_tracking(stack: Stack):
+    """The stack's MLflow as the service reads it (its admin login, its seals): to make an
+    owner's experiment as a job's run would (``Tracking.own_experiment``) and read any run."""
+    from service.adapters.mlflow_users import MlflowUsers
+    from service.adapters.tracking import Tracking
+
+    uri = stack.mlflow_admin_uri
+    return Tracking(uri, stack.mlflow_url, MlflowUsers(uri, stack.mlflow_admin))
+
+
 def toy_dataset(root: Path) -> Path:
     """``root/datasets/toy``: a data root with an (empty) val annotation file, enough for the
     validation of a request; jobs on it are the stand-in's, which read no image."""

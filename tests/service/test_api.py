@@ -63,7 +63,7 @@ def job_file(stack: Stack, job: dict) -> dict:
 def mlflow_run(stack: Stack, run_id: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=stack.mlflow_url).get_run(run_id)
+    return MlflowClient(tracking_uri=stack.mlflow_admin_uri).get_run(run_id)
 
 
 # --- health, auth ------------------------------------------------------------------------
@@ -309,7 +309,8 @@ def test_a_cancel_during_the_submission_stops_the_job_on_ray(stack, tmp_path, mo
     ray = HeldSubmit(stack.ray_url)
     data_roots = [Path(TOY["data_root"]).parent]
     with inprocess_api(monkeypatch, tmp_path, ray, data_roots, BCKD_RAY_ADDRESS=stack.ray_url,
-                       BCKD_MLFLOW_URI=stack.mlflow_url, BCKD_STOP_WAIT_S="10") as (c, settings):
+                       BCKD_MLFLOW_URI=stack.mlflow_url, BCKD_STOP_WAIT_S="10",
+                       **stack.mlflow_admin.env()) as (c, settings):
         r = c.post("/v1/jobs", json={"kind": "train", "config": "toy_teacher",
                                      "data_root": TOY["data_root"],
                                      "overrides": {"train_cfg.max_epochs": 100}})

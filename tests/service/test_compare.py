@@ -17,6 +17,7 @@ from service.client.compare_text import pair_table
 from service.core.auth import hash_token
 from service.core.compare import _groups
 from service.stack.embedded import Stack, StackConfig, free_port
+from tests.service.servicetools import service_tracking
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "alice-token-0123456789"
@@ -63,10 +64,8 @@ def _run(client, exp_id: str, name: str, method: str, seed: int | None, value: f
 
 @pytest.fixture(scope="module")
 def runs(stack) -> dict[str, str]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=stack.mlflow_url)
-    exp_id = client.create_experiment(EXPERIMENT)
+    tracking = service_tracking(stack)  # alice's experiment, as her first job's makes it
+    client, exp_id = tracking.client, tracking.own_experiment("alice", EXPERIMENT)
     t0 = int(time.time() * 1000)
     ids = {"plain-s0-old": _run(client, exp_id, "plain-s0-old", "plain", 0, 0.100, t0)}
     for i, seed in enumerate(PLAIN):  # newer than plain-s0-old: these count

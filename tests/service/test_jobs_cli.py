@@ -145,8 +145,8 @@ def test_experiments_are_the_callers_own_with_their_runs_table(api, capsys):
     tracking = Tracking(settings.mlflow_uri, "http://mlflow.example")
     c.app.dependency_overrides[get_tracking_client] = lambda: tracking  # its public URL
     # "shapes" has an MLflow run (the experiment exists); "later" has none yet
-    open_run(settings.mlflow_uri, "shapes", "r0", {"bckd.owner": "alice"})
-    exp_id = tracking.client.get_experiment_by_name("shapes").experiment_id
+    open_run(settings.mlflow_uri, "alice/shapes", "r0", {"bckd.owner": "alice"})
+    exp_id = tracking.client.get_experiment_by_name("alice/shapes").experiment_id
     for experiment in ("shapes", "shapes", "later"):
         r = c.post("/v1/jobs", json=body(toy, experiment=experiment))
         assert r.status_code == 201, r.text
@@ -156,7 +156,7 @@ def test_experiments_are_the_callers_own_with_their_runs_table(api, capsys):
     page = c.get("/v1/experiments").json()
     assert [(e["name"], e["jobs"]) for e in page["data"]] == [("later", 1), ("shapes", 2)]
     links = {e["name"]: e["link"] for e in page["data"]}
-    assert links["shapes"] == tracking.experiment_links(["shapes"])["shapes"]
+    assert links["shapes"] == tracking.experiment_link("alice", "shapes")
     assert links["shapes"] == (f"http://mlflow.example/#/experiments/{exp_id}/runs"
                                "?workflowType=machine_learning&viewStateShareKey=bckd-runs")
 

@@ -71,7 +71,7 @@ def test_crosskd_pkd_bckd_pkd_and_cwd_train_through_the_service(stack):
         assert r.status_code == 201, r.text
         ids[config] = r.json()["id"]
     jobs = dict(zip(ids, wait_all(c, list(ids.values())), strict=True))
-    mlflow = MlflowClient(tracking_uri=stack.mlflow_url)
+    mlflow = MlflowClient(tracking_uri=stack.mlflow_admin_uri)
     for config, (method, terms) in METHODS.items():
         job = jobs[config]
         assert job["status"] == "SUCCEEDED", (config, job)

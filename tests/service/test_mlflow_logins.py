@@ -192,4 +192,11 @@ def test_the_cli_prints_the_callers_login(stack, alice, capsys):
                  "mlflow-login"]) == 0
     out = capsys.readouterr().out
     assert "username: alice" in out and f"password: {_login(alice)['password']}" in out
+    assert main(["jobs", "--url", stack.api_url, "--token", TOKENS["alice"],
+                 "mlflow-login", "--env"]) == 0  # for a shell's eval, before `bckd export`
+    exports = dict(line.removeprefix("export ").split("=", 1)
+                   for line in capsys.readouterr().out.splitlines())
+    assert exports == {"MLFLOW_TRACKING_URI": stack.mlflow_url,
+                       "MLFLOW_TRACKING_USERNAME": "alice",
+                       "MLFLOW_TRACKING_PASSWORD": _login(alice)["password"]}
     assert client(stack, None).get("/v1/me/mlflow").status_code == 401

@@ -84,7 +84,7 @@ def nothing_ran(stack: Stack, admin: httpx.Client, marker: Path) -> None:
     assert ray_jobs == []
     from mlflow.tracking import MlflowClient
 
-    mlflow = MlflowClient(tracking_uri=stack.mlflow_url)
+    mlflow = MlflowClient(tracking_uri=stack.mlflow_admin_uri)
     exps = [e.experiment_id for e in mlflow.search_experiments()]
     assert mlflow.search_runs(exps) == [] if exps else True
 

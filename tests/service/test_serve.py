@@ -35,6 +35,7 @@ from service.stack.embedded import (
     free_port,
     worker_port_range,
 )
+from service.stack.mlflow_server import admin_login, admin_uri
 from tests.service.servicetools import alive, toy_dataset
 
 HERE = Path(__file__).parent
@@ -260,9 +261,10 @@ def test_a_killed_api_is_restarted_and_the_job_it_left_trains_on_to_succeeded(se
 
     job = client.wait([job_id], poll_s=0.5)[job_id]  # the new API's reconciler follows it
     assert job["status"] == "SUCCEEDED" and job["attempts"] == 1, job
-    run = MlflowClient(served["mlflow"]).get_run(job["mlflow_run_id"])
+    mlflow = MlflowClient(admin_uri(served["mlflow"], admin_login(served["state"])))
+    run = mlflow.get_run(job["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    losses = MlflowClient(served["mlflow"]).get_metric_history(run.info.run_id, "loss")
+    losses = mlflow.get_metric_history(run.info.run_id, "loss")
     assert sorted(m.step for m in losses) == list(range(4 * epochs))  # each step once
     # it trained while the API was away: steps logged between the kill and the API's return
     assert any(killed_at * 1000 < m.timestamp < back_at * 1000 for m in losses), \

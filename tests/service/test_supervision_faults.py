@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from service.client.api_client import Client
 from service.stack.embedded import free_port
+from service.stack.mlflow_server import admin_login, admin_uri
 from service.stack.takeover import Identity
 from tests.jobs.jobtools import make_synth
 from tests.service.test_serve import Serve, started_pids
@@ -86,8 +87,8 @@ def trained_epochs(job: dict) -> float:
 
 
 def the_one_run(place, name: str):
-    mlflow = MlflowClient(place["mlflow"])
-    exp = mlflow.get_experiment_by_name("faults")
+    mlflow = MlflowClient(admin_uri(place["mlflow"], admin_login(place["state"])))
+    exp = mlflow.get_experiment_by_name("admin/faults")  # the admin token's owner's
     runs = mlflow.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{name}'")
     assert len(runs) == 1, [r.info.run_id for r in runs]
     return mlflow, runs[0]
