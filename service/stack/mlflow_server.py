@@ -39,6 +39,9 @@ def mlflow_server(data_dir: Path, host: str, port: int) -> tuple[list[str], dict
     ini.write_text("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
                    f"database_uri = sqlite:///{store / 'auth.db'}\n"
                    f"admin_username = {saved['username']}\n"
+                   # a login's PBKDF2 check once a minute, not on each of a job's requests:
+                   # one worker, so a password the API changes is dropped at once
+                   "auth_cache_ttl_seconds = 60\n"
                    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     argv = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
             "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",

@@ -93,7 +93,9 @@ def _started(stack) -> list[str]:
     else:
         lines.append("  Ray token:      the attached cluster's own (RAY_AUTH_TOKEN, "
                      "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
-    return [*lines, f"  MLflow:         {stack.mlflow_url}",
+    mlflow = (f"   (users: their own login, `bckd jobs mlflow-login`; admin login, operator "
+              f"only: {stack.data_dir / 'mlflow_admin'})" if stack.mlflow_admin else "")
+    return [*lines, f"  MLflow:         {stack.mlflow_url}{mlflow}",
             f"  admin token:    {stack.admin_token_file}",
             f"  logs:           {stack.data_dir / 'service-logs'}",
             "  processes:      " + ", ".join(f"{label} pid {proc.pid}"

@@ -147,6 +147,13 @@ def test_the_job_page_shows_alice_her_job_and_not_bobs(stack, alice, bob, tmp_pa
             assert other["id"] not in page and other["name"] not in page, page
             link = c.get(f"/v1/jobs/{job['id']}").json()["links"]["mlflow_run"]
             assert b.eval("document.getElementById('mlflow-link').href") == link
+            # the login that link asks for: the owner's own, hidden until asked for
+            login = c.get("/v1/me/mlflow").json()
+            assert b.eval("document.getElementById('mlflow-user').textContent") == who
+            assert b.eval("document.getElementById('mlflow-password').type") == "password"
+            b.eval("document.getElementById('mlflow-show').click()")
+            assert b.eval("document.getElementById('mlflow-password').value") \
+                == login["password"]
             # another owner's job by its id: the API answers 404, the page shows none of it
             b.eval(f"location.hash = 'job={other['id']}'")
             b.wait("document.getElementById('ray-note').textContent.includes('404')")
@@ -211,7 +218,13 @@ def test_cancel_stops_the_job_and_kills_its_mlflow_run(stack, alice):
     assert r.status_code == 202, r.text
     job = wait_for(alice, job_id, finished, timeout=60)
     assert job["status"] == "STOPPED" and "cancelled by user" in job["message"]
-    assert mlflow_run(stack, job["mlflow_run_id"]).info.status == "KILLED"
+    # a driver stopped before it opened its run leaves it SCHEDULED: the reconciler ends it
+    # KILLED in the pass that commits STOPPED, right after the commit (service.core.runs)
+    deadline = time.monotonic() + 60
+    while (status := mlflow_run(stack, job["mlflow_run_id"]).info.status) != "KILLED" and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status == "KILLED"
 
 
 def test_a_job_that_fits_only_on_a_group_is_accepted_and_waits_for_capacity(stack, alice):

@@ -193,6 +193,13 @@ def test_serve_prints_where_the_dashboards_token_is(served):
     # users get the job page instead, which asks the API with their own token
     assert line_of(served["lines"], "job page:").split()[2] == f"{served['api']}/watch"
     assert httpx.get(f"{served['api']}/watch").status_code == 200
+    # and their own MLflow login; the admin's file is the operator's, and it is MLflow's admin
+    mlflow = line_of(served["lines"], "MLflow:")
+    admin_file = served["state"].resolve() / "mlflow_admin"
+    assert "`bckd jobs mlflow-login`" in mlflow and f"operator only: {admin_file}" in mlflow
+    login = admin_login(served["state"])
+    users = f"{served['mlflow']}/api/2.0/mlflow/users/get?username={login.username}"
+    assert httpx.get(users, auth=(login.username, login.password)).json()["user"]["is_admin"]
 
 
 @pytest.mark.slow

@@ -1,6 +1,11 @@
-"""A real 3-trial ASHA sweep on a local 2-CPU Ray cluster, MLflow on SQLite, the tiny synthetic
-data: nesting, statuses, early stopping, the best-trial summary, restore, and infeasible
-resources refused before a trial starts.
+"""A real 3-trial ASHA sweep on a local 2-CPU Ray cluster, the tiny synthetic data: nesting,
+statuses, early stopping, the best-trial summary, restore, and infeasible resources refused
+before a trial starts.
+
+MLflow is a real tracking server that checks logins, as the service's does (its basic-auth app,
+``service.stack.mlflow_server``), and the sweep's driver holds an owner's login granted on its
+experiment only, as a service job's does, set after the cluster started: its trials, in Ray
+actors that never saw that environment, log only with the login the driver hands them.
 
 The early stop is built in, not left to chance: the space grids the student's score threshold
 over [0, 0, 1.1], one trial at a time in that order. A student that keeps no box above 1.1
@@ -12,14 +17,19 @@ something (threshold 0). The two other trials sample the loss weights and beta a
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import time
 
+import httpx
 import pytest
 from jobtools import BCKD_CONFIG  # tests/jobs, on the path from conftest.py
 from mlflow.tracking import MlflowClient
 
 from bckd.tune import SweepSpec, run_sweep
 from bckd.tune.tracking import child_runs
+from service.stack.embedded import free_port, wait_http
+from service.stack.mlflow_server import admin_uri, mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +57,36 @@ def sweep_spec(tmp_path_factory, synth_data, teacher_ckpt) -> SweepSpec:
 
 
 @pytest.fixture(scope="module")
-def sweep(cluster, sweep_spec):
+def tracking(cluster, tmp_path_factory):
+    """An MLflow server with logins; the driver (this process) logs as owner ``alice``, EDIT on
+    the sweep's experiment (``bckd``) alone. Yields the server's URL and an admin's URI."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    argv, env, admin = mlflow_server(root, "127.0.0.1", port)
+    with open(root / "mlflow.log", "wb") as log:
+        proc = subprocess.Popen(argv, env={**os.environ, **env},
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", 120, proc)
+        uri = admin_uri(url, admin)
+        AuthServiceClient(uri).create_user("alice", "alice-password-0123")
+        experiment = MlflowClient(uri).create_experiment("bckd")
+        AuthServiceClient(uri).grant_user_permission("alice", "experiment", experiment, "EDIT")
+        with pytest.MonkeyPatch.context() as mp:  # after the cluster's start: Ray has none
+            mp.setenv("MLFLOW_TRACKING_URI", url)
+            mp.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+            mp.setenv("MLFLOW_TRACKING_PASSWORD", "alice-password-0123")
+            yield url, uri
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def sweep(cluster, tracking, sweep_spec):
     start = time.monotonic()
     result = run_sweep(sweep_spec)
     print(f"sweep wall time: {time.monotonic() - start:.0f} s")
@@ -55,8 +94,8 @@ def sweep(cluster, sweep_spec):
 
 
 @pytest.fixture(scope="module")
-def client(sweep) -> MlflowClient:
-    return MlflowClient(f"sqlite:///{sweep.sweep_dir.rsplit('/', 1)[0]}/mlflow.db")
+def client(sweep, tracking) -> MlflowClient:
+    return MlflowClient(tracking[1])  # the admin's: reads what alice's login wrote
 
 
 def _history_best(client: MlflowClient, run_id: str) -> float | None:
@@ -64,7 +103,7 @@ def _history_best(client: MlflowClient, run_id: str) -> float | None:
     return max(values) if values else None
 
 
-def test_one_parent_with_three_nested_children(sweep, client):
+def test_one_parent_with_three_nested_children(sweep, client, tracking):
     assert sweep.status == "FINISHED"
     parent = client.get_run(sweep.parent_run_id)
     assert parent.info.status == "FINISHED"
@@ -77,6 +116,10 @@ def test_one_parent_with_three_nested_children(sweep, client):
         {t["trial_id"] for t in sweep.trials}
     experiment = parent.info.experiment_id
     assert len(client.search_runs([experiment])) == 4  # nothing outside the sweep's tree
+    # the trials logged with alice's login, which the driver handed them; without a login
+    # the server answers nothing
+    assert httpx.post(f"{tracking[0]}/api/2.0/mlflow/runs/search",
+                      json={"experiment_ids": [experiment]}).status_code == 401
     # each child is a full job run: params of the job, the swept value applied
     for child in children:
         trial = next(t for t in sweep.trials if t["trial_id"] == child.data.tags[

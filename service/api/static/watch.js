@@ -1,5 +1,6 @@
 // The job page: a read-only view of the caller's own jobs through the API (GET only).
-// The API token stays in this tab's sessionStorage; the page never holds a Ray or MLflow key.
+// The API token stays in this tab's sessionStorage; the page never holds a Ray key, and of
+// MLflow only the caller's own login (GET /v1/me/mlflow), shown for MLflow's login dialog.
 "use strict";
 
 const KEY = "bckd-api-token";
@@ -102,6 +103,12 @@ async function start() {
     const me = await api("/v1/me");
     $("whoami").textContent = me.name;
   } catch (err) { return; }
+  try {
+    const login = await api("/v1/me/mlflow");
+    $("mlflow-user").textContent = login.username ?? "";
+    $("mlflow-password").value = login.password ?? "";
+    $("mlflow-login").hidden = !login.username;  // an MLflow without logins asks for none
+  } catch (err) { $("mlflow-login").hidden = true; }  // MLflow down: the jobs still show
   $("login").hidden = true;
   $("session").hidden = false;
   await refresh();
@@ -110,6 +117,8 @@ async function start() {
 function logout(why) {
   clearTimeout(timer);
   sessionStorage.removeItem(KEY);
+  $("mlflow-password").value = "";
+  $("mlflow-password").type = "password";
   $("session").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = why ?? "";
@@ -122,5 +131,10 @@ $("login").addEventListener("submit", (e) => {
   start();
 });
 $("logout").addEventListener("click", () => logout());
+$("mlflow-show").addEventListener("click", () => {
+  const shown = $("mlflow-password").type === "text";
+  $("mlflow-password").type = shown ? "password" : "text";
+  $("mlflow-show").textContent = shown ? "show" : "hide";
+});
 window.addEventListener("hashchange", refresh);
 if (sessionStorage.getItem(KEY)) start(); else logout();
