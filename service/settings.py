@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     mlflow_admin_username: str = Field("", validation_alias="MLFLOW_TRACKING_USERNAME")
     mlflow_admin_password: str = Field("", validation_alias="MLFLOW_TRACKING_PASSWORD",
                                        repr=False)
+    # The key of the owners' MLflow passwords and of the seals on experiments and shared runs
+    # (service.adapters.mlflow_users); empty: the admin password, which then cannot be rotated
+    # without unsealing every experiment.
+    mlflow_secret: str = Field("", repr=False)
     configs_dir: Path = PROJECT_ROOT / "configs"  # trusted configs shipped with the product
     # Shared paths every request may read (data sets, checkpoints), besides its owner's own
     # directory under data_dir/owners; the rest of data_dir (tokens, database) never.

@@ -6,9 +6,9 @@ The tracking server runs MLflow's auth app with ``default_permission = NO_PERMIS
 it is granted one. The service holds the admin login, in MLflow's own variables
 ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` of the API's environment (every
 MLflow client of the process then sends it). For each owner it makes an MLflow user of the
-owner's name, whose password is derived from the admin password (an HMAC, so API replicas agree
-without a table, and rotating the admin password rotates them all at their next use), and grants
-that user EDIT on each experiment it creates for the owner. The owner gets the login from
+owner's name, whose password is an HMAC of the owner's name under the service's MLflow secret
+(``BCKD_MLFLOW_SECRET``, else the admin password), so API replicas agree without a table, and
+grants that user EDIT on each experiment it creates for the owner. The owner gets the login from
 ``GET /v1/me/mlflow``; the owner's jobs log with it (``service.core.jobs.driver_env``).
 
 Why MLflow's app and not a proxy in the API: MLflow's UI and REST API then check every route
@@ -18,7 +18,7 @@ experiments; sharing goes through the service (an admin's ``PUT /v1/runs/{id}/sh
 
 A login may still create experiments of any name (MLflow's app lets every user create one), so
 an experiment's name proves nothing: the service tags each experiment it creates with a seal, an
-HMAC of its name under a key derived from the admin password (:meth:`MlflowUsers.seal`), and
+HMAC of its name under the same secret (:meth:`MlflowUsers.seal`), and
 trusts an experiment's owner (the name's ``<owner>/`` part) only where the seal holds. A login
 cannot read another owner's experiment, so it cannot copy its seal, and a seal moved to another
 name does not hold there.
@@ -58,14 +58,17 @@ class Login:
 
 
 class MlflowUsers:
-    """The owners' MLflow users on the tracking server ``uri``, made with the ``admin`` login."""
+    """The owners' MLflow users on the tracking server ``uri``, made with the ``admin`` login;
+    ``secret`` keys their passwords and the seals (``Settings.mlflow_secret``; empty: the admin
+    password)."""
 
-    def __init__(self, uri: str, admin: Login):
+    def __init__(self, uri: str, admin: Login, secret: str = ""):
         from mlflow.server.auth.client import AuthServiceClient
 
         self.admin = admin
         self.client = AuthServiceClient(uri)  # sends the process's MLflow login: the admin's
-        self._key = hashlib.sha256(b"bckd-mlflow\0" + admin.password.encode()).digest()
+        self._key = hashlib.sha256(b"bckd-mlflow\0" + (secret or admin.password).encode()
+                                   ).digest()
         self._lock = threading.Lock()
         self._made: set[str] = set()  # owners whose user has their password, in this process
         self._granted: set[tuple[str, str]] = set()

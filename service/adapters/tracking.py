@@ -276,11 +276,14 @@ class Tracking:
 def get_tracking(settings) -> Tracking:
     """The service's tracking client for ``settings`` (``service.settings.Settings``)."""
     return _tracking(settings.mlflow_uri, settings.mlflow_public_url,
-                     settings.mlflow_admin_username, settings.mlflow_admin_password)
+                     settings.mlflow_admin_username, settings.mlflow_admin_password,
+                     settings.mlflow_secret)
 
 
 @lru_cache
-def _tracking(uri: str, public_url: str, admin_username: str, admin_password: str) -> Tracking:
+def _tracking(uri: str, public_url: str, admin_username: str, admin_password: str,
+              secret: str) -> Tracking:
     # the admin login this process sends makes the owners' logins; none: a store without them
-    users = MlflowUsers(uri, Login(admin_username, admin_password)) if admin_username else None
+    users = MlflowUsers(uri, Login(admin_username, admin_password), secret) \
+        if admin_username else None
     return Tracking(uri, public_url, users)

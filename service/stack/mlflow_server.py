@@ -15,7 +15,7 @@ from pathlib import Path
 
 from service.adapters.mlflow_users import Login
 
-__all__ = ["MLFLOW_ADMIN", "admin_login", "admin_uri", "mlflow_server"]
+__all__ = ["MLFLOW_ADMIN", "admin_login", "admin_uri", "mlflow_server", "service_secret"]
 
 # The admin's user name: no owner's (service.core.auth.OWNER_NAME starts with a letter or
 # digit), so no owner's login can be the admin's.
@@ -32,7 +32,7 @@ def mlflow_server(data_dir: Path, host: str, port: int) -> tuple[list[str], dict
         secrets_file.touch(mode=0o600)
         secrets_file.write_text(json.dumps({
             "username": MLFLOW_ADMIN, "password": secrets.token_hex(24),
-            "flask_secret": secrets.token_hex(32)}))
+            "flask_secret": secrets.token_hex(32), "secret": secrets.token_hex(32)}))
     saved = json.loads(secrets_file.read_text())
     login = Login(saved["username"], saved["password"])
     ini = store / "auth.ini"
@@ -58,6 +58,12 @@ def mlflow_server(data_dir: Path, host: str, port: int) -> tuple[list[str], dict
            # same without them; a deployment that wants them sets the variable itself.
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return argv, env, login
+
+
+def service_secret(data_dir: Path) -> str:
+    """The service's MLflow secret of the stack of ``data_dir`` (``BCKD_MLFLOW_SECRET``: the key
+    of the owners' passwords and the seals); empty for a data dir made before it existed."""
+    return json.loads((data_dir / "mlflow_admin").read_text()).get("secret", "")
 
 
 def admin_login(data_dir: Path) -> Login | None:

@@ -13,6 +13,7 @@ import httpx
 from service.core.auth import hash_token
 from service.core.states import TERMINAL
 from service.stack.embedded import Stack, StackConfig, free_port
+from service.stack.mlflow_server import service_secret
 
 HERE = Path(__file__).parent
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
@@ -40,7 +41,8 @@ def service_tracking(stack: Stack):
     from service.adapters.tracking import Tracking
 
     uri = stack.mlflow_admin_uri
-    return Tracking(uri, stack.mlflow_url, MlflowUsers(uri, stack.mlflow_admin))
+    return Tracking(uri, stack.mlflow_url, MlflowUsers(uri, stack.mlflow_admin,
+                                                       service_secret(stack.data_dir)))
 
 
 def toy_dataset(root: Path) -> Path:
