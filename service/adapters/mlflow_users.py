@@ -39,7 +39,7 @@ __all__ = ["Login", "MlflowUsers", "OwnerLoginRefused"]
 
 log = logging.getLogger("bckd.service")
 # What an owner's user may do on each experiment the service made for them: log runs, metrics
-# and artifacts, create runs (a sweep's trials), rename and delete; not grant others.
+# and artifacts, create runs (a sweep's trials), rename; not delete, nor grant others.
 OWNER_PERMISSION = "EDIT"
 
 

@@ -156,6 +156,8 @@ class Tracking:
                     raise
             if (exp := self.experiment(owner, name)) is None:
                 raise RuntimeError(f"MLflow experiment {full!r} could not be made")
+        if exp.lifecycle_stage == "deleted":  # by an admin in MLflow: a new job brings it back
+            self.client.restore_experiment(exp.experiment_id)
         if self.users is not None:
             self.users.grant(owner, exp.experiment_id)
         return exp.experiment_id

@@ -1,7 +1,6 @@
 """Job life cycle on the service side: row first, then Ray; cancel.
 
-A job is made (validated, given its MLflow run, claimed under its name) by
-``service.core.creation``.
+A job is made (validated, given its MLflow run, claimed under its name) by ``creation``.
 
 Order matters for restarts: the row is committed (QUEUED, attempts=0), admitted by the queue
 (``service.core.queue``: PENDING) and only then handed to Ray, and the job id is Ray's
@@ -172,13 +171,14 @@ def driver_reservation(settings: Settings) -> Reservation:
 
 def submit_row(session: Session, job: Job, ray: RayJobs, settings: Settings) -> None:
     """Hand a committed PENDING row to Ray; a failure leaves it for the reconciler to retry.
-
-    The attempt starts only if no cancel is recorded (a compare-and-set), and after Ray
-    accepted it the row is confirmed only if still none is; otherwise the job that just
-    landed on Ray is stopped there (``_stop_landed``)."""
+    The attempt starts only if no cancel is recorded and no other attempt started since the
+    caller read the row (compare-and-sets: the submitter and a reconciler pass may both find a
+    new row), and is confirmed only if still no cancel is, else stopped (``_stop_landed``)."""
     waiting = (Job.id == job.id, Job.status == JobStatus.PENDING, Job.submitted_at.is_(None),
                Job.cancel_requested.is_(False))
-    started = session.execute(update(Job).where(*waiting).values(
+    seen = Job.last_attempt_at.is_(None) if job.last_attempt_at is None else \
+        Job.last_attempt_at == job.last_attempt_at
+    started = session.execute(update(Job).where(*waiting, seen).values(
         attempts=Job.attempts + 1, last_attempt_at=utcnow())).rowcount
     session.commit()
     session.refresh(job)

@@ -32,7 +32,7 @@ from bckd.tracking.login import LOGIN_ENV
 from service.adapters.mlflow_users import Login
 from service.core.auth import write_admin_token
 from service.settings import PROJECT_ROOT
-from service.stack.mlflow_server import admin_uri, mlflow_server, service_secret
+from service.stack.mlflow_server import admin_uri, api_env, mlflow_server
 from service.stack.ports import (
     RAY_WORKER_PORTS,
     PortError,
@@ -245,7 +245,7 @@ class Stack:
         if self.cfg.database_url:
             env["BCKD_DATABASE_URL"] = self.cfg.database_url
         if self.mlflow_admin is not None:  # the API's MLflow clients send it (Settings)
-            env.update(self.mlflow_admin.env(), BCKD_MLFLOW_SECRET=service_secret(self.data_dir))
+            env.update(api_env(self.data_dir))
         env.update(self.cfg.extra_env)
         return env
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from service.adapters.mlflow_users import Login
 
-__all__ = ["MLFLOW_ADMIN", "admin_login", "admin_uri", "mlflow_server", "service_secret"]
+__all__ = ["MLFLOW_ADMIN", "admin_login", "admin_uri", "api_env", "mlflow_server",
+           "service_secret"]
 
 # The admin's user name: no owner's (service.core.auth.OWNER_NAME starts with a letter or
 # digit), so no owner's login can be the admin's.
@@ -64,6 +65,13 @@ def service_secret(data_dir: Path) -> str:
     """The service's MLflow secret of the stack of ``data_dir`` (``BCKD_MLFLOW_SECRET``: the key
     of the owners' passwords and the seals); empty for a data dir made before it existed."""
     return json.loads((data_dir / "mlflow_admin").read_text()).get("secret", "")
+
+
+def api_env(data_dir: Path) -> dict[str, str]:
+    """What an API of the stack of ``data_dir`` needs of its MLflow: the admin login, in
+    MLflow's own variables, and the service's secret. Every API of one MLflow needs the same:
+    one with another secret would set each owner's password to its own at its first use."""
+    return {**admin_login(data_dir).env(), "BCKD_MLFLOW_SECRET": service_secret(data_dir)}
 
 
 def admin_login(data_dir: Path) -> Login | None:

@@ -38,6 +38,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.stack.mlflow_server import admin_login, admin_uri
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 TAG = f"{os.getpid() % 100000}"
@@ -271,7 +273,8 @@ def _log(hosts: Hosts, job_id: str) -> str:
 def _mlflow_run(hosts: Hosts, run_id: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=f"http://{HEAD_IP}:5000").get_run(run_id)
+    login = admin_login(hosts.tmp / "state")  # the stack's MLflow checks logins
+    return MlflowClient(tracking_uri=admin_uri(f"http://{HEAD_IP}:5000", login)).get_run(run_id)
 
 
 def _one_worker_on_each_host(log: str) -> None:

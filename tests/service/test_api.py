@@ -17,6 +17,7 @@ import pytest
 
 from service.adapters.db import session_scope
 from service.stack.embedded import Stack
+from service.stack.mlflow_server import api_env
 from tests.service.servicetools import (
     TOKENS,
     client,
@@ -323,7 +324,7 @@ def test_a_cancel_during_the_submission_stops_the_job_on_ray(stack, tmp_path, mo
     data_roots = [Path(TOY["data_root"]).parent]
     with inprocess_api(monkeypatch, tmp_path, ray, data_roots, BCKD_RAY_ADDRESS=stack.ray_url,
                        BCKD_MLFLOW_URI=stack.mlflow_url, BCKD_STOP_WAIT_S="10",
-                       **stack.mlflow_admin.env()) as (c, settings):
+                       **api_env(stack.data_dir)) as (c, settings):
         r = c.post("/v1/jobs", json={"kind": "train", "config": "toy_teacher",
                                      "data_root": TOY["data_root"],
                                      "overrides": {"train_cfg.max_epochs": 100}})

@@ -22,6 +22,7 @@ from tests.service.servicetools import (
     TOKENS,
     client,
     finished,
+    service_tracking,
     stand_in_stack,
     toy_dataset,
     wait_for,
@@ -130,6 +131,18 @@ def test_a_login_cannot_take_another_owners_experiment_name(stack, alice, bob, d
     assert admin.get_experiment(run.info.experiment_id).name == "bob/squat"
     assert admin.get_experiment(squat).name == f"bob/squat (not made by bckd, id {squat})"
     assert _denied(lambda: as_alice.get_run(job["mlflow_run_id"])) == "PERMISSION_DENIED"
+
+
+def test_an_owner_deletes_nothing_and_a_deleted_experiment_comes_back(stack, alice):
+    tracking = service_tracking(stack)
+    made = tracking.own_experiment("alice", "gone")
+    as_alice = _as(stack, _login(alice))
+    run = as_alice.create_run(made).info.run_id  # EDIT: runs in it, but no deletion
+    assert _denied(lambda: as_alice.delete_run(run)) == "PERMISSION_DENIED"
+    assert _denied(lambda: as_alice.delete_experiment(made)) == "PERMISSION_DENIED"
+    tracking.client.delete_experiment(made)  # an admin in MLflow's UI
+    assert tracking.own_experiment("alice", "gone") == made  # the next job brings it back
+    assert as_alice.get_experiment(made).lifecycle_stage == "active"
 
 
 def test_tags_a_login_writes_prove_nothing_to_the_service(stack, alice, bob, admin, done):
