@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # Log streams (GET /v1/jobs/{id}/logs/stream) one owner may hold open at once; one more is
     # 429. A stream holds no thread while it waits, but each polls Ray once a second.
     max_log_streams: int = Field(8, ge=1)
+    # POST /v1/jobs one owner may have worked on at once; more wait their turn (service.core.
+    # slots), so one owner's burst does not hold up another's submission.
+    max_submitting: int = Field(2, ge=1)
     # Per-owner quotas, the defaults of every owner without its own (admins change one owner's
     # with PUT /v1/quotas/{owner}; service.core.queue): admitted (PENDING or RUNNING) jobs,
     # their CPUs, GPUs and reserved memory (empty: no limit but the cluster's), and QUEUED jobs;

@@ -42,6 +42,7 @@ __all__ = [
     "open_owned_run",
     "open_run",
     "read_run_json",
+    "run_in",
     "run_to_reopen",
     "undefined_ap",
     "write_run_json",
@@ -96,9 +97,17 @@ def create_run(tracking_uri: str, experiment: str, run_name: str,
             experiment_id = client.create_experiment(experiment, artifact_location=location)
         except Exception:  # noqa: BLE001 - created concurrently by another job
             experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return run_in(client, client.get_experiment(experiment_id), run_name, tags, status)
+
+
+def run_in(client: MlflowClient, experiment, run_name: str, tags: Mapping[str, str],
+           status: str = "RUNNING") -> str:
+    """Create a run in ``experiment`` (an ``Experiment`` ``client`` read) with ``tags``; its id.
+    The service makes a job's run this way, in the experiment it made for the owner."""
     # MLflow's UI then opens it on its runs table, COCO metrics as columns (mlflow_ui)
-    tag_experiment(client, client.get_experiment(experiment_id))
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
+    tag_experiment(client, experiment)
+    run_id = client.create_run(experiment.experiment_id, run_name=run_name,
+                               tags=dict(tags)).info.run_id
     if status != "RUNNING":
         client.update_run(run_id, status=status)
     return run_id

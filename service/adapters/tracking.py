@@ -23,8 +23,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from bckd.tracking.mlflow_ui import VIEW_TAG, run_link, runs_link
-from bckd.tracking.runs import OWNER_TAG, SHARED_TAG, artifact_location, create_run
+from bckd.tracking.mlflow_ui import EXPERIMENT_TAGS, VIEW_TAG, run_link, runs_link
+from bckd.tracking.runs import OWNER_TAG, SHARED_TAG, artifact_location, run_in
 from service.adapters.mlflow_users import Login, MlflowUsers
 
 __all__ = ["OWNER_TAG", "SEAL_TAG", "SHARED_TAG", "NotOwned", "Tracking", "get_tracking",
@@ -139,18 +139,19 @@ class Tracking:
             raise NotOwned(run_id)
         return run
 
-    def own_experiment(self, owner: str, name: str) -> str:
-        """The id of ``owner``'s experiment ``name``, made if MLflow has none of the service's
-        (sealed as it is made, so a racing request never finds it unsealed); ``owner``'s login
-        is granted on it."""
+    def own_experiment(self, owner: str, name: str):
+        """``owner``'s experiment ``name``, made if MLflow has none of the service's (sealed as
+        it is made, so a racing request never finds it unsealed); ``owner``'s login is granted
+        on it."""
         from mlflow.exceptions import MlflowException
 
         exp = self.experiment(owner, name)  # one a login made under that name moves aside
         if exp is None:
             full = mlflow_experiment(owner, name)
             seal = {} if self.users is None else {SEAL_TAG: self.users.seal("experiment", full)}
-            try:
-                self.client.create_experiment(full, artifact_location(self.uri), tags=seal)
+            try:  # with the UI's tags too (mlflow_ui): its runs then add none
+                self.client.create_experiment(full, artifact_location(self.uri),
+                                              tags={**EXPERIMENT_TAGS, **seal})
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":  # not made by a racing request
                     raise
@@ -160,23 +161,18 @@ class Tracking:
             self.client.restore_experiment(exp.experiment_id)
         if self.users is not None:
             self.users.grant(owner, exp.experiment_id)
-        return exp.experiment_id
+        return exp
 
     def create_job_run(self, experiment: str, name: str, owner: str, job_id: str,
                        config_hash: str) -> tuple[str, str]:
-        """A new job's run in ``owner``'s ``experiment`` (:meth:`own_experiment`), SCHEDULED
-        until the job opens it; its id and its experiment's."""
-        experiment_id = self.own_experiment(owner, experiment)
-        run_id = create_run(self.uri, mlflow_experiment(owner, experiment), name,
-                            status="SCHEDULED", tags={
-                                OWNER_TAG: owner, "bckd.job_id": job_id, "bckd.job_name": name,
-                                "bckd.config_hash": config_hash})
-        run = self.client.get_run(run_id)
-        if run.info.experiment_id != experiment_id:  # renamed and made again in between
-            self.client.delete_run(run_id)
-            raise RuntimeError(f"MLflow experiment {mlflow_experiment(owner, experiment)!r} "
-                               "changed while the run was made; submit again")
-        return run_id, experiment_id
+        """A new job's run in ``owner``'s ``experiment`` (:meth:`own_experiment`; by its id, so
+        a rename in between cannot send it elsewhere), SCHEDULED until the job opens it; its id
+        and its experiment's."""
+        exp = self.own_experiment(owner, experiment)
+        run_id = run_in(self.client, exp, name, status="SCHEDULED", tags={
+            OWNER_TAG: owner, "bckd.job_id": job_id, "bckd.job_name": name,
+            "bckd.config_hash": config_hash})
+        return run_id, exp.experiment_id
 
     def login(self, owner: str) -> Login | None:
         """``owner``'s MLflow login (made on the server if it is not yet); None where the

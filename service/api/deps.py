@@ -16,11 +16,12 @@ from service.adapters.ray_jobs import RayJobs, get_ray_jobs
 from service.adapters.tracking import Tracking, get_tracking
 from service.core.auth import Principal, TokenTable
 from service.core.reconciler import Submitter
+from service.core.slots import SubmitSlots
 from service.core.streams import LogStreams
 from service.settings import Settings, get_settings
 
 __all__ = ["CurrentUser", "LogStreamsDep", "RayDep", "SessionDep", "SettingsDep",
-           "SubmitterDep", "TrackingDep"]
+           "SubmitSlotsDep", "SubmitterDep", "TrackingDep"]
 
 # The dependencies here are ``async`` though none awaits: FastAPI runs each sync dependency as
 # one more trip through the request thread pool (a sync generator two: in and out), and under
@@ -75,6 +76,17 @@ async def get_log_streams(request: Request, settings: SettingsDep) -> LogStreams
 
 
 LogStreamsDep = Annotated[LogStreams, Depends(get_log_streams)]
+
+
+async def get_submit_slots(request: Request, settings: SettingsDep) -> SubmitSlots:
+    """The app's submission slots per owner (made on the event loop, so once)."""
+    state = request.app.state
+    if not hasattr(state, "submit_slots"):
+        state.submit_slots = SubmitSlots(settings.max_submitting)
+    return state.submit_slots
+
+
+SubmitSlotsDep = Annotated[SubmitSlots, Depends(get_submit_slots)]
 
 
 @lru_cache(maxsize=4)

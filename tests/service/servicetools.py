@@ -36,7 +36,7 @@ def stand_in_stack(root: Path, data_roots: list[Path], **env: str) -> Stack:
 
 def service_tracking(stack: Stack):
     """The stack's MLflow as the service reads it (its admin login, its seals): to make an
-    owner's experiment as a job's run would (``Tracking.own_experiment``) and read any run."""
+    owner's experiment as a job's run does (``Tracking.own_experiment``) and read any run."""
     from service.adapters.mlflow_users import MlflowUsers
     from service.adapters.tracking import Tracking
 

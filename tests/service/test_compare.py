@@ -65,7 +65,8 @@ def _run(client, exp_id: str, name: str, method: str, seed: int | None, value: f
 @pytest.fixture(scope="module")
 def runs(stack) -> dict[str, str]:
     tracking = service_tracking(stack)  # alice's experiment, as her first job's makes it
-    client, exp_id = tracking.client, tracking.own_experiment("alice", EXPERIMENT)
+    client = tracking.client
+    exp_id = tracking.own_experiment("alice", EXPERIMENT).experiment_id
     t0 = int(time.time() * 1000)
     ids = {"plain-s0-old": _run(client, exp_id, "plain-s0-old", "plain", 0, 0.100, t0)}
     for i, seed in enumerate(PLAIN):  # newer than plain-s0-old: these count

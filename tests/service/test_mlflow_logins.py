@@ -135,13 +135,13 @@ def test_a_login_cannot_take_another_owners_experiment_name(stack, alice, bob, d
 
 def test_an_owner_deletes_nothing_and_a_deleted_experiment_comes_back(stack, alice):
     tracking = service_tracking(stack)
-    made = tracking.own_experiment("alice", "gone")
+    made = tracking.own_experiment("alice", "gone").experiment_id
     as_alice = _as(stack, _login(alice))
     run = as_alice.create_run(made).info.run_id  # EDIT: runs in it, but no deletion
     assert _denied(lambda: as_alice.delete_run(run)) == "PERMISSION_DENIED"
     assert _denied(lambda: as_alice.delete_experiment(made)) == "PERMISSION_DENIED"
     tracking.client.delete_experiment(made)  # an admin in MLflow's UI
-    assert tracking.own_experiment("alice", "gone") == made  # the next job brings it back
+    assert tracking.own_experiment("alice", "gone").experiment_id == made  # the next job's
     assert as_alice.get_experiment(made).lifecycle_stage == "active"
 
 

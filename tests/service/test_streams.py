@@ -107,3 +107,32 @@ def test_a_stream_ends_with_its_job_and_gives_its_slot_back(stack, alice):
             assert r.status_code == 200, r.read()
             texts.append("".join(r.iter_text()))
     assert "done FINISHED" in texts[0] and texts[-1] == texts[0]
+
+
+def test_one_owners_burst_of_submissions_waits_its_turn_not_anothers(tmp_path, monkeypatch):
+    """``max_submitting`` 1 (the real app in this process; Ray's stand-in holds the cluster's
+    capacity call, the last step of a submission's work): while alice's first submission is
+    held there, her second waits for her slot and never reaches Ray, and bob's goes through."""
+    import threading
+
+    from tests.service.inprocess import HeldRay, body, inprocess_api
+
+    toy = toy_dataset(tmp_path)
+    ray = HeldRay(hold="capacity")
+    bob = {"Authorization": f"Bearer {TOKENS['bob']}"}
+    with inprocess_api(monkeypatch, tmp_path, ray, [toy.parent],
+                       BCKD_MAX_SUBMITTING="1") as (c, _):
+        answers: dict[str, httpx.Response] = {}
+        posts = [threading.Thread(target=lambda k=k: answers.update({k: c.post(
+            "/v1/jobs", json=body(toy, name=k))})) for k in ("alice-1", "alice-2")]
+        posts[0].start()
+        assert ray.entered.wait(30)  # alice's first holds her one slot, in Ray's capacity
+        posts[1].start()
+        r = c.post("/v1/jobs", json=body(toy, name="bob-1"), headers=bob)
+        assert r.status_code == 201, r.text  # bob's own slot: not behind alice's
+        time.sleep(1.0)  # time enough for her second to reach Ray's capacity, were it let in
+        assert ray.calls.count("capacity") == 2 and posts[1].is_alive()  # it waits its turn
+        ray.release.set()
+        for t in posts:
+            t.join(30)
+        assert [answers[k].status_code for k in ("alice-1", "alice-2")] == [201, 201], answers

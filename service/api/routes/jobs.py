@@ -15,6 +15,7 @@ from service.api.deps import (
     RayDep,
     SessionDep,
     SettingsDep,
+    SubmitSlotsDep,
     SubmitterDep,
     TrackingDep,
 )
@@ -46,11 +47,14 @@ JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#
                               "GET /v1/quotas/{owner})"}})
 def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
            settings: SettingsDep, tracking: TrackingDep, response: Response,
-           submitter: SubmitterDep, idem_key: IdemKey = None) -> JobPublic:
+           submitter: SubmitterDep, slots: SubmitSlotsDep,
+           idem_key: IdemKey = None) -> JobPublic:
     """Validate, store the job as QUEUED and admit it if its turn has come (PENDING: it goes
-    to Ray right after the answer); 429 when its owner already has ``max_queued`` queued."""
-    job, new, admitted = jobs.submit_request(session, user, req, idem_key, settings, ray,
-                                             tracking)
+    to Ray right after the answer); 429 when its owner already has ``max_queued`` queued.
+    One owner's submissions are worked on ``max_submitting`` at a time."""
+    with slots.held(user.name):
+        job, new, admitted = jobs.submit_request(session, user, req, idem_key, settings, ray,
+                                                 tracking)
     for job_id in admitted:
         submitter.submit(job_id, ray)
     if not new:  # a retry, answered from the table alone
