@@ -27,8 +27,8 @@ from bckd.tracking.mlflow_ui import EXPERIMENT_TAGS, VIEW_TAG, run_link, runs_li
 from bckd.tracking.runs import OWNER_TAG, SHARED_TAG, artifact_location, run_in
 from service.adapters.mlflow_users import Login, MlflowUsers
 
-__all__ = ["OWNER_TAG", "SEAL_TAG", "SHARED_TAG", "NotOwned", "Tracking", "get_tracking",
-           "mlflow_experiment"]
+__all__ = ["OWNER_TAG", "SEAL_TAG", "SHARED_TAG", "Login", "NotOwned", "Tracking",
+           "get_tracking", "mlflow_experiment"]
 
 SEAL_TAG = "bckd.seal"  # an experiment's: the service's seal of its name (MlflowUsers.seal)
 EXPERIMENT_CACHE_S = 30.0  # how long an experiment's name is taken as known (renames are rare)

@@ -1,13 +1,11 @@
-"""Job life cycle on the service side: row first, then Ray; cancel.
-
-A job is made (validated, given its MLflow run, claimed under its name) by ``creation``.
+"""Job life cycle on the service side: row first, then Ray; cancel. A job is made (validated,
+given its MLflow run, claimed under its name) by ``creation``.
 
 Order matters for restarts: the row is committed (QUEUED, attempts=0), admitted by the queue
-(``service.core.queue``: PENDING) and only then handed to Ray, and the job id is Ray's
-``submission_id``, so a crash between the admission and Ray's answer is healed by the
-reconciler (``service.core.reconciler``) re-submitting (Ray refuses a duplicate id, so at most one
-Ray job per row). The POST answers once the row is committed and the admission pass that
-follows it is; Ray is called from another thread (``submit_new``).
+(``queue``: PENDING) and only then handed to Ray, and the job id is Ray's ``submission_id``, so
+a crash between the admission and Ray's answer is healed by the reconciler re-submitting (Ray
+refuses a duplicate id: at most one Ray job per row). The POST answers once the row and the
+admission pass that follows it are committed; Ray is called from another thread (``submit_new``).
 
 A submission and a cancel may run at the same moment, in two threads or two API replicas.
 Both sides write through conditional UPDATEs, so one of them always sees the other: a
@@ -27,9 +25,8 @@ from sqlalchemy.orm import Session
 from bckd.config.kinds import JobKind
 from bckd.runtime.cluster import Capacity
 from service.adapters.db import Job, session_scope, utcnow
-from service.adapters.mlflow_users import Login
 from service.adapters.ray_jobs import RayJobs, Reservation, UnknownJob
-from service.adapters.tracking import Tracking, get_tracking
+from service.adapters.tracking import Login, Tracking, get_tracking
 from service.core.auth import Principal
 from service.core.creation import create_job
 from service.core.errors import Invalid, NotFound, Unavailable
@@ -39,6 +36,7 @@ from service.core.queue import admit, check_room, stop_queued
 from service.core.quotas import demand, quota_of
 from service.core.runs import end_job_run
 from service.core.schemas import JobCreate, JobLinks, JobPublic
+from service.core.slots import SubmitSlots
 from service.core.states import TERMINAL, JobStatus
 from service.settings import Settings
 
@@ -55,16 +53,16 @@ def aware(dt: datetime | None) -> datetime | None:
 
 
 def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: str | None,
-                   settings: Settings, ray: RayJobs, tracking: Tracking
-                   ) -> tuple[Job, bool, list[str]]:
+                   settings: Settings, ray: RayJobs, tracking: Tracking,
+                   slots: SubmitSlots) -> tuple[Job, bool, list[str]]:
     """A POST's job, True if new, and the jobs the admission pass that follows a new job
-    admitted (``service.core.queue``: the new one, QUEUED until its turn, among them when its
-    turn has come), for the caller to hand to Ray. A known key is answered from the table
-    before Ray or MLflow is asked anything; a key whose first request is still in flight waits
-    for that request's job (``service.core.idempotency``), so a duplicate never downloads or
-    asks Ray. Then the owner's queue must have room (``Busy``, 429) and the job must fit the
-    owner's quota; the cluster's capacity is asked last, so a bad request is a 4xx whether or
-    not Ray answers; ``Unavailable`` when Ray cannot say what the cluster holds."""
+    admitted (``service.core.queue``: the new one, QUEUED until its turn, among them), for the
+    caller to hand to Ray. A known key is answered from the table before Ray or MLflow is asked
+    anything; a key whose first request is in flight waits for its job (``idempotency``), so a
+    duplicate never downloads, asks Ray or takes one of the owner's ``slots``. The work is then
+    done in one: the queue must have room (``Busy``, 429), the job fit the owner's quota, and
+    the cluster's capacity is asked last, so a bad request is a 4xx whether or not Ray answers
+    (``Unavailable`` when Ray cannot say what the cluster holds)."""
     known = find_duplicate(session, user.name, req, idem_key)
     if known is not None:
         return known, False, []
@@ -82,11 +80,13 @@ def submit_request(session: Session, user: Principal, req: JobCreate, idem_key: 
         return asked[0]
 
     try:
-        quota = quota_of(session, user.name, settings)
-        check_room(session, user.name, quota)  # 429 beyond max_queued
-        if (never := quota.never(demand(req.model_dump(mode="json"), settings), user.name)):
-            raise Invalid("resources", never)
-        job, new = create_job(session, user, req, idem_key, settings, tracking, capacity)
+        with slots.held(user.name):  # a few of the owner's requests at a time (core.slots)
+            quota = quota_of(session, user.name, settings)
+            check_room(session, user.name, quota)  # 429 beyond max_queued
+            if (never := quota.never(demand(req.model_dump(mode="json"), settings),
+                                     user.name)):
+                raise Invalid("resources", never)
+            job, new = create_job(session, user, req, idem_key, settings, tracking, capacity)
     except BaseException:
         if idem_key is not None:
             release_claim(session, user.name, idem_key)

@@ -1,10 +1,12 @@
 """Submission slots per owner: at most ``max_submitting`` of one owner's ``POST /v1/jobs`` are
 worked on at once (validation, MLflow, the job file, the row); the owner's others wait their
-turn, up to :data:`WAIT_S`, then get 429. Without them, one owner's burst of submissions takes
-the API's CPU and the tracking server's one worker from everyone: with 30 of alice's in
-flight, bob's submission waited behind all of them (issue 31, item 2; ``benchmarks/
-bench_service.py --scenario streams``). Written by hand: a per-key semaphore is a few lines,
-and neither Starlette nor anyio has one.
+turn, up to :data:`WAIT_S`, then get 429. A retry of a request in flight (its Idempotency-Key)
+takes none: it waits for that request's job, which holds one (``core.jobs.submit_request``).
+
+Without them, one owner's burst of submissions takes the API's CPU and the tracking server's
+one worker from everyone: with 30 of alice's in flight, bob's submission waited behind all of
+them (issue 31, item 2; ``benchmarks/bench_service.py --scenario streams``). Written by hand: a
+per-key semaphore is a few lines, and neither Starlette nor anyio has one.
 """
 
 from __future__ import annotations

@@ -52,9 +52,8 @@ def submit(req: JobCreate, user: CurrentUser, session: SessionDep, ray: RayDep,
     """Validate, store the job as QUEUED and admit it if its turn has come (PENDING: it goes
     to Ray right after the answer); 429 when its owner already has ``max_queued`` queued.
     One owner's submissions are worked on ``max_submitting`` at a time."""
-    with slots.held(user.name):
-        job, new, admitted = jobs.submit_request(session, user, req, idem_key, settings, ray,
-                                                 tracking)
+    job, new, admitted = jobs.submit_request(session, user, req, idem_key, settings, ray,
+                                             tracking, slots)
     for job_id in admitted:
         submitter.submit(job_id, ray)
     if not new:  # a retry, answered from the table alone
