@@ -24,7 +24,7 @@ class WorkerJob:
     cfg: object  # mmengine Config, paths already absolute
     tracking_uri: str
     mlflow_run_id: str
-    tracking_login: dict = field(default_factory=dict)  # bckd.tracking.runs.tracking_login
+    tracking_login: dict = field(default_factory=dict)  # bckd.tracking.login.tracking_login
     cwd: str | None = None  # the driver's working directory, used when it exists on this node
     use_gpu: bool = False
     progress_interval: int = 10

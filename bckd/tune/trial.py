@@ -31,7 +31,7 @@ class TrialBase:
     tracking_uri: str
     parent_run_id: str
     cwd: str  # the driver's working directory: relative paths in cfg_options are against it
-    tracking_login: dict = field(default_factory=dict)  # bckd.tracking.runs.tracking_login
+    tracking_login: dict = field(default_factory=dict)  # bckd.tracking.login.tracking_login
 
 
 def run_trial(config: dict[str, Any], base: TrialBase) -> None:

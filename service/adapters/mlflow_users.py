@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import logging
 import threading
 from dataclasses import dataclass
 
@@ -37,7 +36,6 @@ from bckd.tracking.login import LOGIN_ENV
 
 __all__ = ["Login", "MlflowUsers", "OwnerLoginRefused"]
 
-log = logging.getLogger("bckd.service")
 # What an owner's user may do on each experiment the service made for them: log runs, metrics
 # and artifacts, create runs (a sweep's trials), rename; not delete, nor grant others.
 OWNER_PERMISSION = "EDIT"
@@ -78,7 +76,7 @@ class MlflowUsers:
         return base64.urlsafe_b64encode(hmac.digest(self._key, msg, "sha256")).decode()[:40]
 
     def seal(self, *parts: str) -> str:
-        """A mark of ``parts`` that only a holder of the admin password can make."""
+        """A mark of ``parts`` that only a holder of the service's secret can make."""
         return self._mac("seal", *parts)
 
     def holds(self, mark: str | None, *parts: str) -> bool:

@@ -207,26 +207,25 @@ class Tracking:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst),
                                                         tracking_uri=self.uri))
 
-    def _shared_mark(self, run_id: str) -> str:
-        return "true" if self.users is None else self.users.seal("shared", run_id)
-
     def shared(self, run) -> bool:
         """Whether an admin shared the run through the service (a mark a login cannot make)."""
         mark = run.data.tags.get(SHARED_TAG)
-        return mark is not None and mark == self._shared_mark(run.info.run_id)
+        if self.users is None:
+            return mark == "true"
+        return self.users.holds(mark, "shared", run.info.run_id)
 
     def visible_to(self, run, viewer: str) -> bool:
         """A run is its owner's (:meth:`owner_of`), and everyone's once an admin shared it."""
-        return self.owner_of(run) == viewer or (self.owner_of(run) is not None
-                                                and self.shared(run))
+        owner = self.owner_of(run)
+        return owner == viewer or (owner is not None and self.shared(run))
 
     def set_shared(self, run_id: str, shared: bool) -> None:
         """Mark a job's run shared (or not); :class:`NotOwned` for a run that no job of the
         service made: the service shares only its own runs."""
         if self.owner_of(_get_run(self.client, run_id)) is None:
             raise NotOwned(run_id)
-        self.client.set_tag(run_id, SHARED_TAG,
-                            self._shared_mark(run_id) if shared else "false")
+        mark = "true" if self.users is None else self.users.seal("shared", run_id)
+        self.client.set_tag(run_id, SHARED_TAG, mark if shared else "false")
 
     def compare(self, experiment: str, viewer: str | None) -> tuple[str, list[dict]] | None:
         """The runs of every owner's ``experiment`` that ``viewer`` may see (all of them for
